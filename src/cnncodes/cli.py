@@ -1,0 +1,252 @@
+"""Command line: a thin shell over the Python API (see README for the same steps in Python)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import CnnCodesError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"must be in [0, 100), got {value}")
+    return value
+
+
+def _data_options(p):
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="folder of class folders (optionally train/ and test/), or the "
+                   "CIFAR-10 archive; default: CIFAR-10, downloaded into the cache if absent")
+    g.add_argument("--cache-dir", default=None, help="where codes and downloads live (default $CNNCODES_CACHE or "
+                   "~/.cache/cnncodes)")
+    g.add_argument("--test-percent", type=_percent, default=20.0, help="test share for a single tree (default 20)")
+    g.add_argument("--validation-percent", type=_percent, default=20.0, help="validation share of the training "
+                   "images, used to choose the head's settings (default 20)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the validation split and of SGD (default 0)")
+
+
+def _extract_options(p, backbone=True):
+    g = p.add_argument_group("extraction")
+    if backbone:
+        g.add_argument("--backbone", default=None, help="network, or several joined by + (see `cnncodes backbones`; "
+                       "default efficientnet_lite0)")
+        g.add_argument("--flip", action="store_true", help="also use horizontally flipped codes (train on both, "
+                       "average at prediction)")
+    g.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    g.add_argument("--threads", type=_positive_int, default=None, help="decoding threads (default: cores)")
+    g.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda[:N]")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 where the hardware has it (codes within 0.3 points of fp32)")
+    g.add_argument("--engine", default="local", choices=["local", "ray"], help="local threads or a Ray cluster")
+    g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    g.add_argument("--concurrency", type=_positive_int, default=None, help="Ray actors (default: one per 2 CPUs)")
+
+
+def _head_options(p):
+    g = p.add_argument_group("head")
+    g.add_argument("--head", default="tuned", choices=["tuned", "sgd"], help="tuned: L-BFGS with L2 chosen on "
+                   "validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch)")
+    g.add_argument("--eval-every", type=_positive_int, default=100, help="sgd: learning-curve point every N steps")
+
+
+def _extract_kwargs(a) -> dict:
+    return dict(batch_size=a.batch_size, threads=a.threads, device=a.device, precision=a.precision,
+                engine=a.engine, address=a.address, concurrency=a.concurrency)
+
+
+def _data_kwargs(a) -> dict:
+    return dict(cache_dir=a.cache_dir, test_percent=a.test_percent, validation_percent=a.validation_percent,
+                seed=a.seed)
+
+
+def cmd_backbones(a):
+    from .backbones import BACKBONES, DEFAULT_BACKBONE
+
+    print(f"{'name':<20} {'input':>7} {'dim':>5}  {'weights (pip package)':<40} note")
+    for b in BACKBONES.values():
+        mark = " (default)" if b.name == DEFAULT_BACKBONE else ""
+        size = f"{b.preprocess.size}px"
+        print(f"{b.name:<20} {size:>7} {b.feature_dim:>5}  {b.weights_source:<40} {b.note}{mark}")
+
+
+def _run_or_train(a, evaluate_test: bool):
+    from .backbones import DEFAULT_BACKBONE
+    from .evaluate import format_table
+    from .pipeline import run_experiment
+
+    result = run_experiment(a.data, a.backbone or DEFAULT_BACKBONE, a.out, a.head, flip=a.flip,
+                            eval_every=a.eval_every, report=evaluate_test and not a.no_report,
+                            evaluate_test=evaluate_test, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
+    skipped = len(result.codes.skipped)
+    if skipped:
+        print(f"skipped {skipped} unusable files (listed with reasons in {result.out / 'skipped.tsv'})")
+    if evaluate_test:
+        print(format_table(result.metrics))
+        if (result.out / "report.html").exists():
+            print(f"report: {result.out / 'report.html'}")
+    print(f"model: {result.out / 'model.npz'}")
+
+
+def cmd_run(a):
+    _run_or_train(a, evaluate_test=True)
+
+
+def cmd_train(a):
+    _run_or_train(a, evaluate_test=False)
+
+
+def cmd_extract(a):
+    from .backbones import DEFAULT_BACKBONE
+    from .datasets import load_dataset
+    from .extract import extract_codes
+
+    dataset = load_dataset(a.data, **_data_kwargs(a))
+    codes = extract_codes(dataset, a.backbone or DEFAULT_BACKBONE, flip=a.flip, cache_dir=a.cache_dir,
+                          progress=not a.quiet, **_extract_kwargs(a))
+    out = Path(a.out)
+    codes.save(out / "codes.npz")
+    if codes.skipped:
+        print(f"skipped {len(codes.skipped)} unusable files:")
+        for i, why in codes.skipped[:20]:
+            print(f"  {i}: {why}")
+    print(f"{codes.codes.shape[0]} codes of dimension {codes.codes.shape[1]} -> {out / 'codes.npz'} "
+          f"(load with numpy.load)")
+
+
+def cmd_evaluate(a):
+    from .evaluate import format_table
+    from .pipeline import evaluate_model
+
+    metrics = evaluate_model(a.model, a.data, a.out, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
+    print(format_table(metrics))
+
+
+def cmd_predict(a):
+    from .pipeline import predict_images
+
+    results = predict_images(a.model, a.images, top_k=a.top_k, device=a.device, precision=a.precision)
+    failed = 0
+    for path, res in zip(a.images, results):
+        if isinstance(res, str):
+            failed += 1
+            print(f"{path}: skipped ({res})")
+        else:
+            print(f"{path}: " + ", ".join(f"{name} {p * 100:.1f}%" for name, p in res))
+    if failed == len(a.images):
+        raise CnnCodesError("no image could be read")
+
+
+def cmd_report(a):
+    from .report import write_report
+
+    path = write_report(Path(a.run_dir), progress=not a.quiet)
+    print(f"report: {path}")
+
+
+def cmd_tsne(a):
+    from .codes import Codes
+    from .tsne import tsne_map
+
+    codes = Codes.load(a.codes)
+    path = tsne_map(codes, Path(a.out), split=a.split, sample=a.sample, seed=a.seed)
+    print(f"t-SNE map: {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnncodes", description="Transfer learning on images with pretrained CNN codes.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_text):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(func=func)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return sp
+
+    sp = add("run", cmd_run, "the whole experiment: codes, head, test metrics, report")
+    _data_options(sp); _extract_options(sp); _head_options(sp)
+    sp.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
+    sp.add_argument("--no-report", action="store_true", help="skip pictures and report.html")
+
+    sp = add("extract", cmd_extract, "compute (or reuse) codes and write OUT/codes.npz")
+    _data_options(sp); _extract_options(sp)
+    sp.add_argument("--out", required=True, help="folder for codes.npz")
+
+    sp = add("train", cmd_train, "train the head on train (+validation) codes; the test split is not touched")
+    _data_options(sp); _extract_options(sp); _head_options(sp)
+    sp.add_argument("--out", default="runs/latest", help="run directory for model.npz")
+    sp.set_defaults(no_report=True)
+
+    sp = add("evaluate", cmd_evaluate, "test metrics of a saved model")
+    sp.add_argument("model", help="model.npz from run or train")
+    _data_options(sp); _extract_options(sp, backbone=False)
+    sp.add_argument("--out", default=None, help="folder for metrics.json (default: print only)")
+
+    sp = add("predict", cmd_predict, "top classes of new images")
+    sp.add_argument("model", help="model.npz from run or train")
+    sp.add_argument("images", nargs="+", help="image files")
+    sp.add_argument("--top-k", type=_positive_int, default=3)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+
+    add("backbones", cmd_backbones, "list the registered networks")
+
+    sp = add("report", cmd_report, "rebuild report.html of a finished run")
+    sp.add_argument("run_dir")
+
+    sp = add("tsne", cmd_tsne, "t-SNE map of codes (from `cnncodes extract`)")
+    sp.add_argument("codes", help="codes.npz")
+    sp.add_argument("--out", required=True, help="folder for the map")
+    sp.add_argument("--split", default="test", help="split to embed: train, validation, test or all")
+    sp.add_argument("--sample", type=_positive_int, default=10000, help="at most this many points (default 10000)")
+    sp.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command is None:
+        parser.print_help()
+        return 2
+    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict"):
+        from .runtime import reexec_with_fast_malloc
+
+        reexec_with_fast_malloc()
+    try:
+        a.func(a)
+    except CnnCodesError as exc:
+        print(f"cnncodes: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnncodes: interrupted; finished code shards are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback only with --debug
+        if a.debug:
+            raise
+        print(f"cnncodes: unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""CNN codes on disk: shards with checksums and atomic commits, named by a fingerprint of their inputs.
+
+An interrupted extraction resumes from its finished shards; a damaged shard is recomputed, never
+loaded; codes made with other settings live under another name and are never reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CnnCodesError
+
+STORE_VERSION = 1
+SHARD_SIZE = 2048
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def npz_bytes(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@dataclass
+class Codes:
+    """Codes of the usable items of a dataset, with everything needed to train on them."""
+
+    codes: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int64
+    ids: np.ndarray  # (N,) str
+    splits: np.ndarray  # (N,) "train" / "validation" / "test"
+    class_names: list[str]
+    backbone: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
+
+    def part(self, *splits: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.isin(self.splits, splits)
+        return self.codes[mask], self.labels[mask]
+
+    def save(self, path) -> None:
+        """One .npz a user reads with np.load(path): codes, labels, ids, splits, class_names, backbone."""
+        atomic_write(Path(path), npz_bytes(
+            codes=self.codes, labels=self.labels, ids=self.ids.astype(str), splits=self.splits.astype(str),
+            class_names=np.array(self.class_names), backbone=np.array(self.backbone),
+            skipped=np.array([f"{i}\t{why}" for i, why in self.skipped], dtype=str),
+        ))
+
+    @classmethod
+    def load(cls, path) -> "Codes":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(codes=z["codes"], labels=z["labels"], ids=z["ids"], splits=z["splits"],
+                           class_names=list(z["class_names"]), backbone=str(z["backbone"]),
+                           skipped=[tuple(s.split("\t", 1)) for s in z["skipped"]])
+        except (OSError, KeyError, ValueError) as exc:
+            raise CnnCodesError(f"{path} is not a cnncodes codes file ({exc})") from None
+
+    def concat(self, other: "Codes") -> "Codes":
+        """Codes of two backbones side by side, for the items both could use."""
+        common = np.intersect1d(self.ids, other.ids)
+        a, b = np.isin(self.ids, common), np.isin(other.ids, common)
+        if not np.array_equal(self.ids[a], other.ids[b]):
+            raise CnnCodesError("cannot concatenate codes of different datasets")
+        skipped = dict(self.skipped) | dict(other.skipped)
+        return Codes(np.hstack([self.codes[a], other.codes[b]]), self.labels[a], self.ids[a], self.splits[a],
+                     self.class_names, f"{self.backbone}+{other.backbone}", sorted(skipped.items()))
+
+
+def fingerprint(**inputs) -> str:
+    """A short hash of everything that changes the codes (dataset content, weights, preprocessing, precision)."""
+    blob = json.dumps(inputs, sort_keys=True, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class CodeStore:
+    """A folder of shards: shard_K.npz (codes + usable mask) committed by shard_K.json (its sha256)."""
+
+    def __init__(self, root: Path, n_items: int, feature_dim: int, meta: dict, shard_size: int = SHARD_SIZE):
+        self.root, self.n_items, self.feature_dim, self.shard_size = Path(root), n_items, feature_dim, shard_size
+        self.n_shards = max(1, -(-n_items // shard_size))
+        self.root.mkdir(parents=True, exist_ok=True)
+        manifest = self.root / "manifest.json"
+        if not manifest.exists():
+            atomic_write(manifest, json.dumps(meta | {"n_items": n_items, "shard_size": shard_size,
+                                                      "store_version": STORE_VERSION}, indent=1).encode())
+
+    def shard_range(self, k: int) -> range:
+        return range(k * self.shard_size, min(self.n_items, (k + 1) * self.shard_size))
+
+    def _paths(self, k: int) -> tuple[Path, Path]:
+        return self.root / f"shard_{k:05d}.npz", self.root / f"shard_{k:05d}.json"
+
+    def read_shard(self, k: int):
+        """(codes, usable mask, {index: reason}) of a committed, intact shard; None when it must be computed."""
+        data_path, commit_path = self._paths(k)
+        try:
+            commit = json.loads(commit_path.read_text())
+            raw = data_path.read_bytes()
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(raw).hexdigest() != commit.get("sha256"):
+            return None
+        import io
+
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            codes, ok = z["codes"], z["ok"]
+        if codes.shape != (len(self.shard_range(k)), self.feature_dim):
+            return None
+        return codes, ok, {int(i): why for i, why in commit.get("skipped", {}).items()}
+
+    def write_shard(self, k: int, codes: np.ndarray, ok: np.ndarray, skipped: dict[int, str]) -> None:
+        data_path, commit_path = self._paths(k)
+        raw = npz_bytes(codes=codes.astype(np.float32), ok=ok)
+        atomic_write(data_path, raw)
+        commit = {"sha256": hashlib.sha256(raw).hexdigest(), "skipped": {str(i): why for i, why in skipped.items()}}
+        atomic_write(commit_path, json.dumps(commit).encode())
+
+    def missing_shards(self) -> list[int]:
+        return [k for k in range(self.n_shards) if self.read_shard(k) is None]
+
+    def assemble(self):
+        """All shards concatenated: (codes, usable mask, {index: reason})."""
+        codes = np.empty((self.n_items, self.feature_dim), np.float32)
+        ok = np.zeros(self.n_items, bool)
+        skipped = {}
+        for k in range(self.n_shards):
+            shard = self.read_shard(k)
+            if shard is None:
+                raise CnnCodesError(f"codes store {self.root} is incomplete (shard {k}); run extraction again")
+            r = self.shard_range(k)
+            codes[r.start:r.stop], ok[r.start:r.stop] = shard[0], shard[1]
+            skipped.update(shard[2])
+        return codes, ok, skipped

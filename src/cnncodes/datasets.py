@@ -1,0 +1,179 @@
+"""Where images and labels come from: a folder of class folders, the CIFAR-10 archive, or arrays.
+
+Every dataset is a list of items (a stable id, a label, a split) plus a way to read item i as RGB.
+Splits are stable: an item's split depends only on its id (and the seed), never on what else is there.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import CnnCodesError
+from .images import load_rgb
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Dataset:
+    name: str
+    class_names: list[str]
+    ids: list[str]  # stable identity of each item: relative path, or "cifar10/train/123"
+    labels: np.ndarray  # int64
+    splits: np.ndarray  # "train" / "validation" / "test"
+    reader: Callable[[int], np.ndarray] = field(repr=False)  # item index -> (H, W, 3) uint8
+    content_key: str = ""  # what changes when the images change (see fingerprint())
+    root: Path | None = None
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (item, reason) found while listing
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.reader(i)
+
+    def path(self, i: int) -> Path | None:
+        return self.root / self.ids[i] if self.root is not None else None
+
+    def fingerprint(self) -> str:
+        """Changes when any item, label or image content changes; used to name the codes cache."""
+        h = hashlib.sha256(self.content_key.encode())
+        h.update("\n".join(self.ids).encode("utf-8", "surrogateescape"))
+        h.update(self.labels.astype(np.int64).tobytes())
+        return h.hexdigest()[:20]
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "Dataset":
+        index = np.asarray(index, dtype=np.int64)
+        return Dataset(
+            name=self.name, class_names=self.class_names, ids=[self.ids[i] for i in index],
+            labels=self.labels[index], splits=self.splits[index],
+            reader=lambda j, _r=self.reader, _i=index: _r(int(_i[j])),
+            content_key=self.content_key + f"|subset:{hashlib.sha1(index.tobytes()).hexdigest()}", root=self.root,
+        )
+
+
+def stable_fraction(item_id: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the item's id and the seed: the basis of every split."""
+    digest = hashlib.sha1(f"{seed}:{item_id}".encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(ids: Sequence[str], test_percent: float, validation_percent: float, seed: int) -> np.ndarray:
+    """test if u < test%, validation if u < test% + validation%, else train; u = stable_fraction(id)."""
+    u = np.array([stable_fraction(i, seed) for i in ids])
+    out = np.full(len(ids), "train", dtype=object)
+    out[u < (test_percent + validation_percent) / 100] = "validation"
+    out[u < test_percent / 100] = "test"
+    return out.astype(str)
+
+
+def _check_percents(test_percent: float, validation_percent: float) -> None:
+    if not (0 <= test_percent < 100 and 0 <= validation_percent < 100 and test_percent + validation_percent < 100):
+        raise CnnCodesError(
+            f"split percentages must be in [0, 100) and leave room for training (got test {test_percent}, "
+            f"validation {validation_percent})"
+        )
+
+
+def _scan_class_folders(root: Path, base: Path) -> tuple[list[str], list[str], list[int], list[tuple[str, str]]]:
+    """Class names, file paths (relative to base) and labels under root/<class>/...; empty classes reported."""
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names, rel_paths, labels, problems = [], [], [], []
+    for class_dir in class_dirs:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fn in sorted(filenames):
+                full = Path(dirpath) / fn
+                if fn.startswith(".") or full.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                files.append(full)
+        if not files:
+            problems.append((class_dir.relative_to(base).as_posix() + "/", "empty class folder: no image files, class ignored"))
+            continue
+        names.append(class_dir.name)
+        for full in files:
+            rel_paths.append(full.relative_to(base).as_posix())
+            labels.append(len(names) - 1)
+    return names, rel_paths, labels, problems
+
+
+def image_folder(root, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0) -> Dataset:
+    """A folder of class folders; `train/` and `test/` subfolders, when present, are the splits.
+
+    validation_percent is a share of the training images (carved out by stable hash, seeded).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise CnnCodesError(f"data path {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise CnnCodesError(f"data path {str(root)!r} is not a folder of class folders (nor a CIFAR-10 archive)")
+    _check_percents(test_percent, validation_percent)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        names, rel, labels, problems = _scan_class_folders(root / "train", root)
+        test_names, test_rel, test_labels, test_problems = _scan_class_folders(root / "test", root)
+        problems += test_problems
+        missing = set(test_names) - set(names)
+        if missing:
+            raise CnnCodesError(f"test/ has classes that train/ lacks: {sorted(missing)}")
+        ids = rel + test_rel
+        labels = labels + [names.index(test_names[t]) for t in test_labels]
+        splits = np.concatenate([assign_splits(rel, 0.0, validation_percent, seed), np.full(len(test_rel), "test")])
+    else:
+        names, ids, labels, problems = _scan_class_folders(root, root)
+        splits = assign_splits(ids, test_percent, validation_percent * (100 - test_percent) / 100, seed)
+    if not ids:
+        raise CnnCodesError(f"no images found under {str(root)!r}: expected {root}/<class name>/<image files>")
+    if len(names) < 2:
+        raise CnnCodesError(f"found only one class ({names[0]!r}) under {str(root)!r}: a classifier needs at least two")
+    stats = [os.stat(root / i, follow_symlinks=True) if (root / i).exists() else None for i in ids]
+    content = hashlib.sha256("".join(f"{s.st_size}:{s.st_mtime_ns};" if s else "missing;" for s in stats).encode())
+    return Dataset(
+        name=root.name, class_names=names, ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=splits,
+        reader=lambda i: load_rgb(root / ids[i]), content_key=f"folder:{content.hexdigest()}", root=root,
+        problems=problems,
+    )
+
+
+def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name: str = "arrays",
+                id_prefix: str = "item") -> Dataset:
+    """Images already in memory as (N, H, W, 3) uint8."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise CnnCodesError(f"expected images of shape (N, H, W, 3), got {images.shape}")
+    splits = np.asarray(splits).astype(str)
+    counters = {s: 0 for s in SPLITS}
+    ids = []
+    for s in splits:
+        ids.append(f"{id_prefix}/{s}/{counters[s]}")
+        counters[s] += 1
+    return Dataset(
+        name=name, class_names=list(class_names), ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=splits,
+        reader=lambda i: images[i], content_key="arrays:" + hashlib.sha256(images.tobytes()).hexdigest(),
+    )
+
+
+def carve_validation(ds: Dataset, validation_percent: float, seed: int) -> Dataset:
+    """Re-draw the validation share of train+validation items (stable per id)."""
+    pool = np.isin(ds.splits, ["train", "validation"])
+    idx = np.flatnonzero(pool)
+    ds.splits = ds.splits.copy()
+    ds.splits[idx] = assign_splits([ds.ids[i] for i in idx], 0.0, validation_percent, seed)
+    return ds
+
+
+def load_dataset(data=None, *, cache_dir=None, test_percent: float = 20.0, validation_percent: float = 20.0,
+                 seed: int = 0, download: bool = True) -> Dataset:
+    """The dataset behind a --data value: None means CIFAR-10 (downloaded if absent)."""
+    from . import cifar10
+
+    if data is None or cifar10.looks_like_cifar(data):
+        ds = cifar10.load(data, cache_dir=cache_dir, download=download)
+        return carve_validation(ds, validation_percent, seed)
+    return image_folder(data, test_percent, validation_percent, seed)

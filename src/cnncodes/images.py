@@ -1,0 +1,52 @@
+"""Decode any image Pillow reads into RGB uint8, or say precisely why it cannot be used."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Pillow's own limit (about 89 megapixels) turns a decompression bomb into an error instead of a 6 GB allocation.
+Image.MAX_IMAGE_PIXELS = 89_478_485
+
+
+class BadImage(Exception):
+    """The file is not an image we can use; the message is the reason shown in the skip list."""
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and float greyscale would be clipped to white by convert('RGB'); rescale them instead."""
+    arr = np.asarray(im, dtype=np.float64)
+    top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    """Transparent pixels carry arbitrary colours; composite them on white as viewers show them."""
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba)
+
+
+def load_rgb(path) -> np.ndarray:
+    """Read the first frame of an image file as an (H, W, 3) uint8 array, EXIF orientation applied."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.seek(0)
+                im = ImageOps.exif_transpose(im)
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    im = _to_8bit(im)
+                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                    im = _flatten_alpha(im)
+                arr = np.array(im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"too many pixels (decompression bomb guard): {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage("not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise BadImage(f"cannot decode: {exc}") from None
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise BadImage(f"unexpected decoded shape {arr.shape}")
+    return arr

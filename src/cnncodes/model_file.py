@@ -1,0 +1,40 @@
+"""A trained model as one .npz: backbone name, class names, head arrays. Loaded with allow_pickle=False,
+so opening a model file can never run code."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .codes import npz_bytes, atomic_write
+from .errors import CnnCodesError
+from .head import SoftmaxHead
+
+FORMAT = "cnncodes-model"
+FORMAT_VERSION = 1
+
+
+def save_model(path, head: SoftmaxHead, backbone: str, class_names: list[str], flip_average: bool = False) -> None:
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": backbone, "class_names": list(class_names),
+            "mode": head.mode, "flip_average": flip_average}
+    atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **head.state()))
+
+
+def load_model_file(path) -> tuple[SoftmaxHead, dict]:
+    """(head, metadata); a clear error for anything that is not a model file of this version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnCodesError(f"model file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            state = {k: z[k] for k in ("mean", "scale", "coef", "intercept")}
+    except (OSError, KeyError, ValueError) as exc:
+        raise CnnCodesError(f"{path} is not a cnncodes model file ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CnnCodesError(f"{path} is not a cnncodes model file")
+    if meta.get("version") != FORMAT_VERSION:
+        raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
+                            f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
+    return SoftmaxHead.from_state(state, meta.get("mode", "tuned")), meta

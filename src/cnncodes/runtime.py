@@ -1,0 +1,73 @@
+"""Process-level speed settings: device and precision choice, threads, and the malloc that avoids page faults."""
+from __future__ import annotations
+
+import ctypes.util
+import glob
+import os
+import sys
+
+from .errors import CnnCodesError
+
+TCMALLOC_ENV = "CNNCODES_MALLOC"  # set once the process runs with the fast allocator, so we re-exec only once
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnCodesError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CnnCodesError(f"--device must be auto, cpu or cuda[:N] (got {device!r})")
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 autocast is only a speed-up where the CPU multiplies bf16 natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str = "auto") -> str:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise CnnCodesError(f"--precision must be auto, fp32 or bf16 (got {precision!r})")
+    if precision != "auto":
+        return precision
+    if resolve_device(device) != "cpu":
+        return "bf16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def configure_threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+def find_tcmalloc() -> str | None:
+    candidates = glob.glob("/usr/lib/*/libtcmalloc_minimal.so.4") + glob.glob("/usr/lib/libtcmalloc_minimal.so.4")
+    found = ctypes.util.find_library("tcmalloc_minimal")
+    return candidates[0] if candidates else found
+
+
+def reexec_with_fast_malloc() -> None:
+    """Restart the CLI once with tcmalloc preloaded (or glibc tuned not to return memory to the OS).
+
+    glibc malloc gives large activations back to the kernel after every batch and page-faults them in
+    again; that dominated CPU extraction here (benchmarks/extract_speed.py).
+    """
+    if os.environ.get(TCMALLOC_ENV) or os.environ.get("CNNCODES_NO_REEXEC"):
+        return
+    env = dict(os.environ)
+    lib = find_tcmalloc()
+    if lib:
+        env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
+        env[TCMALLOC_ENV] = "tcmalloc"
+    else:
+        env["GLIBC_TUNABLES"] = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+        env[TCMALLOC_ENV] = "glibc-tuned"
+    os.execve(sys.executable, [sys.executable, "-m", "cnncodes", *sys.argv[1:]], env)
