@@ -17,6 +17,8 @@ import numpy as np
 from .errors import CnnCodesError
 
 STORE_VERSION = 1
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 SHARD_SIZE = 2048
 
 
@@ -30,6 +32,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

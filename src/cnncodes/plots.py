@@ -1,0 +1,153 @@
+"""The pictures of a run (matplotlib, PNG): each function draws one figure from plain arrays."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .codes import atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def _colours(k: int):
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(k)]
+
+
+def sample_grid(images_by_class: dict[str, list[np.ndarray]], path: Path) -> None:
+    """A few images per class, one row each, class name on the left."""
+    rows = len(images_by_class)
+    cols = max(len(v) for v in images_by_class.values())
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 1.2, rows * 0.9), squeeze=False)
+    for r, (name, imgs) in enumerate(images_by_class.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([]); ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(imgs):
+                ax.imshow(imgs[c])
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("Random sample of the training images")
+    _save(fig, path)
+
+
+def learning_curve(curve: list[dict], path: Path) -> None:
+    steps = [r["step"] for r in curve]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [r["train_accuracy"] * 100 for r in curve], label="train (2,000-image probe)")
+    if curve and "validation_accuracy" in curve[0]:
+        ax.plot(steps, [r["validation_accuracy"] * 100 for r in curve], label="validation")
+    ax.set_xlabel("SGD step (batch of 10)"); ax.set_ylabel("accuracy (%)")
+    ax.set_title("Learning curve of the softmax head (original protocol)")
+    ax.grid(alpha=0.3); ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def c_search(search: list[dict], best_c: float | None, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cs = [r["C"] for r in search]
+    ax.semilogx(cs, [r["validation_accuracy"] * 100 for r in search], "o-", label="validation")
+    ax.semilogx(cs, [r["train_accuracy"] * 100 for r in search], "s--", label="train", alpha=0.7)
+    if best_c is not None:
+        ax.axvline(best_c, color="grey", ls=":", label=f"chosen C = {best_c:g}")
+    ax.set_xlabel("C (inverse L2 strength)"); ax.set_ylabel("accuracy (%)")
+    ax.set_title("Tuned head: accuracy against regularisation")
+    ax.grid(alpha=0.3); ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def tsne_scatter(emb: np.ndarray, labels: np.ndarray, names: list[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 8))
+    colours = _colours(len(names))
+    size = max(1.0, min(12.0, 20000 / max(1, len(emb))))
+    for k, name in enumerate(names):
+        m = labels == k
+        ax.scatter(emb[m, 0], emb[m, 1], s=size, color=colours[k], label=name, alpha=0.7, linewidths=0)
+    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_title(f"t-SNE of CNN codes ({len(emb):,} images), coloured by class")
+    ax.legend(markerscale=max(1, 12 / size), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    _save(fig, path)
+
+
+def tsne_thumbnails(emb: np.ndarray, images: list[np.ndarray], path: Path, seed: int = 0,
+                    grid: int = 40, cell: int = 32) -> None:
+    """The images drawn at their t-SNE positions: one image per cell of a grid x grid raster."""
+    from PIL import Image
+
+    lo, hi = emb.min(0), emb.max(0)
+    pos = ((emb - lo) / np.maximum(hi - lo, 1e-9) * (grid - 1)).round().astype(int)
+    canvas = np.full((grid * cell, grid * cell, 3), 255, np.uint8)
+    taken = set()
+    for n in np.random.default_rng(seed).permutation(len(emb)):
+        key = (pos[n, 1], pos[n, 0])
+        if key in taken:
+            continue
+        taken.add(key)
+        thumb = np.asarray(Image.fromarray(images[n]).convert("RGB").resize((cell, cell), Image.BILINEAR))
+        y, x = (grid - 1 - key[0]) * cell, key[1] * cell
+        canvas[y:y + cell, x:x + cell] = thumb
+    fig, ax = plt.subplots(figsize=(10, 10))
+    ax.imshow(canvas); ax.axis("off")
+    ax.set_title("t-SNE map: images at their positions")
+    _save(fig, path)
+
+
+def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> None:
+    confusion = np.asarray(confusion)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
+    ax.imshow(confusion, cmap="Blues")
+    top = confusion.max() or 1
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if confusion[i, j] > top / 2 else "black")
+    ax.set_xticks(range(k), names, rotation=45, ha="right"); ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title("Confusion matrix (test)")
+    _save(fig, path)
+
+
+def per_class_bars(per_class: dict, path: Path) -> None:
+    names = list(per_class)
+    acc = [(per_class[n]["accuracy"] or 0) * 100 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1))
+    ax.barh(names, acc, color="tab:blue"); ax.invert_yaxis()
+    for y, a in enumerate(acc):
+        ax.text(a + 0.5, y, f"{a:.1f}%", va="center", fontsize=8)
+    ax.set_xlim(0, 105); ax.set_xlabel("test accuracy (%)"); ax.set_title("Per-class accuracy")
+    _save(fig, path)
+
+
+def mistakes_grid(images: list[np.ndarray], captions: list[str], path: Path, cols: int = 6) -> None:
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.2), squeeze=False)
+    for n, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if n < len(images):
+            ax.imshow(images[n]); ax.set_title(captions[n], fontsize=7)
+    fig.suptitle("Most confidently misclassified test images")
+    _save(fig, path)
+
+
+def data_efficiency(sizes: list[int], accuracies: list[float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.semilogx(sizes, [a * 100 for a in accuracies], "o-")
+    for s, a in zip(sizes, accuracies):
+        ax.annotate(f"{a * 100:.1f}%", (s, a * 100), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.set_xlabel("training images"); ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against the number of training images")
+    ax.grid(alpha=0.3)
+    _save(fig, path)

@@ -1,0 +1,58 @@
+"""t-SNE maps of CNN codes with openTSNE (FFT-accelerated, O(N)): seconds where exact t-SNE took hours."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .codes import Codes, atomic_write, npz_bytes
+
+
+def embed(x: np.ndarray, seed: int = 0, n_jobs: int = -1, pca_dim: int = 50) -> np.ndarray:
+    """2-D embedding: PCA to pca_dim (denoises and speeds the neighbour search), then openTSNE with its defaults."""
+    from openTSNE import TSNE
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, np.float32)
+    if x.shape[1] > pca_dim and len(x) > pca_dim:
+        x = PCA(pca_dim, random_state=seed).fit_transform(x)
+    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3.0))
+    return np.asarray(TSNE(perplexity=perplexity, n_jobs=n_jobs, random_state=seed, verbose=False).fit(x))
+
+
+def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
+    """Class separation of a map: leave-one-out k-nearest-neighbour accuracy in 2-D."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(k + 1).fit(embedding, labels)
+    neighbours = knn.kneighbors(embedding, return_distance=False)[:, 1:]
+    votes = labels[neighbours]
+    pred = np.array([np.bincount(v).argmax() for v in votes])
+    return float((pred == labels).mean())
+
+
+def select(codes: Codes, split: str, sample: int, seed: int) -> np.ndarray:
+    """Indices of the codes to map: one split (or all), at most `sample`, drawn with a fixed seed."""
+    idx = np.arange(len(codes.ids)) if split == "all" else np.flatnonzero(codes.splits == split)
+    if len(idx) > sample:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, sample, replace=False))
+    return idx
+
+
+def tsne_map(codes: Codes, out: Path, split: str = "test", sample: int = 10000, seed: int = 0, reader=None) -> Path:
+    """Embed, save tsne.npz (embedding, ids, labels) and draw tsne.png (and tsne_thumbnails.png given a reader)."""
+    from . import plots
+
+    idx = select(codes, split, sample, seed)
+    if len(idx) < 5:
+        from .errors import CnnCodesError
+
+        raise CnnCodesError(f"only {len(idx)} codes in split {split!r}: too few for a t-SNE map")
+    emb = embed(codes.codes[idx], seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "tsne.npz", npz_bytes(embedding=emb.astype(np.float32), ids=codes.ids[idx].astype(str),
+                                             labels=codes.labels[idx]))
+    plots.tsne_scatter(emb, codes.labels[idx], codes.class_names, out / "tsne.png")
+    if reader is not None:
+        plots.tsne_thumbnails(emb, [reader(i) for i in codes.ids[idx]], out / "tsne_thumbnails.png", seed=seed)
+    return out / "tsne.png"
