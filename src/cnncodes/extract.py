@@ -11,7 +11,7 @@ import torch
 
 from . import runtime
 from .backbones import Backbone, get_backbone, load_model, split_names
-from .codes import CodeStore, Codes, fingerprint
+from .codes import SHARD_SIZE, CodeStore, Codes, fingerprint
 from .datasets import Dataset
 from .errors import CnnCodesError
 from .images import BadImage
@@ -66,20 +66,21 @@ def compute_shard_local(dataset: Dataset, store: CodeStore, k: int, backbone: Ba
     store.write_shard(k, np.concatenate(parts), ok, skipped)
 
 
-def store_for(dataset: Dataset, backbone: Backbone, precision: str, cache_dir: Path) -> CodeStore:
+def store_for(dataset: Dataset, backbone: Backbone, precision: str, cache_dir: Path,
+              shard_size: int = SHARD_SIZE) -> CodeStore:
     key = fingerprint(dataset=dataset.fingerprint(), backbone=backbone.name, weights=backbone.weights_id(),
-                      preprocess=backbone.preprocess, precision=precision)
+                      preprocess=backbone.preprocess, precision=precision, shard_size=shard_size)
     flip = "-flip" if backbone.preprocess.flip else ""
     meta = {"dataset": dataset.name, "backbone": backbone.name, "preprocess": vars(backbone.preprocess),
             "precision": precision, "fingerprint": key}
     return CodeStore(Path(cache_dir) / "codes" / f"{dataset.name}-{backbone.name}{flip}-{key}", len(dataset),
-                     backbone.feature_dim, meta)
+                     backbone.feature_dim, meta, shard_size)
 
 
 def extract_codes(dataset: Dataset, backbone: str = "efficientnet_lite0", *, cache_dir=None, batch_size: int = 64,
                   threads: int | None = None, device: str = "auto", precision: str = "auto", flip: bool = False,
                   engine: str = "local", address: str | None = None, concurrency: int | None = None,
-                  progress: bool = True) -> Codes:
+                  shard_size: int = SHARD_SIZE, progress: bool = True) -> Codes:
     """Codes for every usable item of the dataset (reused from the cache when the inputs are unchanged).
 
     backbone may name several networks joined by '+': their codes are concatenated.
@@ -92,7 +93,7 @@ def extract_codes(dataset: Dataset, backbone: str = "efficientnet_lite0", *, cac
     if len(names) > 1:
         parts = [extract_codes(dataset, n, cache_dir=cache_dir, batch_size=batch_size, threads=threads, device=device,
                                precision=precision, flip=flip, engine=engine, address=address,
-                               concurrency=concurrency, progress=progress) for n in names]
+                               concurrency=concurrency, shard_size=shard_size, progress=progress) for n in names]
         out = parts[0]
         for p in parts[1:]:
             out = out.concat(p)
@@ -105,7 +106,7 @@ def extract_codes(dataset: Dataset, backbone: str = "efficientnet_lite0", *, cac
     settings = {"batch_size": batch_size, "threads": threads or max(2, os.cpu_count() or 2),
                 "device": runtime.resolve_device(device), "precision": runtime.resolve_precision(precision, device)}
     runtime.configure_threads()
-    store = store_for(dataset, spec, settings["precision"], Path(cache_dir or default_cache_dir()))
+    store = store_for(dataset, spec, settings["precision"], Path(cache_dir or default_cache_dir()), shard_size)
     missing = store.missing_shards()
     if missing:
         todo = sum(len(store.shard_range(k)) for k in missing)

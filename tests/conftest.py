@@ -1,0 +1,50 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def need_shared(sub: str = "") -> Path:
+    """Path into ../shared/data; skipped where absent, except under CI=true where it must exist."""
+    path = SHARED_DATA / sub
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {path} is missing")
+        pytest.skip(f"{path} not present (tests on real data need ../shared/data)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes codes to a cache of the session, never to the user's."""
+    monkeypatch.setenv("CNNCODES_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_image(kind: int, rng, size: int = 32) -> np.ndarray:
+    """Synthetic classes a CNN separates easily: red discs, green bars, blue checker boards."""
+    img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    c = size / 2 + rng.normal(0, 2, 2)
+    if kind == 0:
+        img[(yy - c[0]) ** 2 + (xx - c[1]) ** 2 < (size / 3) ** 2] = (220, 30, 30)
+    elif kind == 1:
+        img[:, (xx[0] // 4) % 2 == 0] = (30, 200, 40)
+    else:
+        img[((yy // 8) + (xx // 8)) % 2 == 0] = (40, 40, 230)
+    return img
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """3 classes x 20 PNG images in one tree (test and validation carved by hash)."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["discs", "bars", "checkers"]):
+        (root / name).mkdir()
+        for i in range(20):
+            Image.fromarray(make_image(k, rng)).save(root / name / f"{i:03d}.png")
+    return root

@@ -1,0 +1,90 @@
+"""Every odd or broken image is either read correctly or refused with a reason."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnncodes.images import BadImage, load_rgb
+
+
+def save(img: Image.Image, path, fmt, **kw):
+    img.save(path, format=fmt, **kw)
+    return path
+
+
+def test_png_named_jpg_is_read(tmp_path):
+    p = save(Image.new("RGB", (8, 8), (10, 20, 30)), tmp_path / "x.jpg", "PNG")
+    assert load_rgb(p)[0, 0].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("mode,colour", [("L", 128), ("CMYK", (0, 0, 0, 0)), ("P", 3)])
+def test_other_modes_become_rgb(tmp_path, mode, colour):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    p = save(Image.new(mode, (9, 7), colour), tmp_path / f"x.{fmt.lower()}", fmt)
+    arr = load_rgb(p)
+    assert arr.shape == (7, 9, 3) and arr.dtype == np.uint8
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    p = save(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), tmp_path / "a.png", "PNG")
+    assert load_rgb(p)[0, 0].tolist() == [255, 255, 255]
+
+
+def test_16bit_png_is_rescaled_not_clipped(tmp_path):
+    arr = np.full((5, 5), 32768, np.uint16)
+    p = tmp_path / "deep.png"
+    Image.fromarray(arr).save(p)
+    assert 120 <= load_rgb(p)[0, 0, 0] <= 135
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [Image.new("P", (6, 6), i) for i in (1, 2)]
+    p = tmp_path / "anim.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    assert load_rgb(p).shape == (6, 6, 3)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (20, 10), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif)
+    assert load_rgb(p).shape == (20, 10, 3)
+
+
+def test_one_pixel_image(tmp_path):
+    p = save(Image.new("RGB", (1, 1), (1, 2, 3)), tmp_path / "one.png", "PNG")
+    assert load_rgb(p).shape == (1, 1, 3)
+
+
+def test_refusals_have_reasons(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("not an image")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, "JPEG")
+    truncated = tmp_path / "trunc.jpg"
+    truncated.write_bytes(buf.getvalue()[:200])
+    for path in (empty, text, truncated):
+        with pytest.raises(BadImage) as err:
+            load_rgb(path)
+        assert str(err.value)
+
+
+def test_decompression_bomb_is_refused_without_allocating(tmp_path):
+    # A valid PNG header claiming 40000 x 40000 pixels, with almost no data behind it.
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+    p = tmp_path / "bomb.png"
+    p.write_bytes(png)
+    with pytest.raises(BadImage, match="decompression bomb"):
+        load_rgb(p)
