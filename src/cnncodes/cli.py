@@ -8,6 +8,13 @@ from pathlib import Path
 from .errors import CnnCodesError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags get one line (what is wrong and where help is), not the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -168,7 +175,7 @@ def cmd_tsne(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnncodes", description="Transfer learning on images with pretrained CNN codes.")
+    p = _Parser(prog="cnncodes", description="Transfer learning on images with pretrained CNN codes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -78,7 +79,7 @@ class Codes:
                 return cls(codes=z["codes"], labels=z["labels"], ids=z["ids"], splits=z["splits"],
                            class_names=list(z["class_names"]), backbone=str(z["backbone"]),
                            skipped=[tuple(s.split("\t", 1)) for s in z["skipped"]])
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise CnnCodesError(f"{path} is not a cnncodes codes file ({exc})") from None
 
     def concat(self, other: "Codes") -> "Codes":

@@ -3,6 +3,7 @@ so opening a model file can never run code."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def load_model_file(path) -> tuple[SoftmaxHead, dict]:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             state = {k: z[k] for k in ("mean", "scale", "coef", "intercept")}
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CnnCodesError(f"{path} is not a cnncodes model file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CnnCodesError(f"{path} is not a cnncodes model file")

@@ -90,7 +90,8 @@ def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest
     write_json(out / "settings.json", settings)
     write_json(out / "curve.json", {"mode": head, "curve": fitted.curve_, "search": fitted.search_,
                                    "best_C": getattr(fitted, "best_c_", None), "timings": timings})
-    atomic_write(out / "skipped.tsv", "".join(f"{i}\t{why}\n" for i, why in codes.skipped).encode())
+    skipped = "".join(f"{i}\t{why}\n" for i, why in codes.skipped)
+    atomic_write(out / "skipped.tsv", skipped.encode("utf-8", "surrogateescape"))
     if not evaluate_test:
         return RunResult(out, {}, fitted, codes, timings)
     proba = predict_codes(fitted, codes, flipped)

@@ -1,0 +1,117 @@
+"""The command line end to end on a small real-image folder, and its one-line errors."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from cnncodes.cli import main
+
+
+def cli(*args, cwd=None):
+    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
+    return subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+def is_png(path) -> bool:
+    raw = path.read_bytes()
+    if raw[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    width, height = struct.unpack(">II", raw[16:24])
+    return 200 <= width <= 4000 and 150 <= height <= 4000 and zlib.crc32(raw[12:29]) == struct.unpack(">I", raw[29:33])[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = cli("run", "--data", tiny_folder, "--backbone", "efficientnet_lite0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_run_writes_model_metrics_curve_and_report(finished_run):
+    out, result = finished_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9  # three very different synthetic classes
+    assert set(metrics["per_class"]) == {"bars", "checkers", "discs"}
+    assert "test accuracy" in result.stdout and "report.html" in result.stdout
+    for name in ("model.npz", "settings.json", "curve.json", "skipped.tsv"):
+        assert (out / name).exists()
+
+
+def test_report_references_every_picture_and_each_is_a_real_png(finished_run):
+    out, _ = finished_run
+    page = (out / "report.html").read_text()
+    pictures = ["sample.png", "learning_curve.png", "tsne.png", "tsne_thumbnails.png", "confusion.png",
+                "per_class.png", "mistakes.png"]
+    for name in pictures:
+        assert is_png(out / name), name
+        assert f'src="{name}"' in page
+
+
+def test_report_command_rebuilds_the_page(finished_run):
+    out, _ = finished_run
+    (out / "report.html").unlink()
+    result = cli("report", out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "report.html").exists()
+
+
+def test_predict_prints_top_classes_and_skips_bad_files(finished_run, tiny_folder, tmp_path):
+    out, _ = finished_run
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("no")
+    result = cli("predict", out / "model.npz", tiny_folder / "discs" / "000.png", bad, "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split(": ")[1].startswith("discs")
+    assert "skipped" in lines[1]
+
+
+def test_extract_then_tsne(tiny_folder, tmp_path):
+    assert cli("extract", "--data", tiny_folder, "--out", tmp_path).returncode == 0
+    result = cli("tsne", tmp_path / "codes.npz", "--out", tmp_path / "map", "--split", "all")
+    assert result.returncode == 0, result.stderr
+    assert is_png(tmp_path / "map" / "tsne.png")
+
+
+def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
+    assert cli("train", "--data", tiny_folder, "--head", "sgd", "--eval-every", "2", "--out", tmp_path).returncode == 0
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    assert curve["mode"] == "sgd" and len(curve["curve"]) > 3
+    assert not (tmp_path / "metrics.json").exists()  # train never touches the test split
+    result = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--data", "/no/such/folder"], "does not exist"),
+    (["run", "--data", "{tiny}", "--backbone", "resnet9000"], "known: inception_v3_2015"),
+    (["run", "--data", "{tiny}", "--batch-size", "0"], "must be at least 1"),
+    (["run", "--data", "{tiny}", "--test-percent", "150"], "must be in [0, 100)"),
+    (["predict", "/no/model.npz", "x.jpg"], "does not exist"),
+    (["report", "/no/run"], "does not exist"),
+    (["run", "--data", "{empty}"], "no images found"),
+    (["run", "--data", "{single}"], "only one class"),
+])
+def test_errors_are_one_line_without_traceback(tiny_folder, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "single" / "cats").mkdir(parents=True)
+    (tmp_path / "single" / "cats" / "a.png").write_bytes((tiny_folder / "discs" / "000.png").read_bytes())
+    args = [a.format(tiny=tiny_folder, empty=tmp_path / "empty", single=tmp_path / "single") for a in args]
+    result = cli(*args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3  # argparse adds a usage line
+
+
+def test_backbones_lists_the_registry(capsys):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "inception_v3_2015" in out and "299px" in out and "(default)" in out

@@ -1,0 +1,122 @@
+"""Codes survive interruption, damage and changed settings: resumed codes equal uninterrupted ones."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnncodes import extract_codes, image_folder
+from cnncodes.codes import Codes
+
+
+def shards(cache: Path) -> list[Path]:
+    return sorted(cache.glob("codes/*/shard_*.json"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_folder, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("ref-cache")
+    return extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=cache, shard_size=8, progress=False)
+
+
+def test_second_run_reuses_the_cache(tiny_folder, tmp_path, reference):
+    first = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
+                          progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in shards(tmp_path)}
+    again = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
+                          progress=False)
+    assert stamps == {p: p.stat().st_mtime_ns for p in shards(tmp_path)}
+    np.testing.assert_array_equal(first.codes, again.codes)
+    np.testing.assert_allclose(first.codes, reference.codes, atol=1e-6)
+
+
+def test_damaged_shard_is_recomputed_not_loaded(tiny_folder, tmp_path, reference):
+    extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, progress=False)
+    data = sorted(tmp_path.glob("codes/*/shard_00002.npz"))[0]
+    raw = bytearray(data.read_bytes())
+    raw[-100] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    truncated = sorted(tmp_path.glob("codes/*/shard_00003.npz"))[0]
+    truncated.write_bytes(truncated.read_bytes()[:50])
+    again = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
+                          progress=False)
+    np.testing.assert_allclose(again.codes, reference.codes, atol=1e-6)
+
+
+def test_other_settings_never_reuse_a_cache(tiny_folder, tmp_path):
+    ds = image_folder(tiny_folder)
+    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, progress=False)
+    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, precision="fp32", progress=False)
+    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, flip=True, progress=False)
+    assert len(list(tmp_path.glob("codes/*/manifest.json"))) == 3
+
+
+def test_changed_image_changes_the_fingerprint(tiny_folder, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(tiny_folder, copy)
+    before = image_folder(copy).fingerprint()
+    img = copy / "bars" / "000.png"
+    Image.new("RGB", (32, 32), (1, 1, 1)).save(img)
+    os.utime(img, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert image_folder(copy).fingerprint() != before
+
+
+KILLABLE = """
+import sys
+from cnncodes import extract_codes, image_folder
+extract_codes(image_folder(sys.argv[1]), "efficientnet_lite0", cache_dir=sys.argv[2], shard_size=4, batch_size=1,
+              progress=False)
+"""
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_codes(tiny_folder, tmp_path, reference):
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tiny_folder), str(tmp_path)])
+    deadline = time.time() + 120
+    while len(shards(tmp_path)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(shards(tmp_path))
+    assert 3 <= done < 15, "the run should have been killed part-way"
+    resumed = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=4,
+                            batch_size=1, progress=False)
+    np.testing.assert_allclose(resumed.codes, reference.codes, atol=2e-2)  # batch of 1 vs 8: bf16 rounding only
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, tmp_path, reference):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "bars" / "zero.jpg").write_bytes(b"")
+    (data / "bars" / "text.jpg").write_text("hello")
+    (data / "discs" / "trunc.jpg").write_bytes((tiny_folder / "discs" / "000.png").read_bytes()[:60])
+    (data / "discs" / b"caf\xe9.png".decode("utf-8", "surrogateescape")).write_bytes(
+        (tiny_folder / "discs" / "001.png").read_bytes())
+    os.symlink("loop.jpg", data / "checkers" / "loop.jpg")
+    os.symlink("/nonexistent/file.png", data / "checkers" / "dangling.png")
+    (data / "empty_class").mkdir()
+    ds = image_folder(data)
+    codes = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "cache", shard_size=8, progress=False)
+    reasons = dict(codes.skipped)
+    assert {"bars/zero.jpg", "bars/text.jpg", "discs/trunc.jpg", "checkers/loop.jpg", "checkers/dangling.png",
+            "empty_class/"} <= set(reasons)
+    assert all(reasons.values())
+    assert ds.class_names == ["bars", "checkers", "discs"]
+    good = {i: c for i, c in zip(codes.ids, codes.codes)}
+    ref = {i: c for i, c in zip(reference.ids, reference.codes)}
+    for item_id, c in ref.items():
+        np.testing.assert_allclose(good[item_id], c, atol=2e-2)
+    assert len(codes.ids) == len(reference.ids) + 1  # the non-UTF-8 name is a normal image
+
+
+def test_codes_file_loads_with_numpy_in_one_line(tmp_path, reference):
+    reference.save(tmp_path / "codes.npz")
+    z = np.load(tmp_path / "codes.npz")
+    assert z["codes"].shape == reference.codes.shape and list(z["class_names"]) == reference.class_names
+    assert Codes.load(tmp_path / "codes.npz").backbone == "efficientnet_lite0"

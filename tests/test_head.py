@@ -1,0 +1,63 @@
+"""The softmax head: both modes learn, the tuned one chooses its L2 on validation, model files are safe."""
+import numpy as np
+import pytest
+
+from cnncodes import CnnCodesError
+from cnncodes.head import SoftmaxHead
+from cnncodes.model_file import load_model_file, save_model
+
+
+def blobs(n=600, d=20, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (k, d))
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.normal(0, 1.5, (n, d))).astype(np.float32), y
+
+
+def test_tuned_head_searches_c_on_validation_and_learns():
+    x, y = blobs()
+    head = SoftmaxHead().fit(x[:400], y[:400], x[400:500], y[400:500])
+    assert len(head.search_) == len(head.c_grid) and head.best_c_ in head.c_grid
+    assert head.score(x[500:], y[500:]) > 0.9
+    np.testing.assert_allclose(head.predict_proba(x[:5]).sum(1), 1, rtol=1e-5)
+
+
+def test_sgd_head_records_the_learning_curve():
+    x, y = blobs()
+    head = SoftmaxHead("sgd", eval_every=10).fit(x[:400], y[:400], x[400:500], y[400:500])
+    steps = [r["step"] for r in head.curve_]
+    assert steps[0] == 0 and steps[-1] == 40 and len(steps) == 5  # 400 images / batches of 10
+    assert head.curve_[-1]["validation_accuracy"] > head.curve_[0]["validation_accuracy"]
+    assert head.score(x[500:], y[500:]) > 0.8
+
+
+def test_single_class_is_a_clear_error():
+    x, _ = blobs()
+    with pytest.raises(CnnCodesError, match="single class"):
+        SoftmaxHead().fit(x, np.zeros(len(x), int))
+
+
+def test_model_file_round_trip_and_refusals(tmp_path):
+    x, y = blobs()
+    head = SoftmaxHead(c_grid=(0.1,)).fit(x, y)
+    save_model(tmp_path / "m.npz", head, "efficientnet_lite0", ["a", "b", "c", "d"])
+    loaded, meta = load_model_file(tmp_path / "m.npz")
+    np.testing.assert_allclose(loaded.predict_proba(x), head.predict_proba(x), rtol=1e-5)
+    assert meta["backbone"] == "efficientnet_lite0"
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CnnCodesError, match="not a cnncodes model"):
+        load_model_file(tmp_path / "junk.npz")
+    np.savez(tmp_path / "pickled.npz", meta=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(CnnCodesError, match="not a cnncodes model"):
+        load_model_file(tmp_path / "pickled.npz")  # object arrays would need pickle: refused
+
+
+def test_model_file_of_another_version_is_refused(tmp_path):
+    import json
+
+    x, y = blobs()
+    head = SoftmaxHead(c_grid=(0.1,)).fit(x, y)
+    meta = {"format": "cnncodes-model", "version": 99, "backbone": "efficientnet_lite0", "class_names": list("abcd")}
+    np.savez(tmp_path / "v99.npz", meta=np.array(json.dumps(meta)), **head.state())
+    with pytest.raises(CnnCodesError, match="version 99"):
+        load_model_file(tmp_path / "v99.npz")
