@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import CnnCodesError
 from ..preprocess import Preprocess
 from . import efficientnet_lite, inception2015
+from .multilayer import MultiLayerPool
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,49 @@ BACKBONES: dict[str, Backbone] = {
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
+RESIZE_METHODS = ("bicubic", "tf1_bilinear")
+
+
 def get_backbone(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise CnnCodesError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+    """A registered backbone, optionally varied: NAME[:size=N][:resize=bicubic|tf1_bilinear][:layers=multi]."""
+    base, *options = name.split(":")
+    if base not in BACKBONES:
+        raise CnnCodesError(f"unknown backbone {base!r}; known: {', '.join(BACKBONES)}")
+    spec = BACKBONES[base]
+    if not options:
+        return spec
+    pre, multi = spec.preprocess, False
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "size" and value.isdigit() and 32 <= int(value) <= 1024:
+            pre = replace(pre, size=int(value))
+        elif key == "resize" and value in RESIZE_METHODS:
+            pre = replace(pre, resize=value)
+        elif key == "layers" and value == "multi":
+            multi = True
+        else:
+            raise CnnCodesError(f"bad backbone option {option!r} in {name!r}: use size=32..1024, "
+                                f"resize={'|'.join(RESIZE_METHODS)} or layers=multi")
+    if not multi:
+        return replace(spec, name=name, preprocess=pre)
+    return replace(spec, name=name, preprocess=pre, build_model=lambda: MultiLayerPool(load_model(base)).eval(),
+                   feature_dim=_multi_layer_dim(base))
+
+
+@lru_cache(maxsize=8)
+def _multi_layer_dim(base: str) -> int:
+    import torch
+
+    size = BACKBONES[base].preprocess.size
+    with torch.inference_mode():
+        return int(MultiLayerPool(load_model(base))(torch.zeros(1, 3, size, size)).shape[1])
 
 
 def split_names(spec: str) -> list[str]:
     """'a+b' concatenates the codes of several backbones."""
     names = [n.strip() for n in spec.split("+") if n.strip()]
+    if len(set(names)) != len(names):
+        raise CnnCodesError(f"--backbone {spec!r} names a network twice")
     if not names:
         raise CnnCodesError("--backbone is empty; known: " + ", ".join(BACKBONES))
     for n in names:

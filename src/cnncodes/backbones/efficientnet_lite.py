@@ -63,8 +63,16 @@ class EfficientNetLite(nn.Module):
         self.load_state_dict(_rename(state, n_blocks))
 
     def features(self, x):
-        """The spatial map before pooling (used by multi-layer and fine-tuning options)."""
+        """The spatial map before pooling."""
         return self.head(self.blocks(self.stem(x)))
+
+    def stages(self) -> tuple[list[nn.Module], list[int]]:
+        """The network as a sequence, and the positions whose pooled outputs make multi-layer codes:
+        the last block of each of the four deepest stages, and the head."""
+        seq = [self.stem, *self.blocks, self.head]
+        outs = [b.project[0].out_channels for b in self.blocks]
+        stage_ends = [i for i in range(len(outs)) if i + 1 == len(outs) or outs[i + 1] != outs[i]]
+        return seq, [1 + i for i in stage_ends[-4:]] + [len(seq) - 1]
 
     def forward(self, x):
         return self.features(x).mean((2, 3))

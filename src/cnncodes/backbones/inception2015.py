@@ -94,6 +94,14 @@ class Inception2015(nn.Module):
     def features(self, x):
         return self.layers(x)
 
+    def stages(self) -> tuple[list[nn.Module], list[int]]:
+        """The network as a sequence, and the positions pooled for multi-layer codes: the ends of the
+        35x35 (mixed_2), 17x17 (mixed_7) and 8x8 (mixed_9, mixed_10) stages."""
+        seq = list(self.layers)
+        kinds = [type(m).__name__ for m in seq]
+        mixed = [i for i, k in enumerate(kinds) if k.startswith("Mixed")]
+        return seq, [mixed[2], mixed[7], mixed[9], mixed[10]]
+
     def forward(self, x):
         return self.features(x).mean((2, 3))
 
