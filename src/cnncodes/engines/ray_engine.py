@@ -1,0 +1,107 @@
+"""Extraction on Ray Data: actors load the model once (map_batches with a callable class) and run the very
+same preprocessing and forward pass as the local engine; the driver commits finished shards to the same store,
+so later steps cannot tell which engine ran."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from ..errors import CnnCodesError
+
+
+def _require_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise CnnCodesError("--engine ray needs Ray Data: pip install 'cnncodes[ray]' (or pip install 'ray[data]')") from None
+    return ray
+
+
+class CodesActor:
+    """One per Ray worker: builds the backbone once, then turns batches of images into codes."""
+
+    def __init__(self, backbone: str, flip: bool, device: str, precision: str, threads: int):
+        import torch
+
+        from ..backbones import get_backbone, load_model
+
+        torch.set_num_threads(threads)
+        self.spec = get_backbone(backbone).with_flip(flip)
+        self.model = load_model(backbone).to(device).to(memory_format=torch.channels_last)
+        self.device, self.precision = device, precision
+
+    def _prepare(self, row):
+        from ..images import BadImage, load_rgb
+
+        try:
+            return self.spec.preprocess(load_rgb(row) if isinstance(row, str) else np.asarray(row, np.uint8))
+        except BadImage as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot read: {exc.strerror or exc}"
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from ..extract import forward
+
+        items = [self._prepare(x) for x in batch["image"]]
+        good = [k for k, item in enumerate(items) if not isinstance(item, str)]
+        codes = np.zeros((len(items), self.spec.feature_dim), np.float32)
+        if good:
+            codes[good] = forward(self.model, torch.stack([items[k] for k in good]), self.device, self.precision)
+        reasons = [item if isinstance(item, str) else "" for item in items]
+        return {"index": np.asarray(batch["index"]), "codes": codes, "reason": np.array(reasons, dtype=object)}
+
+
+def _source(ray, dataset, indices: list[int]):
+    """Rows {index, image}: a file path (read and decoded inside the actors, so files must be on storage every
+    node sees) or, for in-memory datasets, the pixels themselves."""
+    if dataset.root is not None:
+        return ray.data.from_items([{"index": i, "image": str(dataset.path(i))} for i in indices])
+    return ray.data.from_items([{"index": i, "image": dataset.read(i)} for i in indices])
+
+
+def compute_shards(dataset, store, shards: list[int], spec, settings: dict, address, concurrency, bar) -> None:
+    ray = _require_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, **({} if address else {"num_cpus": len(os.sched_getaffinity(0))}))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own tqdm bar counts images
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpu = settings["device"] != "cpu"
+    actors = concurrency or max(1, cpus // 2)
+    threads = max(1, cpus // actors)
+    indices = [i for k in shards for i in store.shard_range(k)]
+    # Ray Data restarts a failed actor and retries its batches (max_restarts=-1 is its default for actor pools).
+    codes = _source(ray, dataset, indices).map_batches(
+        CodesActor, fn_constructor_kwargs=dict(backbone=spec.name, flip=spec.preprocess.flip,
+                                               device=settings["device"], precision=settings["precision"],
+                                               threads=threads),
+        batch_size=settings["batch_size"], compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0,
+    )
+    pending = {k: {} for k in shards}
+    shard_of = {i: k for k in shards for i in store.shard_range(k)}
+    for batch in codes.iter_batches(batch_size=None, batch_format="numpy"):
+        for index, row, reason in zip(batch["index"], batch["codes"], batch["reason"]):
+            k = shard_of[int(index)]
+            pending[k][int(index)] = (row, reason)
+            bar.update(1)
+            if len(pending[k]) == len(store.shard_range(k)):
+                _commit(store, k, pending.pop(k))
+    if pending:
+        raise CnnCodesError(f"Ray returned no codes for shards {sorted(pending)}; run again to retry them")
+
+
+def _commit(store, k: int, rows: dict) -> None:
+    r = store.shard_range(k)
+    codes = np.stack([rows[i][0] for i in r])
+    skipped = {i: rows[i][1] for i in r if rows[i][1]}
+    ok = np.array([not rows[i][1] for i in r])
+    store.write_shard(k, codes, ok, skipped)

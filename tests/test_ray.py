@@ -1,0 +1,73 @@
+"""The Ray engine writes the very codes the local engine writes, into the same store."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnncodes import extract_codes, image_folder
+
+from .conftest import make_image
+
+
+def ray_or_skip():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but ray is not installed (scripts/setup.sh installs cnncodes[ray])")
+        pytest.skip("ray not installed: pip install 'cnncodes[ray]'")
+
+
+@pytest.fixture(scope="module")
+def three_hundred(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-data")
+    rng = np.random.default_rng(1)
+    for k, name in enumerate(["discs", "bars", "checkers"]):
+        (root / name).mkdir()
+        for i in range(100):
+            Image.fromarray(make_image(k, rng)).save(root / name / f"{i:03d}.png")
+    (root / "bars" / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_ray_and_local_engines_give_the_same_codes_and_share_the_store(three_hundred, tmp_path):
+    ray_or_skip()
+    import ray
+
+    ds = image_folder(three_hundred)
+    try:
+        via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", shard_size=64,
+                                progress=False)
+    finally:
+        ray.shutdown()
+    shards = sorted((tmp_path / "a").glob("codes/*/shard_*"))
+    stamps = {p: p.stat().st_mtime_ns for p in shards}
+    reused = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", shard_size=64, progress=False)
+    assert stamps == {p: p.stat().st_mtime_ns for p in shards}, "the local engine recomputed Ray's shards"
+    local = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", shard_size=64, progress=False)
+    assert list(via_ray.ids) == list(local.ids) == list(reused.ids)
+    np.testing.assert_allclose(via_ray.codes, local.codes, atol=2e-2)
+    assert dict(via_ray.skipped).keys() == dict(local.skipped).keys() == {"bars/broken.png"}
+    same_names = {p.name for p in (tmp_path / "a").glob("codes/*")} == {p.name for p in (tmp_path / "b").glob("codes/*")}
+    assert same_names  # one fingerprint, whichever engine ran
+    shutil.rmtree(tmp_path)
+
+
+def test_engine_ray_without_ray_says_how_to_install(monkeypatch, three_hundred, tmp_path):
+    import builtins
+
+    from cnncodes import CnnCodesError
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(CnnCodesError, match=r"pip install 'cnncodes\[ray\]'"):
+        extract_codes(image_folder(three_hundred), "efficientnet_lite0", cache_dir=tmp_path, engine="ray",
+                      progress=False)
