@@ -83,3 +83,15 @@ def test_registry_lists_every_backbone_with_its_settings():
     assert get_backbone("inception_v3_2015").preprocess.size == 299
     with pytest.raises(CnnCodesError, match="known: inception_v3_2015"):
         get_backbone("resnet9000")
+
+
+def test_backbone_variants_change_preprocessing_and_dimension():
+    multi = get_backbone("efficientnet_lite0:layers=multi:size=160:resize=tf1_bilinear")
+    assert multi.preprocess.size == 160 and multi.preprocess.resize == "tf1_bilinear"
+    assert multi.feature_dim == 80 + 112 + 192 + 320 + 1280  # four stage ends and the head, pooled
+    x = torch.zeros(2, 3, 160, 160)
+    with torch.inference_mode():
+        assert load_model(multi.name)(x).shape == (2, multi.feature_dim)
+    for bad in ("efficientnet_lite0:size=9", "efficientnet_lite0:resize=magic", "efficientnet_lite0:colour=red"):
+        with pytest.raises(CnnCodesError, match="bad backbone option"):
+            get_backbone(bad)

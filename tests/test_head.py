@@ -61,3 +61,32 @@ def test_model_file_of_another_version_is_refused(tmp_path):
     np.savez(tmp_path / "v99.npz", meta=np.array(json.dumps(meta)), **head.state())
     with pytest.raises(CnnCodesError, match="version 99"):
         load_model_file(tmp_path / "v99.npz")
+
+
+@pytest.mark.parametrize("how", ["sqrt", "l2"])
+def test_normalized_codes_still_learn_and_round_trip(tmp_path, how):
+    x, y = blobs()
+    x = np.abs(x)
+    head = SoftmaxHead(normalize=how).fit(x[:400], y[:400], x[400:500], y[400:500])
+    assert head.score(x[500:], y[500:]) > 0.8
+    save_model(tmp_path / "m.npz", head, "efficientnet_lite0", list("abcd"))
+    loaded, _ = load_model_file(tmp_path / "m.npz")
+    np.testing.assert_allclose(loaded.predict_proba(x[:9]), head.predict_proba(x[:9]), rtol=1e-4)
+
+
+def test_mlp_head_learns_stops_early_and_round_trips(tmp_path):
+    from cnncodes.mlp import MLPHead
+
+    x, y = blobs()
+    head = MLPHead(hidden=64, epochs=30, patience=5).fit(x[:400], y[:400], x[400:500], y[400:500])
+    assert head.score(x[500:], y[500:]) > 0.9
+    assert 1 <= len(head.curve_) <= 30
+    save_model(tmp_path / "mlp.npz", head, "efficientnet_lite0", list("abcd"))
+    loaded, meta = load_model_file(tmp_path / "mlp.npz")
+    assert meta["mode"] == "mlp"
+    np.testing.assert_allclose(loaded.predict_proba(x[:9]), head.predict_proba(x[:9]), rtol=1e-4)
+
+
+def test_unknown_normalization_is_refused_before_any_work():
+    with pytest.raises(CnnCodesError, match="--normalize"):
+        SoftmaxHead(normalize="cube")

@@ -66,8 +66,11 @@ def _extract_options(p, backbone=True):
 
 def _head_options(p):
     g = p.add_argument_group("head")
-    g.add_argument("--head", default="tuned", choices=["tuned", "sgd"], help="tuned: L-BFGS with L2 chosen on "
-                   "validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch)")
+    g.add_argument("--head", default="tuned", choices=["tuned", "sgd", "mlp"], help="tuned: L-BFGS with L2 chosen "
+                   "on validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch); mlp: one "
+                   "hidden layer, early stopping on validation")
+    g.add_argument("--normalize", default="none", choices=["none", "sqrt", "l2"],
+                   help="transform codes before standardisation (default none)")
     g.add_argument("--eval-every", type=_positive_int, default=100, help="sgd: learning-curve point every N steps")
 
 
@@ -97,7 +100,7 @@ def _run_or_train(a, evaluate_test: bool):
     from .pipeline import run_experiment
 
     result = run_experiment(a.data, a.backbone or DEFAULT_BACKBONE, a.out, a.head, flip=a.flip,
-                            eval_every=a.eval_every, report=evaluate_test and not a.no_report,
+                            eval_every=a.eval_every, normalize=a.normalize, report=evaluate_test and not a.no_report,
                             evaluate_test=evaluate_test, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
     skipped = len(result.codes.skipped)
     if skipped:

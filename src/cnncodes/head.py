@@ -13,6 +13,20 @@ import numpy as np
 from .errors import CnnCodesError
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+NORMALIZATIONS = ("none", "sqrt", "l2")
+
+
+def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
+    """Applied to codes before standardisation: sqrt (signed power 0.5) tames the heavy tails of pooled ReLU
+    activations; l2 puts every image on the unit sphere."""
+    x = np.asarray(x, np.float32)
+    if how == "sqrt":
+        return np.sign(x) * np.sqrt(np.abs(x))
+    if how == "l2":
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    if how != "none":
+        raise CnnCodesError(f"--normalize must be one of {', '.join(NORMALIZATIONS)} (got {how!r})")
+    return x
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -25,16 +39,19 @@ class SoftmaxHead:
     """fit / predict_proba / predict / score, scikit-learn style; learned state ends in '_'."""
 
     def __init__(self, mode: str = "tuned", c_grid=DEFAULT_C_GRID, learning_rate: float = 0.01, batch_size: int = 10,
-                 epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000):
+                 epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000, normalize: str = "none"):
         if mode not in ("tuned", "sgd"):
-            raise CnnCodesError(f"--head must be tuned or sgd (got {mode!r})")
+            raise CnnCodesError(f"--head must be tuned, sgd or mlp (got {mode!r})")
+        normalize_codes(np.zeros((1, 1)), normalize)  # rejects an unknown choice now, not after extraction
+        self.normalize = normalize
         self.mode, self.c_grid, self.learning_rate, self.batch_size = mode, tuple(c_grid), learning_rate, batch_size
         self.epochs, self.eval_every, self.seed, self.max_iter = epochs, eval_every, seed, max_iter
 
     # learned: mean_, scale_, coef_ (D, K), intercept_ (K,), n_classes_, curve_ (list of dicts), search_ (list)
 
     def fit(self, x_train, y_train, x_val=None, y_val=None, n_classes: int | None = None) -> "SoftmaxHead":
-        x_train, y_train = np.asarray(x_train, np.float32), np.asarray(y_train, np.int64)
+        x_train, y_train = normalize_codes(x_train, self.normalize), np.asarray(y_train, np.int64)
+        x_val = None if x_val is None else normalize_codes(x_val, self.normalize)
         if len(x_train) == 0:
             raise CnnCodesError("no training images")
         self.n_classes_ = int(n_classes or y_train.max() + 1)
@@ -126,7 +143,7 @@ class SoftmaxHead:
     def decision_function(self, x) -> np.ndarray:
         if not hasattr(self, "coef_"):
             raise CnnCodesError("the head is not trained yet: call fit() first")
-        x = np.asarray(x, np.float32)
+        x = normalize_codes(x, self.normalize)
         if x.shape[1] != self.coef_.shape[0]:
             raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.coef_.shape[0]}")
         return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
@@ -144,8 +161,8 @@ class SoftmaxHead:
         return {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_}
 
     @classmethod
-    def from_state(cls, state: dict, mode: str = "tuned") -> "SoftmaxHead":
-        head = cls(mode=mode)
+    def from_state(cls, state: dict, mode: str = "tuned", normalize: str = "none") -> "SoftmaxHead":
+        head = cls(mode=mode, normalize=normalize)
         head.mean_, head.scale_, head.coef_, head.intercept_ = (np.asarray(state[k], np.float32)
                                                                 for k in ("mean", "scale", "coef", "intercept"))
         head.n_classes_ = head.coef_.shape[1]

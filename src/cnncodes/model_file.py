@@ -11,18 +11,19 @@ import numpy as np
 from .codes import npz_bytes, atomic_write
 from .errors import CnnCodesError
 from .head import SoftmaxHead
+from .mlp import MLPHead
 
 FORMAT = "cnncodes-model"
 FORMAT_VERSION = 1
 
 
-def save_model(path, head: SoftmaxHead, backbone: str, class_names: list[str], flip_average: bool = False) -> None:
+def save_model(path, head, backbone: str, class_names: list[str], flip_average: bool = False) -> None:
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": backbone, "class_names": list(class_names),
-            "mode": head.mode, "flip_average": flip_average}
+            "mode": head.mode, "normalize": head.normalize, "flip_average": flip_average}
     atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **head.state()))
 
 
-def load_model_file(path) -> tuple[SoftmaxHead, dict]:
+def load_model_file(path):
     """(head, metadata); a clear error for anything that is not a model file of this version."""
     path = Path(path)
     if not path.is_file():
@@ -30,7 +31,7 @@ def load_model_file(path) -> tuple[SoftmaxHead, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            state = {k: z[k] for k in ("mean", "scale", "coef", "intercept")}
+            state = {k: z[k] for k in z.files if k != "meta"}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CnnCodesError(f"{path} is not a cnncodes model file ({exc})") from None
     if meta.get("format") != FORMAT:
@@ -38,4 +39,9 @@ def load_model_file(path) -> tuple[SoftmaxHead, dict]:
     if meta.get("version") != FORMAT_VERSION:
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
-    return SoftmaxHead.from_state(state, meta.get("mode", "tuned")), meta
+    try:
+        if meta.get("mode") == "mlp":
+            return MLPHead.from_state(state, meta.get("normalize", "none")), meta
+        return SoftmaxHead.from_state(state, meta.get("mode", "tuned"), meta.get("normalize", "none")), meta
+    except KeyError as exc:
+        raise CnnCodesError(f"{path} lacks the array {exc}: damaged or not a cnncodes model file") from None

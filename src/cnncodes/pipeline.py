@@ -14,23 +14,23 @@ from .codes import Codes, npz_bytes, atomic_write
 from .evaluate import evaluate
 from .extract import extract_codes, forward
 from .errors import CnnCodesError
-from .head import SoftmaxHead
+from .mlp import make_head
 from .images import BadImage, load_rgb
 from .model_file import load_model_file, save_model
 from . import runtime
 
 
-def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, **head_options) -> SoftmaxHead:
+def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, **head_options):
     """Fit on the train split, choose settings on validation; flipped codes of train images double the data."""
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
     if flipped is not None:
         xf, yf = flipped.part("train")
         x_train, y_train = np.vstack([x_train, xf]), np.concatenate([y_train, yf])
-    return SoftmaxHead(mode=mode, **head_options).fit(x_train, y_train, x_val, y_val, n_classes=len(codes.class_names))
+    return make_head(mode, **head_options).fit(x_train, y_train, x_val, y_val, n_classes=len(codes.class_names))
 
 
-def predict_codes(head: SoftmaxHead, codes: Codes, flipped: Codes | None = None, split: str = "test") -> np.ndarray:
+def predict_codes(head, codes: Codes, flipped: Codes | None = None, split: str = "test") -> np.ndarray:
     """Class probabilities for a split; with flipped codes, the average over both views."""
     x, _ = codes.part(split)
     proba = head.predict_proba(x)
@@ -43,7 +43,7 @@ def predict_codes(head: SoftmaxHead, codes: Codes, flipped: Codes | None = None,
 class RunResult:
     out: Path
     metrics: dict
-    head: SoftmaxHead
+    head: object  # SoftmaxHead or MLPHead
     codes: Codes
     timings: dict = field(default_factory=dict)
 
@@ -56,7 +56,7 @@ def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest
                    flip: bool = False, cache_dir=None, test_percent: float = 20.0, validation_percent: float = 20.0,
                    seed: int = 0, batch_size: int = 64, threads: int | None = None, device: str = "auto",
                    precision: str = "auto", engine: str = "local", address: str | None = None,
-                   concurrency: int | None = None, eval_every: int = 100, report: bool = True,
+                   concurrency: int | None = None, eval_every: int = 100, normalize: str = "none", report: bool = True,
                    evaluate_test: bool = True, progress: bool = True) -> RunResult:
     """images -> codes (cached) -> softmax head -> test metrics, all written to `out`.
 
@@ -82,7 +82,7 @@ def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest
                       codes.class_names, codes.backbone, codes.skipped)
     if evaluate_test and not (codes.splits == "test").any():
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
-    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed)
+    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed, normalize=normalize)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest
         return RunResult(out, {}, fitted, codes, timings)
     proba = predict_codes(fitted, codes, flipped)
     metrics = evaluate(codes.part("test")[1], proba.argmax(1), codes.class_names)
-    metrics |= {"backbone": backbone, "head": head, "flip": flip, "dataset": dataset.name,
+    metrics |= {"backbone": backbone, "head": head, "normalize": normalize, "flip": flip, "dataset": dataset.name,
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")},
                 "skipped": len(codes.skipped)}
     metrics["timings"] = timings

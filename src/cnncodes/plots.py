@@ -45,13 +45,17 @@ def sample_grid(images_by_class: dict[str, list[np.ndarray]], path: Path) -> Non
 
 
 def learning_curve(curve: list[dict], path: Path) -> None:
-    steps = [r["step"] for r in curve]
+    """Accuracy per SGD step (the original protocol) or per epoch (the MLP head)."""
+    unit = "step" if "step" in curve[0] else "epoch"
+    steps = [r[unit] for r in curve]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r["train_accuracy"] * 100 for r in curve], label="train (2,000-image probe)")
-    if curve and "validation_accuracy" in curve[0]:
+    if "train_accuracy" in curve[0]:
+        ax.plot(steps, [r["train_accuracy"] * 100 for r in curve], label="train (2,000-image probe)")
+    if "validation_accuracy" in curve[0]:
         ax.plot(steps, [r["validation_accuracy"] * 100 for r in curve], label="validation")
-    ax.set_xlabel("SGD step (batch of 10)"); ax.set_ylabel("accuracy (%)")
-    ax.set_title("Learning curve of the softmax head (original protocol)")
+    ax.set_xlabel("SGD step (batch of 10)" if unit == "step" else "epoch"); ax.set_ylabel("accuracy (%)")
+    ax.set_title("Learning curve of the softmax head (original protocol)" if unit == "step"
+                 else "Learning curve of the MLP head")
     ax.grid(alpha=0.3); ax.legend(loc="lower right")
     _save(fig, path)
 

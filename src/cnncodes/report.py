@@ -82,7 +82,7 @@ def write_report(run_dir, dataset=None, codes: Codes | None = None, progress: bo
         per_class[name] = [read(i) for i in rng.choice(ids, min(8, len(ids)), replace=False)]
     plots.sample_grid(per_class, run_dir / "sample.png")
 
-    if curve["mode"] == "sgd":
+    if curve["curve"]:
         plots.learning_curve(curve["curve"], run_dir / "learning_curve.png")
     elif curve["search"]:
         plots.c_search(curve["search"], curve.get("best_C"), run_dir / "learning_curve.png")
