@@ -38,13 +38,17 @@ def make_image(kind: int, rng, size: int = 32) -> np.ndarray:
     return img
 
 
+def write_image_folder(root: Path, per_class: int, seed: int) -> Path:
+    """One tree of class folders (discs, bars, checkers) of synthetic PNG images."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(["discs", "bars", "checkers"]):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(make_image(k, rng)).save(root / name / f"{i:03d}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     """3 classes x 20 PNG images in one tree (test and validation carved by hash)."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(["discs", "bars", "checkers"]):
-        (root / name).mkdir()
-        for i in range(20):
-            Image.fromarray(make_image(k, rng)).save(root / name / f"{i:03d}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("tiny"), 20, seed=0)

@@ -115,3 +115,15 @@ def test_backbones_lists_the_registry(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "inception_v3_2015" in out and "299px" in out and "(default)" in out
+
+
+def test_presets_resolve_and_explicit_flags_win():
+    from cnncodes import CnnCodesError
+    from cnncodes.presets import resolve
+
+    assert resolve(None) == {"backbone": "efficientnet_lite0", "head": "tuned", "flip": False}
+    best = resolve("best")
+    assert best["flip"] and best["backbone"].count("+") == 3
+    assert resolve("original", head="tuned") == {"backbone": "inception_v3_2015", "head": "tuned", "flip": False}
+    with pytest.raises(CnnCodesError, match="known: fast"):
+        resolve("turbo")

@@ -4,11 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cnncodes import extract_codes, image_folder
 
-from .conftest import make_image
+from .conftest import write_image_folder
 
 
 def ray_or_skip():
@@ -22,12 +21,7 @@ def ray_or_skip():
 
 @pytest.fixture(scope="module")
 def three_hundred(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray-data")
-    rng = np.random.default_rng(1)
-    for k, name in enumerate(["discs", "bars", "checkers"]):
-        (root / name).mkdir()
-        for i in range(100):
-            Image.fromarray(make_image(k, rng)).save(root / name / f"{i:03d}.png")
+    root = write_image_folder(tmp_path_factory.mktemp("ray-data") / "data", 100, seed=1)
     (root / "bars" / "broken.png").write_bytes(b"\x89PNG not really")
     return root
 

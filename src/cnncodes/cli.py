@@ -66,7 +66,10 @@ def _extract_options(p, backbone=True):
 
 def _head_options(p):
     g = p.add_argument_group("head")
-    g.add_argument("--head", default="tuned", choices=["tuned", "sgd", "mlp"], help="tuned: L-BFGS with L2 chosen "
+    g.add_argument("--preset", default=None, choices=["fast", "best", "original"], help="fast (default): Lite0 codes, "
+                   "tuned head; best: four backbones' codes with flips (highest accuracy); original: Inception-2015 "
+                   "codes with the original SGD protocol. Explicit --backbone/--head/--flip override it")
+    g.add_argument("--head", default=None, choices=["tuned", "sgd", "mlp"], help="tuned: L-BFGS with L2 chosen "
                    "on validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch); mlp: one "
                    "hidden layer, early stopping on validation")
     g.add_argument("--normalize", default="none", choices=["none", "sqrt", "l2"],
@@ -95,11 +98,12 @@ def cmd_backbones(a):
 
 
 def _run_or_train(a, evaluate_test: bool):
-    from .backbones import DEFAULT_BACKBONE
     from .evaluate import format_table
     from .pipeline import run_experiment
+    from .presets import resolve
 
-    result = run_experiment(a.data, a.backbone or DEFAULT_BACKBONE, a.out, a.head, flip=a.flip,
+    chosen = resolve(a.preset, a.backbone, a.head, a.flip)
+    result = run_experiment(a.data, chosen["backbone"], a.out, chosen["head"], flip=chosen["flip"],
                             eval_every=a.eval_every, normalize=a.normalize, report=evaluate_test and not a.no_report,
                             evaluate_test=evaluate_test, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
     skipped = len(result.codes.skipped)

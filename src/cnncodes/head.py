@@ -35,7 +35,23 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class SoftmaxHead:
+class ClassifierHead:
+    """What every head shares: probabilities, labels and accuracy from its decision_function."""
+
+    def decision_function(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, x) -> np.ndarray:
+        return softmax(self.decision_function(x))
+
+    def predict(self, x) -> np.ndarray:
+        return self.decision_function(x).argmax(1)
+
+    def score(self, x, y) -> float:
+        return float((self.predict(x) == np.asarray(y)).mean())
+
+
+class SoftmaxHead(ClassifierHead):
     """fit / predict_proba / predict / score, scikit-learn style; learned state ends in '_'."""
 
     def __init__(self, mode: str = "tuned", c_grid=DEFAULT_C_GRID, learning_rate: float = 0.01, batch_size: int = 10,
@@ -147,15 +163,6 @@ class SoftmaxHead:
         if x.shape[1] != self.coef_.shape[0]:
             raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.coef_.shape[0]}")
         return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
-
-    def predict_proba(self, x) -> np.ndarray:
-        return softmax(self.decision_function(x))
-
-    def predict(self, x) -> np.ndarray:
-        return self.decision_function(x).argmax(1)
-
-    def score(self, x, y) -> float:
-        return float((self.predict(x) == np.asarray(y)).mean())
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_}

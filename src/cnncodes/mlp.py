@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import CnnCodesError
-from .head import normalize_codes, softmax
+from .head import ClassifierHead, normalize_codes
 
 
-class MLPHead:
+class MLPHead(ClassifierHead):
     mode = "mlp"
 
     def __init__(self, hidden: int = 1024, dropout: float = 0.5, epochs: int = 60, learning_rate: float = 1e-3,
@@ -79,15 +79,6 @@ class MLPHead:
         if x.shape[1] != self.w1_.shape[0]:
             raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.w1_.shape[0]}")
         return np.maximum(x @ self.w1_ + self.b1_, 0) @ self.w2_ + self.b2_
-
-    def predict_proba(self, x) -> np.ndarray:
-        return softmax(self.decision_function(x))
-
-    def predict(self, x) -> np.ndarray:
-        return self.decision_function(x).argmax(1)
-
-    def score(self, x, y) -> float:
-        return float((self.predict(x) == np.asarray(y)).mean())
 
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "w1": self.w1_, "b1": self.b1_, "w2": self.w2_, "b2": self.b2_}
