@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from cnncodes.pipeline import run_experiment
+from cnncodes.presets import PRESETS
 
 L0, L1, L2, INC = "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "inception_v3_2015"
 MULTI = ":layers=multi"
@@ -29,8 +30,9 @@ SUITES = {
         ("+ bicubic upsampling", INC_BICUBIC, "tuned", False, "none"),
         ("+ flipped codes", INC_BICUBIC, "tuned", True, "none"),
         ("Lite0 + Lite2 + Inception, flip", f"{L0}+{L2}+{INC}", "tuned", True, "none"),
-        ("best: multi-layer Lite0, Lite2 + bicubic Inception, flip", f"{L0}{MULTI}+{L2}{MULTI}+{INC_BICUBIC}",
+        ("multi-layer Lite0, Lite2 + bicubic Inception, flip", f"{L0}{MULTI}+{L2}{MULTI}+{INC_BICUBIC}",
          "tuned", True, "none"),
+        ("--preset best (adds multi-layer Lite1)", PRESETS["best"]["backbone"], "tuned", True, "none"),
     ],
 }
 

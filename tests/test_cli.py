@@ -127,3 +127,22 @@ def test_presets_resolve_and_explicit_flags_win():
     assert resolve("original", head="tuned") == {"backbone": "inception_v3_2015", "head": "tuned", "flip": False}
     with pytest.raises(CnnCodesError, match="known: fast"):
         resolve("turbo")
+
+
+def test_ctrl_c_stops_cleanly_with_a_resume_hint(tiny_folder, tmp_path):
+    import signal
+    import time
+
+    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnncodes", "--quiet", "extract", "--data", str(tiny_folder), "--batch-size", "1",
+         "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out")],
+        stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a shell's background job ignores SIGINT
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("codes/*/manifest.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err and "Traceback" not in err
