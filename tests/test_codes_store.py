@@ -100,12 +100,13 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, t
         (tiny_folder / "discs" / "001.png").read_bytes())
     os.symlink("loop.jpg", data / "checkers" / "loop.jpg")
     os.symlink("/nonexistent/file.png", data / "checkers" / "dangling.png")
+    os.mkfifo(data / "checkers" / "fifo.jpg")
     (data / "empty_class").mkdir()
     ds = image_folder(data)
     codes = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "cache", shard_size=8, progress=False)
     reasons = dict(codes.skipped)
     assert {"bars/zero.jpg", "bars/text.jpg", "discs/trunc.jpg", "checkers/loop.jpg", "checkers/dangling.png",
-            "empty_class/"} <= set(reasons)
+            "checkers/fifo.jpg", "empty_class/"} <= set(reasons)
     assert all(reasons.values())
     assert ds.class_names == ["bars", "checkers", "discs"]
     good = {i: c for i, c in zip(codes.ids, codes.codes)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,6 +82,13 @@ def _check_percents(test_percent: float, validation_percent: float) -> None:
         )
 
 
+def _regular_or_unreadable(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True  # dangling link, loop, no permission: reported with its reason when read
+
+
 def _scan_class_folders(root: Path, base: Path) -> tuple[list[str], list[str], list[int], list[tuple[str, str]]]:
     """Class names, file paths (relative to base) and labels under root/<class>/...; empty classes reported."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -92,6 +100,9 @@ def _scan_class_folders(root: Path, base: Path) -> tuple[list[str], list[str], l
             for fn in sorted(filenames):
                 full = Path(dirpath) / fn
                 if fn.startswith(".") or full.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if not _regular_or_unreadable(full):  # a FIFO named .jpg would block the reader forever
+                    problems.append((full.relative_to(base).as_posix(), "not a regular file"))
                     continue
                 files.append(full)
         if not files:
