@@ -152,6 +152,6 @@ def data_efficiency(sizes: list[int], accuracies: list[float], path: Path) -> No
     for s, a in zip(sizes, accuracies):
         ax.annotate(f"{a * 100:.1f}%", (s, a * 100), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.set_xlabel("training images"); ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against the number of training images")
+    ax.set_title("Accuracy against the number of training images (tuned head, fixed C)")
     ax.grid(alpha=0.3)
     _save(fig, path)

@@ -43,22 +43,25 @@ def _reload(run_dir: Path, settings: dict, progress: bool):
     return dataset, codes
 
 
-def _data_efficiency(codes: Codes, best_c: float, full_accuracy: float, n_train: int, seed: int):
-    """Test accuracy of heads trained on 100, 1,000, 10,000... images (fixed C, no search: it is a curve)."""
+DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
+
+
+def _data_efficiency(codes: Codes, best_c: float, seed: int):
+    """Test accuracy of tuned heads trained on 100, 1,000, 10,000 and all images (fixed C: it is a curve)."""
     from .head import SoftmaxHead
 
     x, y = codes.part("train", "validation")
     xt, yt = codes.part("test")
     rng = np.random.default_rng(seed)
     sizes, accs = [], []
-    for size in (100, 1000, 10000):
-        if size >= len(x):
-            break
-        pick = rng.choice(len(x), size, replace=False)
+    for size in (100, 1000, 10000, len(x)):
+        if size > len(x) or (size < len(x) and size in sizes):
+            continue
+        pick = rng.choice(len(x), size, replace=False) if size < len(x) else np.arange(len(x))
         head = SoftmaxHead("tuned", c_grid=(best_c,)).fit(x[pick], y[pick], n_classes=len(codes.class_names))
         sizes.append(size)
         accs.append(head.score(xt, yt))
-    return sizes + [n_train], accs + [full_accuracy]
+    return sizes, accs
 
 
 def write_report(run_dir, dataset=None, codes: Codes | None = None, progress: bool = True) -> Path:
@@ -101,10 +104,8 @@ def write_report(run_dir, dataset=None, codes: Codes | None = None, progress: bo
     plots.mistakes_grid([read(ids[n]) for n in worst],
                         [f"true {names[labels[n]]}\npred {names[pred[n]]} {proba[n, pred[n]] * 100:.0f}%" for n in worst],
                         run_dir / "mistakes.png")
-    if curve.get("best_C") is not None:
-        n_train = metrics["split_sizes"]["train"] + metrics["split_sizes"]["validation"]
-        sizes, accs = _data_efficiency(codes, curve["best_C"], metrics["accuracy"], n_train, settings.get("seed", 0))
-        plots.data_efficiency(sizes, accs, run_dir / "data_efficiency.png")
+    sizes, accs = _data_efficiency(codes, curve.get("best_C") or DATA_EFFICIENCY_C, settings.get("seed", 0))
+    plots.data_efficiency(sizes, accs, run_dir / "data_efficiency.png")
     return _write_html(run_dir, settings, metrics, curve)
 
 
