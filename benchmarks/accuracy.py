@@ -20,6 +20,17 @@ INC_BICUBIC = INC + ":resize=bicubic"
 SUITES = {
     # (label, backbone, head, flip, normalize)
     "backbones": [(f"{b}, {h}", b, h, False, "none") for b in (INC, L0, L1, L2) for h in ("sgd", "tuned")],
+    "resolution": [(f"Lite0 at {size} px", f"{L0}:size={size}" if size != 224 else L0, "tuned", False, "none")
+                   for size in (160, 192, 224, 256)],
+    # the options whose codes fit this session's time on the 60,000-image JPEG copy
+    "options-jpeg": [
+        ("Lite0 tuned (default)", L0, "tuned", False, "none"),
+        ("+ flipped codes", L0, "tuned", True, "none"),
+        ("+ sqrt normalisation", L0, "tuned", False, "sqrt"),
+        ("+ MLP head", L0, "mlp", False, "none"),
+        ("Lite0 + Lite1 + Lite2 + Inception", f"{L0}+{L1}+{L2}+{INC}", "tuned", False, "none"),
+        ("Lite0 + Lite1 + Lite2 + Inception, MLP head", f"{L0}+{L1}+{L2}+{INC}", "mlp", False, "none"),
+    ],
     "options": [
         ("Lite0 tuned (default)", L0, "tuned", False, "none"),
         ("+ flipped codes", L0, "tuned", True, "none"),

@@ -90,3 +90,9 @@ def test_mlp_head_learns_stops_early_and_round_trips(tmp_path):
 def test_unknown_normalization_is_refused_before_any_work():
     with pytest.raises(CnnCodesError, match="--normalize"):
         SoftmaxHead(normalize="cube")
+
+
+def test_c_search_on_a_subsample_then_refit_on_everything():
+    x, y = blobs(n=1200)
+    head = SoftmaxHead(search_samples=200).fit(x[:800], y[:800], x[800:1000], y[800:1000])
+    assert head.best_c_ in head.c_grid and head.score(x[1000:], y[1000:]) > 0.9

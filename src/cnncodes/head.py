@@ -55,13 +55,15 @@ class SoftmaxHead(ClassifierHead):
     """fit / predict_proba / predict / score, scikit-learn style; learned state ends in '_'."""
 
     def __init__(self, mode: str = "tuned", c_grid=DEFAULT_C_GRID, learning_rate: float = 0.01, batch_size: int = 10,
-                 epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000, normalize: str = "none"):
+                 epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000, normalize: str = "none",
+                 search_samples: int = 10000):
         if mode not in ("tuned", "sgd"):
             raise CnnCodesError(f"--head must be tuned, sgd or mlp (got {mode!r})")
         normalize_codes(np.zeros((1, 1)), normalize)  # rejects an unknown choice now, not after extraction
         self.normalize = normalize
         self.mode, self.c_grid, self.learning_rate, self.batch_size = mode, tuple(c_grid), learning_rate, batch_size
         self.epochs, self.eval_every, self.seed, self.max_iter = epochs, eval_every, seed, max_iter
+        self.search_samples = search_samples
 
     # learned: mean_, scale_, coef_ (D, K), intercept_ (K,), n_classes_, curve_ (list of dicts), search_ (list)
 
@@ -87,16 +89,22 @@ class SoftmaxHead(ClassifierHead):
         self.search_ = []
         best_c = self.c_grid[len(self.c_grid) // 2]
         if x_val is not None and len(self.c_grid) > 1:
-            mean, scale = x.mean(0), x.std(0) + 1e-6
-            xs, xvs = (x - mean) / scale, (np.asarray(x_val, np.float32) - mean) / scale
+            # The search fits on at most search_samples training images (C, the weight of the summed loss,
+            # carries over to the full refit); the refit uses everything.
+            pick = np.arange(len(x))
+            if len(x) > self.search_samples:
+                pick = np.sort(np.random.default_rng(self.seed).choice(len(x), self.search_samples, replace=False))
+            xp, yp = x[pick], y[pick]
+            mean, scale = xp.mean(0), xp.std(0) + 1e-6
+            xs, xvs = (xp - mean) / scale, (np.asarray(x_val, np.float32) - mean) / scale
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True)
             for c in sorted(self.c_grid):
                 model.set_params(C=c)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(xs, y)
+                    model.fit(xs, yp)
                 self.search_.append({"C": c, "validation_accuracy": float(model.score(xvs, y_val)),
-                                     "train_accuracy": float(model.score(xs, y))})
+                                     "train_accuracy": float(model.score(xs, yp))})
             best_c = max(self.search_, key=lambda r: r["validation_accuracy"])["C"]
             x, y = np.vstack([x, x_val]), np.concatenate([y, y_val])
         self.best_c_ = best_c
