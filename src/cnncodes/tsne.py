@@ -8,8 +8,13 @@ import numpy as np
 from .codes import Codes, atomic_write, npz_bytes
 
 
+# Half of openTSNE's default iterations (250 exaggerated + 500): on 10,000 CIFAR-10 codes the map's class
+# separation was the same (2-D kNN accuracy 0.671 against 0.666) in 40% of the time (benchmarks/tsne_speed.py).
+EARLY_EXAGGERATION_ITER, N_ITER = 125, 250
+
+
 def embed(x: np.ndarray, seed: int = 0, n_jobs: int = -1, pca_dim: int = 50) -> np.ndarray:
-    """2-D embedding: PCA to pca_dim (denoises and speeds the neighbour search), then openTSNE with its defaults."""
+    """2-D embedding: PCA to pca_dim (denoises and speeds the neighbour search), then openTSNE (FFT gradients)."""
     from openTSNE import TSNE
     from sklearn.decomposition import PCA
 
@@ -17,7 +22,9 @@ def embed(x: np.ndarray, seed: int = 0, n_jobs: int = -1, pca_dim: int = 50) -> 
     if x.shape[1] > pca_dim and len(x) > pca_dim:
         x = PCA(pca_dim, random_state=seed).fit_transform(x)
     perplexity = min(30.0, max(2.0, (len(x) - 1) / 3.0))
-    return np.asarray(TSNE(perplexity=perplexity, n_jobs=n_jobs, random_state=seed, verbose=False).fit(x))
+    tsne = TSNE(perplexity=perplexity, n_jobs=n_jobs, random_state=seed, verbose=False,
+                early_exaggeration_iter=EARLY_EXAGGERATION_ITER, n_iter=N_ITER)
+    return np.asarray(tsne.fit(x))
 
 
 def knn_accuracy(embedding: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
