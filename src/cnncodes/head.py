@@ -56,14 +56,14 @@ class SoftmaxHead(ClassifierHead):
 
     def __init__(self, mode: str = "tuned", c_grid=DEFAULT_C_GRID, learning_rate: float = 0.01, batch_size: int = 10,
                  epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000, normalize: str = "none",
-                 search_samples: int = 10000):
+                 search_samples: int = 10000, progress: bool = False):
         if mode not in ("tuned", "sgd"):
             raise CnnCodesError(f"--head must be tuned, sgd or mlp (got {mode!r})")
         normalize_codes(np.zeros((1, 1)), normalize)  # rejects an unknown choice now, not after extraction
         self.normalize = normalize
         self.mode, self.c_grid, self.learning_rate, self.batch_size = mode, tuple(c_grid), learning_rate, batch_size
         self.epochs, self.eval_every, self.seed, self.max_iter = epochs, eval_every, seed, max_iter
-        self.search_samples = search_samples
+        self.search_samples, self.progress = search_samples, progress
 
     # learned: mean_, scale_, coef_ (D, K), intercept_ (K,), n_classes_, curve_ (list of dicts), search_ (list)
 
@@ -98,7 +98,9 @@ class SoftmaxHead(ClassifierHead):
             mean, scale = xp.mean(0), xp.std(0) + 1e-6
             xs, xvs = (xp - mean) / scale, (np.asarray(x_val, np.float32) - mean) / scale
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True)
-            for c in sorted(self.c_grid):
+            from tqdm import tqdm
+
+            for c in tqdm(sorted(self.c_grid), desc="head: choosing C", disable=not self.progress, leave=False):
                 model.set_params(C=c)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -108,6 +110,8 @@ class SoftmaxHead(ClassifierHead):
             best_c = max(self.search_, key=lambda r: r["validation_accuracy"])["C"]
             x, y = np.vstack([x, x_val]), np.concatenate([y, y_val])
         self.best_c_ = best_c
+        if self.progress:
+            print(f"head: refitting with C={best_c:g} on {len(x):,} images", flush=True)
         self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
         model = LogisticRegression(C=best_c, max_iter=self.max_iter)
         with warnings.catch_warnings():

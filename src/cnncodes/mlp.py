@@ -98,4 +98,5 @@ def make_head(mode: str = "tuned", **options):
 
     if mode == "mlp":
         return MLPHead(**options)
-    return SoftmaxHead(mode=mode, **{k: v for k, v in options.items() if k in ("eval_every", "seed", "normalize")})
+    return SoftmaxHead(mode=mode, **{k: v for k, v in options.items()
+                                     if k in ("eval_every", "seed", "normalize", "progress")})

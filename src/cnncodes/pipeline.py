@@ -82,7 +82,7 @@ def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest
                       codes.class_names, codes.backbone, codes.skipped)
     if evaluate_test and not (codes.splits == "test").any():
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
-    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed, normalize=normalize)
+    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed, normalize=normalize, progress=progress)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     out.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,8 @@ def write_report(run_dir, dataset=None, codes: Codes | None = None, progress: bo
 
     from .tsne import tsne_map
 
+    if progress:
+        print("report: t-SNE map of the test codes", flush=True)
     tsne_map(codes, run_dir, split="test", sample=10000, seed=settings.get("seed", 0), reader=read)
 
     plots.confusion_heatmap(np.array(metrics["confusion"]), names, run_dir / "confusion.png")
@@ -104,6 +106,8 @@ def write_report(run_dir, dataset=None, codes: Codes | None = None, progress: bo
     plots.mistakes_grid([read(ids[n]) for n in worst],
                         [f"true {names[labels[n]]}\npred {names[pred[n]]} {proba[n, pred[n]] * 100:.0f}%" for n in worst],
                         run_dir / "mistakes.png")
+    if progress:
+        print("report: accuracy against training set size", flush=True)
     sizes, accs = _data_efficiency(codes, curve.get("best_C") or DATA_EFFICIENCY_C, settings.get("seed", 0))
     plots.data_efficiency(sizes, accs, run_dir / "data_efficiency.png")
     return _write_html(run_dir, settings, metrics, curve)
