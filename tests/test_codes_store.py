@@ -1,5 +1,4 @@
 """Codes survive interruption, damage and changed settings: resumed codes equal uninterrupted ones."""
-import json
 import os
 import shutil
 import signal
