@@ -142,16 +142,18 @@ class CodeStore:
         commit = {"sha256": hashlib.sha256(raw).hexdigest(), "skipped": {str(i): why for i, why in skipped.items()}}
         atomic_write(commit_path, json.dumps(commit).encode())
 
-    def missing_shards(self) -> list[int]:
-        return [k for k in range(self.n_shards) if self.read_shard(k) is None]
+    def read_all(self) -> dict:
+        """Every shard that is committed and intact, by index; the absent ones must be computed."""
+        return {k: shard for k in range(self.n_shards) if (shard := self.read_shard(k)) is not None}
 
-    def assemble(self):
-        """All shards concatenated: (codes, usable mask, {index: reason})."""
+    def assemble(self, known: dict | None = None):
+        """All shards concatenated: (codes, usable mask, {index: reason}); `known` shards are not read again."""
+        known = known or {}
         codes = np.empty((self.n_items, self.feature_dim), np.float32)
         ok = np.zeros(self.n_items, bool)
         skipped = {}
         for k in range(self.n_shards):
-            shard = self.read_shard(k)
+            shard = known[k] if k in known else self.read_shard(k)
             if shard is None:
                 raise CnnCodesError(f"codes store {self.root} is incomplete (shard {k}); run extraction again")
             r = self.shard_range(k)

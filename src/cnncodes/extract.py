@@ -27,6 +27,11 @@ def prepare(dataset: Dataset, i: int, backbone: Backbone):
         return f"cannot read: {exc.strerror or exc}"
 
 
+def inference_model(backbone: str, device: str) -> torch.nn.Module:
+    """The process's one instance of a backbone, on the device, in the channels_last layout forward() feeds it."""
+    return load_model(backbone).to(device).to(memory_format=torch.channels_last)
+
+
 def forward(model: torch.nn.Module, batch: torch.Tensor, device: str, precision: str) -> np.ndarray:
     """Codes of one batch; bf16 autocast and channels_last are what make the CPU fast (benchmarks/)."""
     batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -55,7 +60,7 @@ def _local_batches(dataset: Dataset, indices: range, backbone: Backbone, model, 
 
 
 def compute_shard_local(dataset: Dataset, store: CodeStore, k: int, backbone: Backbone, settings: dict, bar) -> None:
-    model = load_model(backbone.name).to(settings["device"]).to(memory_format=torch.channels_last)
+    model = inference_model(backbone.name, settings["device"])
     r = store.shard_range(k)
     parts, skipped = [], {}
     for codes, bad in _local_batches(dataset, r, backbone, model, settings, bar):
@@ -107,7 +112,8 @@ def extract_codes(dataset: Dataset, backbone: str = "efficientnet_lite0", *, cac
                 "device": runtime.resolve_device(device), "precision": runtime.resolve_precision(precision, device)}
     runtime.configure_threads()
     store = store_for(dataset, spec, settings["precision"], Path(cache_dir or default_cache_dir()), shard_size)
-    missing = store.missing_shards()
+    done = store.read_all()
+    missing = [k for k in range(store.n_shards) if k not in done]
     if missing:
         todo = sum(len(store.shard_range(k)) for k in missing)
         desc = f"codes {spec.name}{' (flipped)' if flip else ''}"
@@ -121,7 +127,7 @@ def extract_codes(dataset: Dataset, backbone: str = "efficientnet_lite0", *, cac
                     compute_shard_local(dataset, store, k, spec, settings, bar)
             else:
                 raise CnnCodesError(f"unknown engine {engine!r}; use local or ray")
-    codes, ok, skipped = store.assemble()
+    codes, ok, skipped = store.assemble(known=done)
     ids = np.array(dataset.ids)
     reasons = [(dataset.ids[i], why) for i, why in sorted(skipped.items())] + list(dataset.problems)
     return Codes(codes[ok], dataset.labels[ok], ids[ok], dataset.splits[ok], dataset.class_names, spec.name, reasons)

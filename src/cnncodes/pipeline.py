@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import DEFAULT_BACKBONE, get_backbone, load_model, split_names
+from .backbones import DEFAULT_BACKBONE, get_backbone, split_names
 from .codes import Codes, npz_bytes, atomic_write
 from .evaluate import evaluate
-from .extract import extract_codes, forward
+from .extract import extract_codes, forward, inference_model
 from .errors import CnnCodesError
 from .mlp import make_head
 from .images import BadImage, load_rgb
@@ -155,7 +155,7 @@ def image_codes(backbone: str, images: list, flip: bool = False, device: str = "
     parts = []
     for name in split_names(backbone):
         spec = get_backbone(name).with_flip(flip)
-        model = load_model(name).to(device).to(memory_format=torch.channels_last)
+        model = inference_model(name, device)
         rows = [forward(model, torch.stack([spec.preprocess(a) for a in arrays[s:s + 32]]), device, precision)
                 for s in range(0, len(arrays), 32)]
         parts.append(np.vstack(rows) if rows else np.zeros((0, spec.feature_dim), np.float32))

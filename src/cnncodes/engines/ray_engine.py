@@ -26,11 +26,12 @@ class CodesActor:
     def __init__(self, backbone: str, flip: bool, device: str, precision: str, threads: int):
         import torch
 
-        from ..backbones import get_backbone, load_model
+        from ..backbones import get_backbone
+        from ..extract import inference_model
 
         torch.set_num_threads(threads)
         self.spec = get_backbone(backbone).with_flip(flip)
-        self.model = load_model(backbone).to(device).to(memory_format=torch.channels_last)
+        self.model = inference_model(backbone, device)
         self.device, self.precision = device, precision
 
     def _prepare(self, row):
