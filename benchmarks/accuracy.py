@@ -31,12 +31,17 @@ SUITES = {
         ("Lite0 + Lite1 + Lite2 + Inception", f"{L0}+{L1}+{L2}+{INC}", "tuned", False, "none"),
         ("Lite0 + Lite1 + Lite2 + Inception, MLP head", f"{L0}+{L1}+{L2}+{INC}", "mlp", False, "none"),
     ],
+    "finetune": [
+        ("Lite0, fine-tune last block + head conv (--finetune 1)", f"{L0}:cut=1", "finetune", False, "none"),
+        ("Lite0, --finetune 1 --flip", f"{L0}:cut=1", "finetune", True, "none"),
+    ],
     "options": [
         ("Lite0 tuned (default)", L0, "tuned", False, "none"),
         ("+ flipped codes", L0, "tuned", True, "none"),
         ("+ sqrt normalisation", L0, "tuned", False, "sqrt"),
         ("+ multi-layer codes", L0 + MULTI, "tuned", False, "none"),
         ("+ MLP head", L0, "mlp", False, "none"),
+        ("+ fine-tuned last block (--finetune 1)", f"{L0}:cut=1", "finetune", False, "none"),
         ("Inception-2015 tuned", INC, "tuned", False, "none"),
         ("+ bicubic upsampling", INC_BICUBIC, "tuned", False, "none"),
         ("+ flipped codes", INC_BICUBIC, "tuned", True, "none"),

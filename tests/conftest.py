@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,13 @@ def need_shared(sub: str = "") -> Path:
             pytest.fail(f"CI=true but {path} is missing")
         pytest.skip(f"{path} not present (tests on real data need ../shared/data)")
     return path
+
+
+def cli(*args, cwd=None):
+    """The command line in a fresh process, quiet, without the malloc re-exec."""
+    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
+    return subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,7 @@ import pytest
 
 from cnncodes.cli import main
 
-
-def cli(*args, cwd=None):
-    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
-    return subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=600)
+from .conftest import cli
 
 
 def is_png(path) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of blocks, got {text!r}")
+    return int(text)
 
 
 def _percent(text: str) -> float:
@@ -72,6 +79,9 @@ def _head_options(p):
     g.add_argument("--head", default=None, choices=["tuned", "sgd", "mlp"], help="tuned: L-BFGS with L2 chosen "
                    "on validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch); mlp: one "
                    "hidden layer, early stopping on validation")
+    g.add_argument("--finetune", type=_whole, default=None, metavar="K", help="train the last K blocks and the "
+                   "head convolution of an EfficientNet-Lite on its cached activations (K=0: the head convolution "
+                   "only); slower than a probe, see the README's table")
     g.add_argument("--normalize", default="none", choices=["none", "sqrt", "l2"],
                    help="transform codes before standardisation (default none)")
     g.add_argument("--eval-every", type=_positive_int, default=100, help="sgd: learning-curve point every N steps")
@@ -102,7 +112,7 @@ def _run_or_train(a, evaluate_test: bool):
     from .pipeline import run_experiment
     from .presets import resolve
 
-    chosen = resolve(a.preset, a.backbone, a.head, a.flip)
+    chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
     result = run_experiment(a.data, chosen["backbone"], a.out, chosen["head"], flip=chosen["flip"],
                             eval_every=a.eval_every, normalize=a.normalize, report=evaluate_test and not a.no_report,
                             evaluate_test=evaluate_test, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
@@ -249,6 +259,9 @@ def main(argv=None) -> int:
     except CnnCodesError as exc:
         print(f"cnncodes: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("cnncodes: interrupted; finished code shards are kept: run the same command again to resume",
               file=sys.stderr)

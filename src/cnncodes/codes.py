@@ -52,7 +52,7 @@ def npz_bytes(**arrays) -> bytes:
 class Codes:
     """Codes of the usable items of a dataset, with everything needed to train on them."""
 
-    codes: np.ndarray  # (N, D) float32
+    codes: np.ndarray  # (N, D) float32 (float16 for activation maps)
     labels: np.ndarray  # (N,) int64
     ids: np.ndarray  # (N,) str
     splits: np.ndarray  # (N,) "train" / "validation" / "test"
@@ -102,8 +102,10 @@ def fingerprint(**inputs) -> str:
 class CodeStore:
     """A folder of shards: shard_K.npz (codes + usable mask) committed by shard_K.json (its sha256)."""
 
-    def __init__(self, root: Path, n_items: int, feature_dim: int, meta: dict, shard_size: int = SHARD_SIZE):
+    def __init__(self, root: Path, n_items: int, feature_dim: int, meta: dict, shard_size: int = SHARD_SIZE,
+                 dtype: str = "float32"):
         self.root, self.n_items, self.feature_dim, self.shard_size = Path(root), n_items, feature_dim, shard_size
+        self.dtype = np.dtype(dtype)
         self.n_shards = max(1, -(-n_items // shard_size))
         self.root.mkdir(parents=True, exist_ok=True)
         manifest = self.root / "manifest.json"
@@ -131,13 +133,13 @@ class CodeStore:
 
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             codes, ok = z["codes"], z["ok"]
-        if codes.shape != (len(self.shard_range(k)), self.feature_dim):
+        if codes.shape != (len(self.shard_range(k)), self.feature_dim) or codes.dtype != self.dtype:
             return None
         return codes, ok, {int(i): why for i, why in commit.get("skipped", {}).items()}
 
     def write_shard(self, k: int, codes: np.ndarray, ok: np.ndarray, skipped: dict[int, str]) -> None:
         data_path, commit_path = self._paths(k)
-        raw = npz_bytes(codes=codes.astype(np.float32), ok=ok)
+        raw = npz_bytes(codes=codes.astype(self.dtype), ok=ok)
         atomic_write(data_path, raw)
         commit = {"sha256": hashlib.sha256(raw).hexdigest(), "skipped": {str(i): why for i, why in skipped.items()}}
         atomic_write(commit_path, json.dumps(commit).encode())
@@ -149,7 +151,7 @@ class CodeStore:
     def assemble(self, known: dict | None = None):
         """All shards concatenated: (codes, usable mask, {index: reason}); `known` shards are not read again."""
         known = known or {}
-        codes = np.empty((self.n_items, self.feature_dim), np.float32)
+        codes = np.empty((self.n_items, self.feature_dim), self.dtype)
         ok = np.zeros(self.n_items, bool)
         skipped = {}
         for k in range(self.n_shards):

@@ -79,7 +79,7 @@ def store_for(dataset: Dataset, backbone: Backbone, precision: str, cache_dir: P
     meta = {"dataset": dataset.name, "backbone": backbone.name, "preprocess": vars(backbone.preprocess),
             "precision": precision, "fingerprint": key}
     return CodeStore(Path(cache_dir) / "codes" / f"{dataset.name}-{backbone.name}{flip}-{key}", len(dataset),
-                     backbone.feature_dim, meta, shard_size)
+                     backbone.feature_dim, meta, shard_size, backbone.code_dtype)
 
 
 def extract_codes(dataset: Dataset, backbone: str = "efficientnet_lite0", *, cache_dir=None, batch_size: int = 64,

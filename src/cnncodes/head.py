@@ -176,6 +176,10 @@ class SoftmaxHead(ClassifierHead):
             raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.coef_.shape[0]}")
         return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
 
+    @property
+    def input_dim(self) -> int:
+        return self.coef_.shape[0]
+
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_}
 

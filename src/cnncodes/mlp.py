@@ -80,6 +80,10 @@ class MLPHead(ClassifierHead):
             raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.w1_.shape[0]}")
         return np.maximum(x @ self.w1_ + self.b1_, 0) @ self.w2_ + self.b2_
 
+    @property
+    def input_dim(self) -> int:
+        return self.w1_.shape[0]
+
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "w1": self.w1_, "b1": self.b1_, "w2": self.w2_, "b2": self.b2_}
 
@@ -93,10 +97,14 @@ class MLPHead(ClassifierHead):
 
 
 def make_head(mode: str = "tuned", **options):
-    """The head behind --head: tuned or sgd (softmax regression) or mlp."""
+    """The head behind --head: tuned or sgd (softmax regression), mlp, or finetune (needs backbone=NAME:cut=K)."""
     from .head import SoftmaxHead
 
     if mode == "mlp":
         return MLPHead(**options)
+    if mode == "finetune":
+        from .finetune import FineTuneHead
+
+        return FineTuneHead(**options)
     return SoftmaxHead(mode=mode, **{k: v for k, v in options.items()
                                      if k in ("eval_every", "seed", "normalize", "progress")})

@@ -40,6 +40,10 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:
+        if meta.get("mode") == "finetune":
+            from .finetune import FineTuneHead
+
+            return FineTuneHead.from_state(state, meta["backbone"]), meta
         if meta.get("mode") == "mlp":
             return MLPHead.from_state(state, meta.get("normalize", "none")), meta
         return SoftmaxHead.from_state(state, meta.get("mode", "tuned"), meta.get("normalize", "none")), meta

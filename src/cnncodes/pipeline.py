@@ -82,7 +82,8 @@ def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest
                       codes.class_names, codes.backbone, codes.skipped)
     if evaluate_test and not (codes.splits == "test").any():
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
-    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed, normalize=normalize, progress=progress)
+    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed, normalize=normalize, progress=progress,
+                        backbone=backbone)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     out.mkdir(parents=True, exist_ok=True)
@@ -167,8 +168,8 @@ def predict_images(model_path, images: list, top_k: int = 5, device: str = "auto
     head, meta = load_model_file(model_path)
     split_names(meta["backbone"])
     codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision)
-    if codes.shape[0] and codes.shape[1] != head.coef_.shape[0]:
-        raise CnnCodesError(f"{model_path} expects {head.coef_.shape[0]}-d codes but {meta['backbone']} gives "
+    if codes.shape[0] and codes.shape[1] != head.input_dim:
+        raise CnnCodesError(f"{model_path} expects {head.input_dim}-d codes but {meta['backbone']} gives "
                             f"{codes.shape[1]}: the model file does not match its backbone")
     proba = head.predict_proba(codes) if len(codes) else np.zeros((0, len(meta["class_names"])))
     if meta.get("flip_average") and len(codes):

@@ -45,16 +45,17 @@ def sample_grid(images_by_class: dict[str, list[np.ndarray]], path: Path) -> Non
 
 
 def learning_curve(curve: list[dict], path: Path) -> None:
-    """Accuracy per SGD step (the original protocol) or per epoch (the MLP head)."""
+    """Accuracy per SGD step (the original protocol) or per epoch (the MLP and fine-tuned heads)."""
     unit = "step" if "step" in curve[0] else "epoch"
-    steps = [r[unit] for r in curve]
     fig, ax = plt.subplots(figsize=(7, 4))
-    if "train_accuracy" in curve[0]:
-        ax.plot(steps, [r["train_accuracy"] * 100 for r in curve], label="train (2,000-image probe)")
-    if "validation_accuracy" in curve[0]:
-        ax.plot(steps, [r["validation_accuracy"] * 100 for r in curve], label="validation")
+    train_label = "train (2,000-image probe)" if unit == "step" else "train (during the epoch)"
+    for key, label in (("train_accuracy", train_label), ("validation_accuracy", "validation")):
+        rows = [r for r in curve if key in r]
+        if rows:
+            ax.plot([r[unit] for r in rows], [r[key] * 100 for r in rows], label=label, marker="" if unit == "step" else ".")
     ax.set_xlabel("SGD step (batch of 10)" if unit == "step" else "epoch"); ax.set_ylabel("accuracy (%)")
     ax.set_title("Learning curve of the softmax head (original protocol)" if unit == "step"
+                 else "Learning curve per epoch (epoch 0: the linear probe)" if curve[0][unit] == 0
                  else "Learning curve of the MLP head")
     ax.grid(alpha=0.3); ax.legend(loc="lower right")
     _save(fig, path)

@@ -14,8 +14,12 @@ PRESETS = {
 }
 
 
-def resolve(preset: str | None, backbone: str | None = None, head: str | None = None, flip: bool = False) -> dict:
-    """The preset's settings, with any explicitly given setting taking precedence."""
+def resolve(preset: str | None, backbone: str | None = None, head: str | None = None, flip: bool = False,
+            finetune: int | None = None) -> dict:
+    """The preset's settings, with any explicitly given setting taking precedence.
+
+    finetune=K trains the last K blocks (and the head convolution) of one EfficientNet-Lite on its cached
+    activations: the backbone becomes NAME:cut=K and the head 'finetune'."""
     if preset is not None and preset not in PRESETS:
         raise CnnCodesError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     chosen = dict(PRESETS[preset or "fast"])
@@ -24,4 +28,10 @@ def resolve(preset: str | None, backbone: str | None = None, head: str | None = 
     if head:
         chosen["head"] = head
     chosen["flip"] = chosen["flip"] or flip
+    if finetune is not None:
+        if head not in (None, "finetune"):
+            raise CnnCodesError(f"--finetune trains its own head; it does not combine with --head {head}")
+        if "+" in chosen["backbone"] or not chosen["backbone"].startswith("efficientnet_lite"):
+            raise CnnCodesError(f"--finetune needs one EfficientNet-Lite backbone, not {chosen['backbone']!r}")
+        chosen["backbone"], chosen["head"] = f"{chosen['backbone']}:cut={finetune}", "finetune"
     return chosen

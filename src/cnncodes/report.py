@@ -43,6 +43,18 @@ def _reload(run_dir: Path, settings: dict, progress: bool):
     return dataset, codes
 
 
+def _fine_tuned_codes(run_dir: Path, activations: Codes, progress: bool) -> Codes:
+    """A fine-tuned run's codes are activation maps; its maps and curves use the fine-tuned pooled features."""
+    from dataclasses import replace
+
+    from .model_file import load_model_file
+
+    if progress:
+        print("report: pooled features of the fine-tuned blocks", flush=True)
+    head, _ = load_model_file(run_dir / "model.npz")
+    return replace(activations, codes=head.embed(activations.codes))
+
+
 DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
 
 
@@ -72,6 +84,8 @@ def write_report(run_dir, dataset=None, codes: Codes | None = None, progress: bo
     curve = _read_json(run_dir / "curve.json")
     if dataset is None or codes is None:
         dataset, codes = _reload(run_dir, settings, progress)
+    if curve.get("mode") == "finetune":
+        codes = _fine_tuned_codes(run_dir, codes, progress)
     index = {item_id: i for i, item_id in enumerate(dataset.ids)}
     read = lambda item_id: dataset.read(index[item_id])  # noqa: E731
     names = codes.class_names

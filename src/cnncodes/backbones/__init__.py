@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import CnnCodesError
 from ..preprocess import Preprocess
 from . import efficientnet_lite, inception2015
+from .cut import Trunk, split
 from .multilayer import MultiLayerPool
 
 
@@ -24,6 +25,7 @@ class Backbone:
     weights_file: Callable[[], str]
     build_model: Callable[[], nn.Module]
     note: str = ""
+    code_dtype: str = "float32"  # float16 for activation maps (cut=K), which are large
 
     def weights_id(self) -> str:
         """Identity of the weights file (size and a hash of its head) for cache fingerprints."""
@@ -82,14 +84,16 @@ RESIZE_METHODS = ("bicubic", "tf1_bilinear")
 
 
 def get_backbone(name: str) -> Backbone:
-    """A registered backbone, optionally varied: NAME[:size=N][:resize=bicubic|tf1_bilinear][:layers=multi]."""
+    """A registered backbone, optionally varied: NAME[:size=N][:resize=bicubic|tf1_bilinear][:layers=multi|:cut=K].
+
+    cut=K: the codes are the activation map entering the last K blocks (what --finetune K trains on)."""
     base, *options = name.split(":")
     if base not in BACKBONES:
         raise CnnCodesError(f"unknown backbone {base!r}; known: {', '.join(BACKBONES)}")
     spec = BACKBONES[base]
     if not options:
         return spec
-    pre, multi = spec.preprocess, False
+    pre, multi, cut = spec.preprocess, False, None
     for option in options:
         key, _, value = option.partition("=")
         if key == "size" and value.isdigit() and 32 <= int(value) <= 1024:
@@ -98,22 +102,59 @@ def get_backbone(name: str) -> Backbone:
             pre = replace(pre, resize=value)
         elif key == "layers" and value == "multi":
             multi = True
+        elif key == "cut" and value.isdigit() and base.startswith("efficientnet_lite"):
+            cut = int(value)
         else:
             raise CnnCodesError(f"bad backbone option {option!r} in {name!r}: use size=32..1024, "
-                                f"resize={'|'.join(RESIZE_METHODS)} or layers=multi")
-    if not multi:
-        return replace(spec, name=name, preprocess=pre)
-    return replace(spec, name=name, preprocess=pre, build_model=lambda: MultiLayerPool(load_model(base)).eval(),
-                   feature_dim=_multi_layer_dim(base))
+                                f"resize={'|'.join(RESIZE_METHODS)}, layers=multi or (EfficientNet-Lite) cut=K")
+    if multi and cut is not None:
+        raise CnnCodesError(f"{name!r}: layers=multi and cut=K do not combine")
+    if multi:
+        return replace(spec, name=name, preprocess=pre, build_model=lambda: MultiLayerPool(load_model(base)).eval(),
+                       feature_dim=_output_dim(base, pre.size, "multi"))
+    if cut is not None:
+        return replace(spec, name=name, preprocess=pre, code_dtype="float16",
+                       build_model=lambda: Trunk(split(load_model(base), cut)[0]).eval(),
+                       feature_dim=_output_dim(base, pre.size, cut))
+    return replace(spec, name=name, preprocess=pre)
 
 
-@lru_cache(maxsize=8)
-def _multi_layer_dim(base: str) -> int:
+@lru_cache(maxsize=16)
+def _output_dim(base: str, size: int, variant) -> int:
+    """Width of the codes of a multi-layer or cut variant, found by running one blank image."""
     import torch
 
-    size = BACKBONES[base].preprocess.size
+    model = load_model(base)
+    if variant == "multi":
+        net = MultiLayerPool(model)
+    else:
+        try:
+            net = Trunk(split(model, variant)[0])
+        except ValueError as exc:
+            raise CnnCodesError(f"{base}:cut={variant}: {exc}") from None
     with torch.inference_mode():
-        return int(MultiLayerPool(load_model(base))(torch.zeros(1, 3, size, size)).shape[1])
+        return int(net(torch.zeros(1, 3, size, size)).shape[1])
+
+
+def cut_of(name: str) -> int | None:
+    """K of a NAME:...:cut=K backbone, None for any other."""
+    options = dict(o.partition("=")[::2] for o in name.split(":")[1:])
+    return int(options["cut"]) if "cut" in options else None
+
+
+def top_network(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A trainable copy of the blocks above a cut=K backbone's activations, and the (C, H, W) shape they take."""
+    import copy
+
+    import torch
+
+    spec, cut = get_backbone(name), cut_of(name)
+    if cut is None:
+        raise CnnCodesError(f"fine-tuning needs the activations of a cut backbone (NAME:cut=K), not {name!r}")
+    trunk, top = split(load_model(name.split(":")[0]), cut)
+    with torch.inference_mode():
+        shape = tuple(trunk(torch.zeros(1, 3, spec.preprocess.size, spec.preprocess.size)).shape[1:])
+    return copy.deepcopy(top).float(), shape
 
 
 def split_names(spec: str) -> list[str]:

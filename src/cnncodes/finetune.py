@@ -1,0 +1,180 @@
+"""Fine-tuning the last block(s) of a backbone on cached activations: the precompute-once idea one level deeper.
+
+The trunk ran once (its activation maps are codes of a NAME:cut=K backbone, cached like any codes); each epoch
+runs only the top K blocks, the head convolution and a new classifier. Training is linear-probe-then-fine-tune
+(LP-FT, Kumar et al. 2022): the classifier is first fitted on the frozen top's pooled features, so the first
+fine-tuning steps do not wreck the pretrained blocks with the gradients of a random classifier.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import CnnCodesError
+from .head import ClassifierHead
+
+
+class FineTuneHead(ClassifierHead):
+    mode = "finetune"
+    normalize = "none"  # the blocks expect the raw activations
+
+    def __init__(self, backbone: str, epochs: int = 6, learning_rate: float = 3e-4, weight_decay: float = 0.05,
+                 batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1, patience: int = 2,
+                 seed: int = 0, progress: bool = False, normalize: str = "none", **_ignored):
+        if normalize != "none":
+            raise CnnCodesError("--normalize does not apply to --finetune (the blocks take the raw activations)")
+        self.backbone, self.epochs, self.learning_rate, self.weight_decay = backbone, epochs, learning_rate, weight_decay
+        self.batch_size, self.dropout, self.label_smoothing, self.patience = batch_size, dropout, label_smoothing, patience
+        self.seed, self.progress = seed, progress
+        self._build()  # fails now, before any training, when the backbone is not a cut backbone
+
+    def _build(self, n_classes: int = 1) -> None:
+        import torch
+
+        from .backbones import top_network
+
+        top, self.shape_ = top_network(self.backbone)
+        width = top[-1][0].out_channels
+        self.net_ = torch.nn.Sequential(top, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                        torch.nn.Dropout(self.dropout), torch.nn.Linear(width, n_classes))
+
+    @property
+    def input_dim(self) -> int:
+        return int(np.prod(self.shape_))
+
+    def _batches(self, x: np.ndarray, order=None, size: int = 256):
+        """Activation maps as float32 NCHW tensors in the channels_last layout the convolutions are fast in."""
+        import torch
+
+        order = np.arange(len(x)) if order is None else order
+        for start in range(0, len(order), size):
+            idx = np.sort(order[start:start + size])  # sorted rows read faster from a large array
+            rows = torch.from_numpy(np.asarray(x[idx], np.float32))
+            yield idx, rows.view(-1, *self.shape_).contiguous(memory_format=torch.channels_last)
+
+    def _run(self, x: np.ndarray, stop: int) -> np.ndarray:
+        """Outputs of net_[:stop] for every row, in evaluation mode and bf16 like the extraction."""
+        import torch
+
+        self._check(x)
+        self.net_.eval()
+        outs = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for _, batch in self._batches(x):
+                outs.append(self.net_[:stop](batch).float().numpy())
+        return np.vstack(outs) if outs else np.zeros((0, self.net_[-1].out_features), np.float32)
+
+    def _check(self, x) -> None:
+        if x.shape[1] != self.input_dim:
+            raise CnnCodesError(f"codes have {x.shape[1]} features but {self.backbone} activations have "
+                                f"{self.input_dim}: the model does not match its backbone")
+
+    def embed(self, x) -> np.ndarray:
+        """The fine-tuned pooled features (what the report maps with t-SNE)."""
+        return self._run(x, 3)
+
+    def decision_function(self, x) -> np.ndarray:
+        return self._run(x, len(self.net_))
+
+    def fit(self, x_train, y_train, x_val=None, y_val=None, n_classes: int | None = None) -> "FineTuneHead":
+        import torch
+        from tqdm import tqdm
+
+        y = np.asarray(y_train, np.int64)
+        if len(np.unique(y)) < 2:
+            raise CnnCodesError("training data has a single class: a classifier needs at least two")
+        self._check(x_train)
+        self.n_classes_ = int(n_classes or y.max() + 1)
+        torch.manual_seed(self.seed)
+        self._build(self.n_classes_)
+        has_val = x_val is not None and len(x_val) > 0
+        self._linear_probe(x_train, y)
+        self.curve_ = [self._record(0, None, x_val, y_val)] if has_val else []
+        params = self.net_.parameters()
+        opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        steps = self.epochs * -(-len(x_train) // self.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.learning_rate, total_steps=max(steps, 1), pct_start=0.1)
+        rng = np.random.default_rng(self.seed)
+        best = (self.curve_[0]["validation_accuracy"], _copy_state(self.net_)) if has_val else None
+        waited = 0
+        for epoch in range(1, self.epochs + 1):
+            self.net_.train()
+            correct = 0
+            bar = tqdm(total=len(x_train), desc=f"fine-tuning epoch {epoch}/{self.epochs}", unit="img",
+                       disable=not self.progress, leave=False)
+            for idx, batch in self._batches(x_train, rng.permutation(len(x_train)), self.batch_size):
+                target = torch.from_numpy(y[idx])
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    logits = self.net_(batch)
+                loss = torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                correct += int((logits.argmax(1) == target).sum())
+                bar.update(len(idx))
+            bar.close()
+            if not has_val:
+                continue
+            self.curve_.append(self._record(epoch, correct / len(x_train), x_val, y_val))
+            if self.progress:
+                print(f"fine-tuning: epoch {epoch}, validation accuracy {self.curve_[-1]['validation_accuracy']:.4f}",
+                      flush=True)
+            if self.curve_[-1]["validation_accuracy"] > best[0]:
+                best, waited = (self.curve_[-1]["validation_accuracy"], _copy_state(self.net_)), 0
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        if best is not None:
+            self.net_.load_state_dict(best[1])
+        self.net_.eval()
+        self.search_ = []
+        return self
+
+    def _linear_probe(self, x, y) -> None:
+        """Fit the classifier on the frozen top's pooled features (full-batch L-BFGS: seconds on 1,280-d)."""
+        import torch
+
+        if self.progress:
+            print(f"fine-tuning: linear probe on the frozen top's features of {len(x):,} images", flush=True)
+        feats = torch.from_numpy(self.embed(x))
+        target = torch.from_numpy(y)
+        linear = self.net_[-1]
+        opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=200, history_size=20,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(linear(feats), target) + 1e-4 * linear.weight.square().sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    def _record(self, epoch: int, train_accuracy, x_val, y_val) -> dict:
+        row = {"epoch": epoch, "validation_accuracy": float((self.predict(x_val) == np.asarray(y_val)).mean())}
+        if train_accuracy is not None:
+            row["train_accuracy"] = float(train_accuracy)
+        return row
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, state: dict, backbone: str) -> "FineTuneHead":
+        import torch
+
+        head = cls(backbone)
+        weights = {k[4:]: torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("net.")}
+        head.n_classes_ = int(weights[f"{len(head.net_) - 1}.weight"].shape[0])
+        head._build(head.n_classes_)
+        try:
+            head.net_.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise CnnCodesError(f"the fine-tuned weights do not fit {backbone}: {str(exc).splitlines()[0]}") from None
+        head.net_.eval()
+        return head
+
+
+def _copy_state(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -1,0 +1,90 @@
+"""Fine-tuning the last blocks on cached activations: the split is exact, activations are cached in half
+precision, the trained blocks travel in the model file, and nothing touches the shared backbone."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cnncodes import CnnCodesError, extract_codes
+from cnncodes.backbones import get_backbone, load_model, top_network
+from cnncodes.backbones.cut import Trunk, split
+from cnncodes.datasets import load_dataset
+from cnncodes.finetune import FineTuneHead
+from cnncodes.model_file import load_model_file
+from cnncodes.presets import resolve
+
+from .conftest import cli
+
+
+@pytest.mark.parametrize("top_blocks", [0, 1, 3])
+def test_trunk_then_top_gives_the_backbone_codes(top_blocks):
+    model = load_model("efficientnet_lite0")
+    trunk, top = split(model, top_blocks)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        flat = Trunk(trunk)(x)
+        shape = trunk(x).shape[1:]
+        again = top(flat.view(-1, *shape)).mean((2, 3))
+        np.testing.assert_allclose(again.numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_cut_codes_are_half_precision_activation_maps(tiny_folder):
+    spec = get_backbone("efficientnet_lite0:cut=1")
+    _, shape = top_network("efficientnet_lite0:cut=1")
+    assert shape == (192, 7, 7) and spec.feature_dim == 192 * 7 * 7 and spec.code_dtype == "float16"
+    codes = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0:cut=1", progress=False)
+    assert codes.codes.dtype == np.float16 and codes.codes.shape == (60, 192 * 7 * 7)
+    assert np.isfinite(codes.codes).all() and codes.codes.max() > 0
+
+
+def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
+    codes = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0:cut=1", progress=False)
+    before = {k: v.clone() for k, v in load_model("efficientnet_lite0").state_dict().items()}
+    x, y = codes.part("train", "validation")
+    head = FineTuneHead("efficientnet_lite0:cut=1", epochs=2, batch_size=16).fit(x, y, x, y, n_classes=3)
+    assert head.score(x, y) > 0.9
+    assert [row["epoch"] for row in head.curve_][:2] == [0, 1]
+    after = load_model("efficientnet_lite0").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    again = FineTuneHead.from_state(head.state(), "efficientnet_lite0:cut=1")
+    np.testing.assert_allclose(again.decision_function(x), head.decision_function(x), atol=1e-5)
+    with pytest.raises(CnnCodesError, match="do not fit"):
+        FineTuneHead.from_state(head.state(), "efficientnet_lite0:cut=0")
+
+
+def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
+    result = cli("run", "--data", tiny_folder, "--finetune", "1", "--flip", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["backbone"] == "efficientnet_lite0:cut=1" and metrics["head"] == "finetune"
+    assert metrics["accuracy"] > 0.8
+    assert (tmp_path / "report.html").exists() and (tmp_path / "learning_curve.png").exists()
+    evaluated = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder)
+    assert evaluated.returncode == 0 and f"{metrics['accuracy'] * 100:.2f}%" in evaluated.stdout
+    with np.load(tmp_path / "test_predictions.npz") as z:
+        first, proba = str(z["ids"][0]), z["proba"][0]
+    predicted = cli("predict", tmp_path / "model.npz", tiny_folder / first, "--top-k", "1")
+    assert predicted.returncode == 0, predicted.stderr
+    _, meta = load_model_file(tmp_path / "model.npz")
+    assert predicted.stdout.split(": ")[1].split()[0] == meta["class_names"][int(proba.argmax())]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"backbone": "inception_v3_2015"}, "one EfficientNet-Lite"),
+    ({"backbone": "efficientnet_lite0+efficientnet_lite1"}, "one EfficientNet-Lite"),
+    ({"head": "mlp"}, "does not combine with --head mlp"),
+])
+def test_finetune_refuses_what_it_cannot_train(kwargs, message):
+    with pytest.raises(CnnCodesError, match=message):
+        resolve(None, finetune=1, **kwargs)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("efficientnet_lite0:cut=30", "top_blocks must be in 0..16"),
+    ("efficientnet_lite0:cut=1:layers=multi", "do not combine"),
+    ("inception_v3_2015:cut=1", "bad backbone option"),
+])
+def test_bad_cuts_are_named(name, message):
+    with pytest.raises(CnnCodesError, match=message):
+        get_backbone(name)
