@@ -70,13 +70,17 @@ def main():
     p.add_argument("--times", default="results/extract_times.json")
     p.add_argument("--runs", default="results/runs", help="run directories go here")
     p.add_argument("--json", default=None)
+    p.add_argument("--rows", default=None, help="only these rows of the suite, 1-based, e.g. 1,2,5")
     args = p.parse_args()
+    suite = SUITES[args.suite]
+    if args.rows:
+        suite = [suite[int(n) - 1] for n in args.rows.split(",")]
     times = json.loads(Path(args.times).read_text()) if Path(args.times).exists() else {}
     dataset = Path(args.data).name
     rows = []
     print("| configuration | backbone | head | flip | test accuracy | extraction (s) | head training (s) |")
     print("|---|---|---|---|---|---|---|")
-    for label, backbone, head, flip, normalize in SUITES[args.suite]:
+    for label, backbone, head, flip, normalize in suite:
         out = Path(args.runs) / dataset / label.replace(" ", "_").replace("/", "_").replace(",", "")
         r = run_experiment(args.data, backbone, out, head, flip=flip, normalize=normalize, report=False, progress=False)
         ext = extraction_seconds(times, dataset, backbone, flip)

@@ -14,6 +14,7 @@ from .errors import CnnCodesError
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 NORMALIZATIONS = ("none", "sqrt", "l2")
+SEARCH_SAMPLES_PER_FEATURE = 4
 
 
 def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
@@ -27,6 +28,13 @@ def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
     if how != "none":
         raise CnnCodesError(f"--normalize must be one of {', '.join(NORMALIZATIONS)} (got {how!r})")
     return x
+
+
+def _standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(x - mean) / scale with one new array, not two: the codes of the large presets take gigabytes."""
+    out = np.subtract(x, mean, dtype=np.float32)
+    out /= scale
+    return out
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -56,7 +64,7 @@ class SoftmaxHead(ClassifierHead):
 
     def __init__(self, mode: str = "tuned", c_grid=DEFAULT_C_GRID, learning_rate: float = 0.01, batch_size: int = 10,
                  epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000, normalize: str = "none",
-                 search_samples: int = 10000, progress: bool = False):
+                 search_samples: int | None = None, progress: bool = False):
         if mode not in ("tuned", "sgd"):
             raise CnnCodesError(f"--head must be tuned, sgd or mlp (got {mode!r})")
         normalize_codes(np.zeros((1, 1)), normalize)  # rejects an unknown choice now, not after extraction
@@ -89,14 +97,16 @@ class SoftmaxHead(ClassifierHead):
         self.search_ = []
         best_c = self.c_grid[len(self.c_grid) // 2]
         if x_val is not None and len(self.c_grid) > 1:
-            # The search fits on at most search_samples training images (C, the weight of the summed loss,
-            # carries over to the full refit); the refit uses everything.
+            # The search fits on a sample of the training images (C, the weight of the summed loss, carries over
+            # to the full refit); the refit uses everything. The sample needs several images per feature: with
+            # fewer, every C separates it perfectly and the search picks by noise (concatenated codes).
+            n = self.search_samples or max(10000, SEARCH_SAMPLES_PER_FEATURE * x.shape[1])
             pick = np.arange(len(x))
-            if len(x) > self.search_samples:
-                pick = np.sort(np.random.default_rng(self.seed).choice(len(x), self.search_samples, replace=False))
+            if len(x) > n:
+                pick = np.sort(np.random.default_rng(self.seed).choice(len(x), n, replace=False))
             xp, yp = x[pick], y[pick]
             mean, scale = xp.mean(0), xp.std(0) + 1e-6
-            xs, xvs = (xp - mean) / scale, (np.asarray(x_val, np.float32) - mean) / scale
+            xs, xvs = _standardize(xp, mean, scale), _standardize(x_val, mean, scale)
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True)
             from tqdm import tqdm
 
@@ -116,7 +126,7 @@ class SoftmaxHead(ClassifierHead):
         model = LogisticRegression(C=best_c, max_iter=self.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit((x - self.mean_) / self.scale_, y)
+            model.fit(_standardize(x, self.mean_, self.scale_), y)
         self._set_linear(model.coef_, model.intercept_, model.classes_)
         self.curve_ = []
 

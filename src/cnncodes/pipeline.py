@@ -25,8 +25,9 @@ def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, 
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
     if flipped is not None:
-        xf, yf = flipped.part("train")
-        x_train, y_train = np.vstack([x_train, xf]), np.concatenate([y_train, yf])
+        x_flip, y_flip = flipped.part("train")
+        x_train, y_train = np.vstack([x_train, x_flip]), np.concatenate([y_train, y_flip])
+        del x_flip  # the stacked copy is all the head needs: the codes of large presets take gigabytes
     return make_head(mode, **head_options).fit(x_train, y_train, x_val, y_val, n_classes=len(codes.class_names))
 
 

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .codes import atomic_write  # noqa: E402
@@ -54,6 +55,7 @@ def learning_curve(curve: list[dict], path: Path) -> None:
         if rows:
             ax.plot([r[unit] for r in rows], [r[key] * 100 for r in rows], label=label, marker="" if unit == "step" else ".")
     ax.set_xlabel("SGD step (batch of 10)" if unit == "step" else "epoch"); ax.set_ylabel("accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Learning curve of the softmax head (original protocol)" if unit == "step"
                  else "Learning curve per epoch (epoch 0: the linear probe)" if curve[0][unit] == 0
                  else "Learning curve of the MLP head")
