@@ -13,6 +13,9 @@ from .errors import CnnCodesError
 from .head import ClassifierHead
 
 
+_POOLED = 3  # net_[:3] is the top blocks, the pooling and the flattening: the fine-tuned features
+
+
 class FineTuneHead(ClassifierHead):
     mode = "finetune"
     normalize = "none"  # the blocks expect the raw activations
@@ -61,7 +64,10 @@ class FineTuneHead(ClassifierHead):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             for _, batch in self._batches(x):
                 outs.append(self.net_[:stop](batch).float().numpy())
-        return np.vstack(outs) if outs else np.zeros((0, self.net_[-1].out_features), np.float32)
+        if outs:
+            return np.vstack(outs)
+        classifier = self.net_[-1]
+        return np.zeros((0, classifier.in_features if stop == _POOLED else classifier.out_features), np.float32)
 
     def _check(self, x) -> None:
         if x.shape[1] != self.input_dim:
@@ -70,7 +76,7 @@ class FineTuneHead(ClassifierHead):
 
     def embed(self, x) -> np.ndarray:
         """The fine-tuned pooled features (what the report maps with t-SNE)."""
-        return self._run(x, 3)
+        return self._run(x, _POOLED)
 
     def decision_function(self, x) -> np.ndarray:
         return self._run(x, len(self.net_))

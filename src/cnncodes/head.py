@@ -30,7 +30,7 @@ def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
     return x
 
 
-def _standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(x - mean) / scale with one new array, not two: the codes of the large presets take gigabytes."""
     out = np.subtract(x, mean, dtype=np.float32)
     out /= scale
@@ -106,7 +106,7 @@ class SoftmaxHead(ClassifierHead):
                 pick = np.sort(np.random.default_rng(self.seed).choice(len(x), n, replace=False))
             xp, yp = x[pick], y[pick]
             mean, scale = xp.mean(0), xp.std(0) + 1e-6
-            xs, xvs = _standardize(xp, mean, scale), _standardize(x_val, mean, scale)
+            xs, xvs = standardize(xp, mean, scale), standardize(x_val, mean, scale)
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True)
             from tqdm import tqdm
 
@@ -126,7 +126,7 @@ class SoftmaxHead(ClassifierHead):
         model = LogisticRegression(C=best_c, max_iter=self.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(_standardize(x, self.mean_, self.scale_), y)
+            model.fit(standardize(x, self.mean_, self.scale_), y)
         self._set_linear(model.coef_, model.intercept_, model.classes_)
         self.curve_ = []
 
@@ -182,9 +182,9 @@ class SoftmaxHead(ClassifierHead):
         if not hasattr(self, "coef_"):
             raise CnnCodesError("the head is not trained yet: call fit() first")
         x = normalize_codes(x, self.normalize)
-        if x.shape[1] != self.coef_.shape[0]:
-            raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.coef_.shape[0]}")
-        return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        if x.shape[1] != self.input_dim:
+            raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.input_dim}")
+        return standardize(x, self.mean_, self.scale_) @ self.coef_ + self.intercept_
 
     @property
     def input_dim(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import CnnCodesError
-from .head import ClassifierHead, normalize_codes
+from .head import ClassifierHead, normalize_codes, standardize
 
 
 class MLPHead(ClassifierHead):
@@ -38,9 +38,10 @@ class MLPHead(ClassifierHead):
         net = self._network(x.shape[1], self.n_classes_)
         opt = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
-        xt, yt = torch.from_numpy((x - self.mean_) / self.scale_), torch.from_numpy(y)
+        xt, yt = torch.from_numpy(standardize(x, self.mean_, self.scale_)), torch.from_numpy(y)
         has_val = x_val is not None and len(x_val) > 0
-        xv = torch.from_numpy((normalize_codes(x_val, self.normalize) - self.mean_) / self.scale_) if has_val else None
+        xv = (torch.from_numpy(standardize(normalize_codes(x_val, self.normalize), self.mean_, self.scale_))
+              if has_val else None)
         gen = torch.Generator().manual_seed(self.seed)
         best, best_state, waited, self.curve_ = -1.0, None, 0, []
         for epoch in range(self.epochs):
@@ -75,10 +76,10 @@ class MLPHead(ClassifierHead):
         self.w2_, self.b2_ = last.weight.detach().numpy().T.copy(), last.bias.detach().numpy().copy()
 
     def decision_function(self, x) -> np.ndarray:
-        x = (normalize_codes(x, self.normalize) - self.mean_) / self.scale_
-        if x.shape[1] != self.w1_.shape[0]:
-            raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.w1_.shape[0]}")
-        return np.maximum(x @ self.w1_ + self.b1_, 0) @ self.w2_ + self.b2_
+        x = normalize_codes(x, self.normalize)
+        if x.shape[1] != self.input_dim:
+            raise CnnCodesError(f"codes have {x.shape[1]} features but the head was trained on {self.input_dim}")
+        return np.maximum(standardize(x, self.mean_, self.scale_) @ self.w1_ + self.b1_, 0) @ self.w2_ + self.b2_
 
     @property
     def input_dim(self) -> int:

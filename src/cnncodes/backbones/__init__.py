@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -26,6 +27,7 @@ class Backbone:
     build_model: Callable[[], nn.Module]
     note: str = ""
     code_dtype: str = "float32"  # float16 for activation maps (cut=K), which are large
+    cut: int | None = None  # K of a NAME:cut=K backbone: its codes are the activation map entering the last K blocks
 
     def weights_id(self) -> str:
         """Identity of the weights file (size and a hash of its head) for cache fingerprints."""
@@ -111,17 +113,17 @@ def get_backbone(name: str) -> Backbone:
         raise CnnCodesError(f"{name!r}: layers=multi and cut=K do not combine")
     if multi:
         return replace(spec, name=name, preprocess=pre, build_model=lambda: MultiLayerPool(load_model(base)).eval(),
-                       feature_dim=_output_dim(base, pre.size, "multi"))
+                       feature_dim=_output_shape(base, pre.size, "multi")[0])
     if cut is not None:
-        return replace(spec, name=name, preprocess=pre, code_dtype="float16",
+        return replace(spec, name=name, preprocess=pre, code_dtype="float16", cut=cut,
                        build_model=lambda: Trunk(split(load_model(base), cut)[0]).eval(),
-                       feature_dim=_output_dim(base, pre.size, cut))
+                       feature_dim=math.prod(_output_shape(base, pre.size, cut)))
     return replace(spec, name=name, preprocess=pre)
 
 
 @lru_cache(maxsize=16)
-def _output_dim(base: str, size: int, variant) -> int:
-    """Width of the codes of a multi-layer or cut variant, found by running one blank image."""
+def _output_shape(base: str, size: int, variant) -> tuple[int, ...]:
+    """Output shape (without the batch axis) of a multi-layer or cut variant, found by running one blank image."""
     import torch
 
     model = load_model(base)
@@ -129,32 +131,23 @@ def _output_dim(base: str, size: int, variant) -> int:
         net = MultiLayerPool(model)
     else:
         try:
-            net = Trunk(split(model, variant)[0])
+            net = split(model, variant)[0]
         except ValueError as exc:
             raise CnnCodesError(f"{base}:cut={variant}: {exc}") from None
     with torch.inference_mode():
-        return int(net(torch.zeros(1, 3, size, size)).shape[1])
-
-
-def cut_of(name: str) -> int | None:
-    """K of a NAME:...:cut=K backbone, None for any other."""
-    options = dict(o.partition("=")[::2] for o in name.split(":")[1:])
-    return int(options["cut"]) if "cut" in options else None
+        return tuple(net(torch.zeros(1, 3, size, size)).shape[1:])
 
 
 def top_network(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     """A trainable copy of the blocks above a cut=K backbone's activations, and the (C, H, W) shape they take."""
     import copy
 
-    import torch
-
-    spec, cut = get_backbone(name), cut_of(name)
-    if cut is None:
+    spec = get_backbone(name)
+    if spec.cut is None:
         raise CnnCodesError(f"fine-tuning needs the activations of a cut backbone (NAME:cut=K), not {name!r}")
-    trunk, top = split(load_model(name.split(":")[0]), cut)
-    with torch.inference_mode():
-        shape = tuple(trunk(torch.zeros(1, 3, spec.preprocess.size, spec.preprocess.size)).shape[1:])
-    return copy.deepcopy(top).float(), shape
+    base = name.split(":")[0]
+    top = split(load_model(base), spec.cut)[1]
+    return copy.deepcopy(top).float(), _output_shape(base, spec.preprocess.size, spec.cut)
 
 
 def split_names(spec: str) -> list[str]:
