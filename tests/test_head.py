@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cnncodes import CnnCodesError
-from cnncodes.head import SoftmaxHead
+from cnncodes.heads import SoftmaxHead
 from cnncodes.model_file import load_model_file, save_model
 
 
@@ -14,12 +14,57 @@ def blobs(n=600, d=20, k=4, seed=0):
     return (centres[y] + rng.normal(0, 1.5, (n, d))).astype(np.float32), y
 
 
-def test_tuned_head_searches_c_on_validation_and_learns():
-    x, y = blobs()
-    head = SoftmaxHead().fit(x[:400], y[:400], x[400:500], y[400:500])
-    assert len(head.search_) == len(head.c_grid) and head.best_c_ in head.c_grid
-    assert head.score(x[500:], y[500:]) > 0.9
+def independent_search(x, y, val_views, y_val, grid):
+    """The C search recomputed with scikit-learn alone: standardise on train, fit each C, average the views."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(max_iter=1000, warm_start=True)
+    scores = {}
+    for c in sorted(grid):
+        model.set_params(C=c).fit(scaler.transform(x), y)
+        proba = sum(model.predict_proba(scaler.transform(v)) for v in val_views) / len(val_views)
+        scores[c] = float((proba.argmax(1) == y_val).mean())
+    return scores
+
+
+def test_tuned_head_chooses_the_c_that_is_best_on_validation():
+    x, y = blobs(d=60, seed=3)
+    x += np.random.default_rng(1).normal(0, 4, x.shape).astype(np.float32)  # noisy enough for C to matter
+    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    head = SoftmaxHead(c_grid=grid).fit(x[:300], y[:300], x[300:500], y[300:500])
+    scores = independent_search(x[:300], y[:300], [x[300:500]], y[300:500], grid)
+    assert len(set(scores.values())) > 1  # the grid really separates the choices
+    assert [r["validation_accuracy"] for r in head.search_] == pytest.approx([scores[c] for c in sorted(grid)], abs=0.006)
+    assert scores[head.best_c_] == max(scores.values())
+    assert head.validation_accuracy_ == pytest.approx(max(scores.values()), abs=0.006)
+    assert head.score(x[500:], y[500:]) > 0.6
     np.testing.assert_allclose(head.predict_proba(x[:5]).sum(1), 1, rtol=1e-5)
+
+
+def test_c_search_scores_validation_over_every_view():
+    """With flipped codes the test split averages the probabilities of both views; so must the C search."""
+    x, y = blobs(d=30, seed=5)
+    rng = np.random.default_rng(2)
+    mirror = x[300:500] + rng.normal(0, 3, (200, 30)).astype(np.float32)
+    grid = (1e-3, 1e-2, 1e-1)
+    head = SoftmaxHead(c_grid=grid).fit(x[:300], y[:300], [x[300:500], mirror], y[300:500])
+    scores = independent_search(x[:300], y[:300], [x[300:500], mirror], y[300:500], grid)
+    single = independent_search(x[:300], y[:300], [x[300:500]], y[300:500], grid)
+    assert scores != single
+    assert [r["validation_accuracy"] for r in head.search_] == pytest.approx([scores[c] for c in sorted(grid)], abs=0.006)
+    assert head.mean_.shape == (30,) and len(head.search_) == 3
+
+
+def test_c_search_sample_is_ten_thousand_rows_or_four_per_feature():
+    from cnncodes.heads.softmax import search_sample_size
+
+    assert search_sample_size(40_140, 1280) == 10_000  # Lite0 codes of CIFAR-10's training split
+    assert search_sample_size(80_280, 8064) == 32_256  # four rows per feature for wide concatenated codes
+    assert search_sample_size(3_187, 1280) == 3_187  # fewer rows than that: all of them
+    x, y = blobs(n=600, d=20)
+    assert SoftmaxHead(c_grid=(0.01, 0.1)).fit(x[:500], y[:500], x[500:], y[500:]).search_rows_ == 500
 
 
 def test_sgd_head_records_the_learning_curve():
@@ -75,7 +120,7 @@ def test_normalized_codes_still_learn_and_round_trip(tmp_path, how):
 
 
 def test_mlp_head_learns_stops_early_and_round_trips(tmp_path):
-    from cnncodes.mlp import MLPHead
+    from cnncodes.heads.mlp import MLPHead
 
     x, y = blobs()
     head = MLPHead(hidden=64, epochs=30, patience=5).fit(x[:400], y[:400], x[400:500], y[400:500])
@@ -95,4 +140,5 @@ def test_unknown_normalization_is_refused_before_any_work():
 def test_c_search_on_a_subsample_then_refit_on_everything():
     x, y = blobs(n=1200)
     head = SoftmaxHead(search_samples=200).fit(x[:800], y[:800], x[800:1000], y[800:1000])
-    assert head.best_c_ in head.c_grid and head.score(x[1000:], y[1000:]) > 0.9
+    assert head.search_rows_ == 200 and head.mean_.shape == (20,)
+    assert head.score(x[1000:], y[1000:]) > 0.9

@@ -20,3 +20,24 @@ def test_preprocess_scales_and_flips():
     assert torch.allclose(out[0, 0], torch.tensor([1.0, -127 / 128]))
     flipped = Preprocess(size=2, resize="bicubic", mean=127.0, std=128.0, flip=True)(rgb)
     assert torch.allclose(flipped[0, 0], torch.tensor([-127 / 128, 1.0]))
+
+
+def test_photos_get_the_centre_crop_and_small_images_their_own_choice():
+    """A photo: shorter side to size / crop (aspect kept), centre size x size; an image smaller than the input
+    follows small_crop (None squashes it whole)."""
+    pp = Preprocess(size=224, resize="bicubic", mean=0.0, std=1.0, crop=0.875, small_crop=None)
+    assert pp.geometry(480, 640) == (256, 341, 16, 58)  # 256 = 224 / 0.875; 341 = int(640 * 256 / 480)
+    assert pp.geometry(640, 480) == (341, 256, 58, 16)
+    assert pp.geometry(32, 32) == (224, 224, 0, 0)
+    assert Preprocess(224, "bicubic", 0.0, 1.0, crop=0.875, small_crop=0.875).geometry(32, 32) == (256, 256, 16, 16)
+    # the kept window is the centre 420 x 420 pixels (224 / (256 / 480)): bright inside, dark outside
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[30:450, 110:530] = 255
+    out = pp(rgb)
+    assert out.shape == (3, 224, 224)
+    assert out[:, 3:221, 3:221].min() > 250 and out.max() <= 256
+
+
+def test_tf1_bilinear_resizes_to_a_rectangle():
+    x = torch.arange(6.0).reshape(1, 2, 3)
+    assert tf1_resize_bilinear(x, 4, 6).shape == (1, 4, 6)

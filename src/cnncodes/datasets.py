@@ -19,6 +19,7 @@ from .images import load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 SPLITS = ("train", "validation", "test")
+SPLIT_DTYPE = "<U10"  # wide enough for "validation": a narrower array would silently truncate it
 
 
 @dataclass
@@ -71,7 +72,7 @@ def assign_splits(ids: Sequence[str], test_percent: float, validation_percent: f
     out = np.full(len(ids), "train", dtype=object)
     out[u < (test_percent + validation_percent) / 100] = "validation"
     out[u < test_percent / 100] = "test"
-    return out.astype(str)
+    return out.astype(SPLIT_DTYPE)
 
 
 def _check_percents(test_percent: float, validation_percent: float) -> None:
@@ -158,7 +159,7 @@ def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise CnnCodesError(f"expected images of shape (N, H, W, 3), got {images.shape}")
-    splits = np.asarray(splits).astype(str)
+    splits = np.asarray(splits, dtype=object).astype(SPLIT_DTYPE)
     counters = {s: 0 for s in SPLITS}
     ids = []
     for s in splits:
@@ -174,7 +175,7 @@ def carve_validation(ds: Dataset, validation_percent: float, seed: int) -> Datas
     """Re-draw the validation share of train+validation items (stable per id)."""
     pool = np.isin(ds.splits, ["train", "validation"])
     idx = np.flatnonzero(pool)
-    ds.splits = ds.splits.copy()
+    ds.splits = ds.splits.astype(SPLIT_DTYPE)  # a copy, wide enough whatever the input's width
     ds.splits[idx] = assign_splits([ds.ids[i] for i in idx], 0.0, validation_percent, seed)
     return ds
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from .codes import npz_bytes, atomic_write
 from .errors import CnnCodesError
-from .head import SoftmaxHead
-from .mlp import MLPHead
+from .heads import head_from_state
 
 FORMAT = "cnncodes-model"
 FORMAT_VERSION = 1
@@ -40,12 +39,6 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:
-        if meta.get("mode") == "finetune":
-            from .finetune import FineTuneHead
-
-            return FineTuneHead.from_state(state, meta["backbone"]), meta
-        if meta.get("mode") == "mlp":
-            return MLPHead.from_state(state, meta.get("normalize", "none")), meta
-        return SoftmaxHead.from_state(state, meta.get("mode", "tuned"), meta.get("normalize", "none")), meta
+        return head_from_state(meta, state), meta
     except KeyError as exc:
         raise CnnCodesError(f"{path} lacks the array {exc}: damaged or not a cnncodes model file") from None

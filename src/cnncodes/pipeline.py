@@ -14,20 +14,22 @@ from .codes import Codes, npz_bytes, atomic_write
 from .evaluate import evaluate
 from .extract import extract_codes, forward, inference_model
 from .errors import CnnCodesError
-from .mlp import make_head
+from .heads import make_head
 from .images import BadImage, load_rgb
 from .model_file import load_model_file, save_model
 from . import runtime
 
 
 def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, **head_options):
-    """Fit on the train split, choose settings on validation; flipped codes of train images double the data."""
+    """Fit on the train split, choose settings on validation; flipped codes of train images double the data, and
+    validation averages both views as the test split does."""
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
     if flipped is not None:
         x_flip, y_flip = flipped.part("train")
         x_train, y_train = np.vstack([x_train, x_flip]), np.concatenate([y_train, y_flip])
         del x_flip  # the stacked copy is all the head needs: the codes of large presets take gigabytes
+        x_val = [x_val, flipped.part("validation")[0]]
     return make_head(mode, **head_options).fit(x_train, y_train, x_val, y_val, n_classes=len(codes.class_names))
 
 

@@ -11,26 +11,47 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Everything between decoded RGB pixels and the network input; part of every codes fingerprint."""
+    """Everything between decoded RGB pixels and the network input; part of every codes fingerprint.
+
+    crop: the share of the shorter side the centre crop keeps (the shorter side is resized to size / crop,
+    aspect kept, then the centre size x size is cut: the evaluation transform of timm and TensorFlow); None
+    squashes the whole image to size x size (what the 2015 Inception graph did).
+    small_crop: the same choice for images smaller than the input (upsampled, such as 32x32 CIFAR), which is
+    made on validation accuracy (see the registry).
+    """
 
     size: int
     resize: str  # "bicubic" (Pillow) or "tf1_bilinear" (TensorFlow 1 ResizeBilinear, no half-pixel centres)
     mean: float
     std: float
+    crop: float | None = None
+    small_crop: float | None = None
     flip: bool = False
+
+    def geometry(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(resized height, resized width, top, left) of the crop window for an image of this size."""
+        fraction = self.crop if min(height, width) >= self.size else self.small_crop
+        if fraction is None:
+            return self.size, self.size, 0, 0
+        short = int(self.size / fraction)  # timm and torchvision floor it too: 224 / 0.875 = 256
+        scale = short / min(height, width)
+        h, w = (short, max(self.size, int(width * scale))) if height <= width else (max(self.size, int(height * scale)), short)
+        return h, w, int(round((h - self.size) / 2)), int(round((w - self.size) / 2))
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, size, size) float32, normalised."""
         if self.flip:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
+        h, w, top, left = self.geometry(*rgb.shape[:2])
         if self.resize == "bicubic":
-            if rgb.shape[:2] != (self.size, self.size):
-                rgb = np.array(Image.fromarray(rgb).resize((self.size, self.size), Image.BICUBIC))
+            if rgb.shape[:2] != (h, w):
+                rgb = np.array(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
             x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
         elif self.resize == "tf1_bilinear":
-            x = tf1_resize_bilinear(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float(), self.size)
+            x = tf1_resize_bilinear(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float(), h, w)
         else:
             raise ValueError(f"unknown resize method {self.resize!r}")
+        x = x[:, top:top + self.size, left:left + self.size]
         return (x - self.mean) / self.std
 
 
@@ -48,11 +69,11 @@ def _tf1_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return m.float()
 
 
-def tf1_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+def tf1_resize_bilinear(x: torch.Tensor, height: int, width: int | None = None) -> torch.Tensor:
     """Resize (C, H, W) as the 2015 Inception graph did; torch's bilinear uses half-pixel centres and differs.
 
     Written by hand because neither torch nor Pillow offers the TF1 legacy sampling grid.
     """
-    wy = _tf1_bilinear_matrix(x.shape[1], size)
-    wx = _tf1_bilinear_matrix(x.shape[2], size)
+    wy = _tf1_bilinear_matrix(x.shape[1], height)
+    wx = _tf1_bilinear_matrix(x.shape[2], width or height)
     return wy @ x @ wx.T

@@ -60,7 +60,7 @@ DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middl
 
 def _data_efficiency(codes: Codes, best_c: float, seed: int):
     """Test accuracy of tuned heads trained on 100, 1,000, 10,000 and all images (fixed C: it is a curve)."""
-    from .head import SoftmaxHead
+    from .heads import SoftmaxHead
 
     x, y = codes.part("train", "validation")
     xt, yt = codes.part("test")

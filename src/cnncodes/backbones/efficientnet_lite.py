@@ -7,13 +7,35 @@ are architectural constants.
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Stages whose first block halves the resolution (EfficientNet-B0 layout, shared by every Lite variant).
 _STRIDE2_STAGES = {1, 2, 3, 5}
+
+
+class Conv2dSame(nn.Conv2d):
+    """A convolution padded as TensorFlow's "SAME" does, which is how these weights were trained.
+
+    Stride 2 on an even input pads one pixel more after than before (kernel 3: 0 and 1); PyTorch's symmetric
+    kernel // 2 would shift every downsampling by a pixel. The padding follows the input size, so any input
+    resolution is right (nothing in PyTorch offers "SAME" with a stride, hence this class)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, groups=groups,
+                         bias=False)
+
+    def forward(self, x):
+        if self.stride[0] == 1:  # odd kernels at stride 1: SAME is symmetric, the built-in padding is exact
+            return super().forward(x)
+        k, s = self.kernel_size[0], self.stride[0]
+        pads = [max((math.ceil(n / s) - 1) * s + k - n, 0) for n in x.shape[-2:]]
+        x = F.pad(x, [pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2])
+        return super().forward(x)
 
 
 def _conv_bn(conv: nn.Conv2d, out: int) -> list[nn.Module]:
@@ -28,7 +50,7 @@ class MBConv(nn.Module):
         if expand != 1:
             self.expand = nn.Sequential(*_conv_bn(nn.Conv2d(cin, mid, 1, bias=False), mid), nn.ReLU6(inplace=True))
         self.depthwise = nn.Sequential(
-            *_conv_bn(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), mid), nn.ReLU6(inplace=True)
+            *_conv_bn(Conv2dSame(mid, mid, kernel, stride, groups=mid), mid), nn.ReLU6(inplace=True)
         )
         self.project = nn.Sequential(*_conv_bn(nn.Conv2d(mid, cout, 1, bias=False), cout))
         self.residual = stride == 1 and cin == cout
@@ -45,7 +67,7 @@ class EfficientNetLite(nn.Module):
     def __init__(self, state: dict[str, torch.Tensor]):
         super().__init__()
         stem = state["_conv_stem.weight"].shape[0]
-        self.stem = nn.Sequential(*_conv_bn(nn.Conv2d(3, stem, 3, 2, 1, bias=False), stem), nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(*_conv_bn(Conv2dSame(3, stem, 3, 2), stem), nn.ReLU6(inplace=True))
         blocks, stage, prev_out = [], -1, None
         n_blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks."))
         for i in range(n_blocks):

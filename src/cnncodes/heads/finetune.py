@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CnnCodesError
-from .head import ClassifierHead
+from ..errors import CnnCodesError
+from .base import EarlyStopping, Head, softmax, views_accuracy
 
 
 _POOLED = 3  # net_[:3] is the top blocks, the pooling and the flattening: the fine-tuned features
 
 
-class FineTuneHead(ClassifierHead):
+class FineTuneHead(Head):
     mode = "finetune"
     normalize = "none"  # the blocks expect the raw activations
 
     def __init__(self, backbone: str, epochs: int = 6, learning_rate: float = 3e-4, weight_decay: float = 0.05,
                  batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1, patience: int = 2,
-                 seed: int = 0, progress: bool = False, normalize: str = "none", **_ignored):
+                 seed: int = 0, progress: bool = False, normalize: str = "none"):
         if normalize != "none":
             raise CnnCodesError("--normalize does not apply to --finetune (the blocks take the raw activations)")
         self.backbone, self.epochs, self.learning_rate, self.weight_decay = backbone, epochs, learning_rate, weight_decay
@@ -33,7 +33,7 @@ class FineTuneHead(ClassifierHead):
     def _build(self, n_classes: int = 1) -> None:
         import torch
 
-        from .backbones import top_network
+        from ..backbones import top_network
 
         top, self.shape_ = top_network(self.backbone)
         width = top[-1][0].out_channels
@@ -58,7 +58,6 @@ class FineTuneHead(ClassifierHead):
         """Outputs of net_[:stop] for every row, in evaluation mode and bf16 like the extraction."""
         import torch
 
-        self._check(x)
         self.net_.eval()
         outs = []
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -69,39 +68,32 @@ class FineTuneHead(ClassifierHead):
         classifier = self.net_[-1]
         return np.zeros((0, classifier.in_features if stop == _POOLED else classifier.out_features), np.float32)
 
-    def _check(self, x) -> None:
-        if x.shape[1] != self.input_dim:
-            raise CnnCodesError(f"codes have {x.shape[1]} features but {self.backbone} activations have "
-                                f"{self.input_dim}: the model does not match its backbone")
-
     def embed(self, x) -> np.ndarray:
         """The fine-tuned pooled features (what the report maps with t-SNE)."""
+        self.check_input(x)
         return self._run(x, _POOLED)
 
-    def decision_function(self, x) -> np.ndarray:
+    def _logits(self, x) -> np.ndarray:
         return self._run(x, len(self.net_))
 
-    def fit(self, x_train, y_train, x_val=None, y_val=None, n_classes: int | None = None) -> "FineTuneHead":
+    def _fit(self, x_train, y, val, y_val):
         import torch
         from tqdm import tqdm
 
-        y = np.asarray(y_train, np.int64)
-        if len(np.unique(y)) < 2:
-            raise CnnCodesError("training data has a single class: a classifier needs at least two")
-        self._check(x_train)
-        self.n_classes_ = int(n_classes or y.max() + 1)
+        if x_train.shape[1] != self.input_dim:
+            raise CnnCodesError(f"codes have {x_train.shape[1]} features but {self.backbone} activations have "
+                                f"{self.input_dim}: the codes do not match the backbone")
         torch.manual_seed(self.seed)
         self._build(self.n_classes_)
-        has_val = x_val is not None and len(x_val) > 0
         self._linear_probe(x_train, y)
-        self.curve_ = [self._record(0, None, x_val, y_val)] if has_val else []
-        params = self.net_.parameters()
-        opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        stopper = EarlyStopping(self.patience)
+        if val is not None:
+            self.curve_.append(self._record(0, None, val, y_val))
+            stopper.update(self.curve_[0]["validation_accuracy"], lambda: _copy_state(self.net_))
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         steps = self.epochs * -(-len(x_train) // self.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.learning_rate, total_steps=max(steps, 1), pct_start=0.1)
         rng = np.random.default_rng(self.seed)
-        best = (self.curve_[0]["validation_accuracy"], _copy_state(self.net_)) if has_val else None
-        waited = 0
         for epoch in range(1, self.epochs + 1):
             self.net_.train()
             correct = 0
@@ -119,23 +111,18 @@ class FineTuneHead(ClassifierHead):
                 correct += int((logits.argmax(1) == target).sum())
                 bar.update(len(idx))
             bar.close()
-            if not has_val:
+            if val is None:
                 continue
-            self.curve_.append(self._record(epoch, correct / len(x_train), x_val, y_val))
+            self.curve_.append(self._record(epoch, correct / len(x_train), val, y_val))
             if self.progress:
                 print(f"fine-tuning: epoch {epoch}, validation accuracy {self.curve_[-1]['validation_accuracy']:.4f}",
                       flush=True)
-            if self.curve_[-1]["validation_accuracy"] > best[0]:
-                best, waited = (self.curve_[-1]["validation_accuracy"], _copy_state(self.net_)), 0
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        if best is not None:
-            self.net_.load_state_dict(best[1])
+            if stopper.update(self.curve_[-1]["validation_accuracy"], lambda: _copy_state(self.net_)):
+                break
+        if stopper.state is not None:
+            self.net_.load_state_dict(stopper.state)
+            self.validation_accuracy_ = stopper.best
         self.net_.eval()
-        self.search_ = []
-        return self
 
     def _linear_probe(self, x, y) -> None:
         """Fit the classifier on the frozen top's pooled features (full-batch L-BFGS: seconds on 1,280-d)."""
@@ -157,8 +144,8 @@ class FineTuneHead(ClassifierHead):
 
         opt.step(closure)
 
-    def _record(self, epoch: int, train_accuracy, x_val, y_val) -> dict:
-        row = {"epoch": epoch, "validation_accuracy": float((self.predict(x_val) == np.asarray(y_val)).mean())}
+    def _record(self, epoch: int, train_accuracy, val, y_val) -> dict:
+        row = {"epoch": epoch, "validation_accuracy": views_accuracy(lambda v: softmax(self._logits(v)), val, y_val)}
         if train_accuracy is not None:
             row["train_accuracy"] = float(train_accuracy)
         return row

@@ -1,0 +1,38 @@
+"""Heads trained on CNN codes: softmax regression (tuned, sgd), an MLP, and fine-tuned top blocks; one factory."""
+from __future__ import annotations
+
+from ..errors import CnnCodesError
+from .base import Head
+from .softmax import SoftmaxHead
+
+HEADS = ("tuned", "sgd", "mlp", "finetune")
+
+
+def make_head(mode: str = "tuned", *, backbone: str | None = None, seed: int = 0, normalize: str = "none",
+              eval_every: int = 100, progress: bool = False) -> Head:
+    """The head behind --head: tuned or sgd (softmax regression), mlp, or finetune (needs backbone=NAME:cut=K)."""
+    if mode == "mlp":
+        from .mlp import MLPHead
+
+        return MLPHead(seed=seed, normalize=normalize, progress=progress)
+    if mode == "finetune":
+        from .finetune import FineTuneHead
+
+        return FineTuneHead(backbone, seed=seed, normalize=normalize, progress=progress)
+    if mode in ("tuned", "sgd"):
+        return SoftmaxHead(mode, eval_every=eval_every, seed=seed, normalize=normalize, progress=progress)
+    raise CnnCodesError(f"--head must be one of {', '.join(HEADS)} (got {mode!r})")
+
+
+def head_from_state(meta: dict, state: dict) -> Head:
+    """A trained head from the arrays and metadata of a model file."""
+    mode, normalize = meta.get("mode", "tuned"), meta.get("normalize", "none")
+    if mode == "finetune":
+        from .finetune import FineTuneHead
+
+        return FineTuneHead.from_state(state, meta["backbone"])
+    if mode == "mlp":
+        from .mlp import MLPHead
+
+        return MLPHead.from_state(state, normalize)
+    return SoftmaxHead.from_state(state, mode, normalize)

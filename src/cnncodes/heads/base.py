@@ -1,0 +1,118 @@
+"""What every head shares: inputs checked once, code normalisation and standardisation, validation scored over
+views (an image and its mirror image), early stopping, and probabilities from the decision function."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CnnCodesError
+
+NORMALIZATIONS = ("none", "sqrt", "l2")
+
+
+def check_normalization(how: str) -> str:
+    if how not in NORMALIZATIONS:
+        raise CnnCodesError(f"--normalize must be one of {', '.join(NORMALIZATIONS)} (got {how!r})")
+    return how
+
+
+def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
+    """Applied to codes before standardisation: sqrt (signed power 0.5) tames the heavy tails of pooled ReLU
+    activations; l2 puts every image on the unit sphere."""
+    x = np.asarray(x, np.float32)
+    if check_normalization(how) == "sqrt":
+        return np.sign(x) * np.sqrt(np.abs(x))
+    if how == "l2":
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+    return x
+
+
+def standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(x - mean) / scale with one new array, not two: the codes of the large presets take gigabytes."""
+    out = np.subtract(x, mean, dtype=np.float32)
+    out /= scale
+    return out
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def as_views(x) -> list[np.ndarray]:
+    """Validation codes as a list of views of the same images (one array, or [codes, flipped codes])."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def views_accuracy(proba_of, views: list[np.ndarray], y: np.ndarray) -> float:
+    """Accuracy of the probabilities averaged over the views: the way the test split is predicted."""
+    proba = sum(proba_of(v) for v in views) / len(views)
+    return float((proba.argmax(1) == y).mean())
+
+
+class EarlyStopping:
+    """Keeps the best state by validation accuracy; says when `patience` epochs brought nothing better."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.state, self.waited = patience, -1.0, None, 0
+
+    def update(self, accuracy: float, state) -> bool:
+        """Record an epoch; True when training should stop."""
+        if accuracy > self.best:
+            self.best, self.state, self.waited = accuracy, state(), 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+
+class Head:
+    """fit / decision_function / predict_proba / predict / score, scikit-learn style.
+
+    Settings live in the constructor; learned state in attributes ending in '_' (validation_accuracy_ is the
+    accuracy on the validation split that the head's own choices were made on, None without one).
+    Subclasses write _fit(x, y, val_views, y_val), _logits(x), input_dim, state() and from_state().
+    """
+
+    mode = ""
+    normalize = "none"
+    validation_accuracy_ = None
+
+    def fit(self, x_train, y_train, x_val=None, y_val=None, n_classes: int | None = None) -> "Head":
+        """x_val may be one array or a list of views of the same images (their probabilities are averaged)."""
+        y = np.asarray(y_train, np.int64)
+        if len(y) == 0:
+            raise CnnCodesError("no training images")
+        if len(np.unique(y)) < 2:
+            raise CnnCodesError("training data has a single class: a classifier needs at least two")
+        self.n_classes_ = int(n_classes or y.max() + 1)
+        views = None if x_val is None else [v for v in as_views(x_val) if len(v)]
+        self.curve_, self.search_ = [], []
+        self._fit(x_train, y, views or None, np.asarray(y_val, np.int64) if views else None)
+        return self
+
+    def check_input(self, x) -> None:
+        if not hasattr(self, "n_classes_"):
+            raise CnnCodesError("the head is not trained yet: call fit() first")
+        if x.shape[1] != self.input_dim:
+            raise CnnCodesError(f"codes have {x.shape[1]} features but the head takes {self.input_dim}: "
+                                "the model does not match its backbone")
+
+    def decision_function(self, x) -> np.ndarray:
+        self.check_input(x)
+        return self._logits(x)
+
+    def predict_proba(self, x) -> np.ndarray:
+        return softmax(self.decision_function(x))
+
+    def predict(self, x) -> np.ndarray:
+        return self.decision_function(x).argmax(1)
+
+    def score(self, x, y) -> float:
+        return float((self.predict(x) == np.asarray(y)).mean())
+
+    # the standardised input of the softmax and MLP heads
+    def _fit_scaler(self, x: np.ndarray) -> None:
+        self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
+
+    def _standardized(self, x) -> np.ndarray:
+        return standardize(normalize_codes(x, self.normalize), self.mean_, self.scale_)
