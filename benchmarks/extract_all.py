@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cnncodes import extract_codes, load_dataset
-from cnncodes.codes import atomic_write
+from cnncodes.files import atomic_write
 
 
 def main():
@@ -34,7 +34,7 @@ def main():
             if seconds > 30 or key not in times:  # a cache hit takes seconds; keep the real extraction time
                 times[key] = {"seconds": round(seconds, 1), "images": len(ds), "images_per_s": round(len(ds) / seconds, 1)}
                 atomic_write(times_path, json.dumps(times, indent=1).encode())
-            print(f"{key}: {codes.codes.shape} in {seconds:.0f} s", flush=True)
+            print(f"{key}: {codes.vectors.shape} in {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

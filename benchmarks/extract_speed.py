@@ -4,7 +4,7 @@
 
 Each measurement runs in a fresh process (the memory allocator is chosen per process, and `cnncodes extract`
 as shipped re-executes itself with tcmalloc); all of them run in this one invocation, one after another, on
-the first N test images of ../shared/data/cifar10 (JPEG copy). Reported: median images/s over the repeats after a
+N images drawn (seeded) from the 4,000 training PNGs of ../shared/data/cifar10-exact (exact CIFAR-10 pixels). Reported: median images/s over the repeats after a
 warm-up, ratios, the cosine similarity between (3)'s and (2)'s codes, and the share of the machine's measured
 matrix-multiply ceiling that (3) reaches.
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-exact"
 
 
 def image_list(n: int) -> list[Path]:
-    files = sorted((DATA / "test").glob("*/*.jpg"))
+    files = sorted((DATA / "train").glob("*/*.png"))
     rng = np.random.default_rng(0)
     return [files[i] for i in sorted(rng.choice(len(files), n, replace=False))]
 
@@ -76,7 +76,9 @@ def measure_ceiling() -> dict:
     """Matrix-multiply rate PyTorch reaches here (GFLOP/s), fp32 and bf16, 2048 x 2048 operands."""
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    from cnncodes.runtime import cpu_count
+
+    torch.set_num_threads(cpu_count())
     rates = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
@@ -165,7 +167,9 @@ def main():
             cos = (ours * plain).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(plain, axis=1)
             row["min_cosine"] = float(cos.min())
             row["macs"] = macs_per_image(backbone)
-            precision = "bf16"  # what `cnncodes extract` chooses on this CPU (avx512_bf16)
+            from cnncodes.runtime import resolve_precision
+
+            precision = resolve_precision("auto", "cpu")  # what `cnncodes extract` chooses on this CPU
             row["ceiling_share"] = row["cnncodes"] * 2 * row["macs"] / 1e9 / ceiling[precision]
             results["backbones"][backbone] = row
     print(f"matmul ceiling here: fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")

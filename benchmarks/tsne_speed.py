@@ -29,7 +29,7 @@ def main():
 
     codes = extract_codes(load_dataset(args.data), args.backbone, progress=False)
     idx = select(codes, "test", args.n, args.seed)
-    x = PCA(50, random_state=args.seed).fit_transform(codes.codes[idx])
+    x = PCA(50, random_state=args.seed).fit_transform(codes.vectors[idx])
     labels = codes.labels[idx]
 
     t = time.perf_counter()

@@ -6,27 +6,17 @@ import pytest
 import torch
 
 from cnncodes import BACKBONES, CnnCodesError, get_backbone
-from cnncodes.backbones import load_model
-from cnncodes.images import load_rgb
+from cnncodes.backbones import checks, load_model
 
 from .conftest import need_shared
 
 
 def imagenet_sample():
-    root = need_shared("imagenet-sample")
-    wnids = [line.split("\t")[0] for line in (root / "synsets.tsv").read_text().splitlines()]
-    files = sorted(root.glob("*.JPEG"))
-    return [load_rgb(f) for f in files], np.array([wnids.index(f.name.split("_")[0]) for f in files])
+    return checks.imagenet_sample(need_shared("imagenet-sample"))
 
 
 def top1(name, preprocess=None):
-    images, truth = imagenet_sample()
-    spec = get_backbone(name)
-    preprocess = preprocess or spec.preprocess
-    model = load_model(name)
-    with torch.inference_mode():
-        logits = model.classify(model(torch.stack([preprocess(i) for i in images])))
-    return float((logits.argmax(1).numpy() == truth).mean())
+    return checks.imagenet_top1(name, need_shared("imagenet-sample"), preprocess)
 
 
 # The reference implementation names 90 / 88 / 90 of the 100 photos with the published transform; before the
@@ -42,7 +32,7 @@ def test_efficientnet_lite_logits_equal_an_independent_implementation(variant):
     from efficientnet_lite_pytorch import EfficientNet
 
     from cnncodes.backbones.efficientnet_lite import weights_path
-    from cnncodes.extract import forward, inference_model
+    from cnncodes.inference import forward, inference_model
 
     name = f"efficientnet_lite{variant}"
     images, _ = imagenet_sample()
@@ -90,25 +80,11 @@ def test_inception_module_equals_the_scripted_2015_graph():
     assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3)
 
 
-def inception_probe_accuracy() -> float:
-    """A softmax probe on Inception codes of 400 exact CIFAR-10 training images, scored on 200 test images."""
-    from cnncodes import extract_codes, image_folder
-    from cnncodes.heads import SoftmaxHead
-
-    ds = image_folder(need_shared("cifar10-exact"))
-    rng = np.random.default_rng(0)
-    train = rng.choice(np.flatnonzero(ds.splits == "train"), 400, replace=False)
-    test = rng.choice(np.flatnonzero(ds.splits == "test"), 200, replace=False)
-    codes = extract_codes(ds.subset(np.concatenate([train, test])), "inception_v3_2015", progress=False)
-    head = SoftmaxHead(c_grid=(0.01,)).fit(*codes.part("train"), n_classes=10)
-    return head.score(*codes.part("test"))
-
-
 def test_inception_codes_separate_cifar_classes():
     """No classifier ships with the 2015 graph: a probe on its codes must find the classes (random or
     mismatched weights fall far below). Measured: 0.83 with 400 train / 200 test exact images. The probe is
     robust to pixel scaling, so the scaling and resize are pinned by test_inception_preprocessing_is_the_graphs."""
-    assert inception_probe_accuracy() >= 0.75
+    assert checks.inception_probe_accuracy(need_shared("cifar10-exact")) >= 0.75
 
 
 def test_inception_preprocessing_is_the_graphs():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cnncodes import CnnCodesError, cifar10
+from cnncodes.datasets import cifar10_dataset
 
 
 def batch_bytes(n: int, seed: int) -> bytes:
@@ -36,7 +37,7 @@ def official_members(n=4) -> dict[str, bytes]:
 
 def test_reads_official_format(tmp_path):
     path = build_archive(tmp_path / "cifar-10-python.tar.gz", official_members())
-    ds = cifar10.load(path)
+    ds = cifar10_dataset(path)
     assert len(ds) == 24 and ds.class_names[0] == "airplane"
     assert (ds.splits == "test").sum() == 4
     raw = pickle.loads(official_members()["cifar-10-batches-py/data_batch_1"], encoding="bytes")[b"data"]
@@ -95,3 +96,18 @@ def test_download_checks_md5_and_renames_only_when_complete(tmp_path):
     assert not dest.exists()
     cifar10.fetch_archive(dest, url=src.as_uri(), md5=cifar10._md5(src))
     assert dest.read_bytes() == src.read_bytes()
+
+
+def test_archive_run_end_to_end_has_all_three_splits(tmp_path):
+    """`cnncodes run --data ARCHIVE`: 20% of the training images form the validation split (a too-narrow string
+    dtype once truncated 'validation' and dropped them from every split)."""
+    from cnncodes.datasets import assign_splits
+    from cnncodes.pipeline import run_experiment
+    from cnncodes.settings import RunSettings
+
+    path = build_archive(tmp_path / "cifar-10-python.tar.gz", official_members(n=40))
+    result = run_experiment(RunSettings(data=str(path)), tmp_path / "run", report=False, progress=False)
+    sizes = result.metrics["split_sizes"]
+    expected = int((assign_splits([f"cifar10/train/{i}" for i in range(200)], 0.0, 20.0, 0) == "validation").sum())
+    assert sizes == {"train": 200 - expected, "validation": expected, "test": 40}
+    assert 20 <= expected <= 60 and len(result.head.search_) > 1

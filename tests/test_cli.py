@@ -57,6 +57,24 @@ def test_report_command_rebuilds_the_page(finished_run):
     assert (out / "report.html").exists()
 
 
+def test_report_only_reads_the_run_folder(tiny_folder, tmp_path):
+    """The run computes what the report draws; rebuilding the report needs neither the images nor the codes."""
+    import shutil
+
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    shutil.copytree(tiny_folder, data)
+    out = tmp_path / "run"
+    assert cli("run", "--data", data, "--cache-dir", cache, "--out", out).returncode == 0
+    shutil.rmtree(data)
+    shutil.rmtree(cache)
+    for picture in out.glob("*.png"):
+        picture.unlink()
+    result = cli("report", out)
+    assert result.returncode == 0, result.stderr
+    for name in ("sample.png", "tsne.png", "tsne_thumbnails.png", "mistakes.png", "data_efficiency.png"):
+        assert is_png(out / name), name
+
+
 def test_predict_prints_top_classes_and_skips_bad_files(finished_run, tiny_folder, tmp_path):
     out, _ = finished_run
     bad = tmp_path / "bad.jpg"
@@ -76,13 +94,28 @@ def test_extract_then_tsne(tiny_folder, tmp_path):
 
 
 def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
-    assert cli("train", "--data", tiny_folder, "--head", "sgd", "--eval-every", "2", "--out", tmp_path).returncode == 0
+    """train never touches the test split; evaluate rebuilds the run's splits from the model file (seed and test
+    share included) and its numbers are the head's predictions on those test codes."""
+    import numpy as np
+
+    from cnncodes import extract_codes, load_dataset
+    from cnncodes.model_file import load_model_file
+
+    args = ["--data", tiny_folder, "--seed", "3", "--test-percent", "30"]
+    assert cli("train", *args, "--head", "sgd", "--eval-every", "1", "--out", tmp_path).returncode == 0
     curve = json.loads((tmp_path / "curve.json").read_text())
     assert curve["mode"] == "sgd" and len(curve["curve"]) > 3
-    assert not (tmp_path / "metrics.json").exists()  # train never touches the test split
+    assert not (tmp_path / "metrics.json").exists()
     result = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "metrics.json").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    head, _ = load_model_file(tmp_path / "model.npz")
+    codes = extract_codes(load_dataset(tiny_folder, seed=3, test_percent=30), "efficientnet_lite0", progress=False)
+    x, y = codes.part("test")
+    assert metrics["images"] == len(y) and sum(r["images"] for r in metrics["per_class"].values()) == len(y)
+    assert metrics["accuracy"] == pytest.approx(float((head.predict(x) == y).mean()))
+    assert np.array(metrics["confusion"]).trace() == round(metrics["accuracy"] * len(y))
+    assert f"{metrics['accuracy'] * 100:.2f}%" in result.stdout
 
 
 @pytest.mark.parametrize("args,message", [

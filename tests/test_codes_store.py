@@ -32,8 +32,12 @@ def test_second_run_reuses_the_cache(tiny_folder, tmp_path, reference):
     again = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
                           progress=False)
     assert stamps == {p: p.stat().st_mtime_ns for p in shards(tmp_path)}
-    np.testing.assert_array_equal(first.codes, again.codes)
-    np.testing.assert_allclose(first.codes, reference.codes, atol=1e-6)
+    np.testing.assert_array_equal(first.vectors, again.vectors)
+    np.testing.assert_allclose(first.vectors, reference.vectors, atol=1e-6)
+
+
+def stamps(cache: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(cache.glob("codes/*/shard_*"))}
 
 
 def test_damaged_shard_is_recomputed_not_loaded(tiny_folder, tmp_path, reference):
@@ -44,16 +48,22 @@ def test_damaged_shard_is_recomputed_not_loaded(tiny_folder, tmp_path, reference
     data.write_bytes(bytes(raw))
     truncated = sorted(tmp_path.glob("codes/*/shard_00003.npz"))[0]
     truncated.write_bytes(truncated.read_bytes()[:50])
+    before = stamps(tmp_path)
     again = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
                           progress=False)
-    np.testing.assert_allclose(again.codes, reference.codes, atol=1e-6)
+    after = stamps(tmp_path)
+    rewritten = {name for name in before if after[name] != before[name]}
+    assert rewritten == {"shard_00002.npz", "shard_00002.json", "shard_00003.npz", "shard_00003.json"}
+    np.testing.assert_allclose(again.vectors, reference.vectors, atol=1e-6)
 
 
 def test_other_settings_never_reuse_a_cache(tiny_folder, tmp_path):
     ds = image_folder(tiny_folder)
-    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, progress=False)
+    # precision named, not "auto": on a CPU without bf16, auto is fp32 and the first two would rightly share
+    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, precision="bf16", progress=False)
     extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, precision="fp32", progress=False)
-    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, flip=True, progress=False)
+    extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, precision="fp32", flip=True,
+                  progress=False)
     assert len(list(tmp_path.glob("codes/*/manifest.json"))) == 3
 
 
@@ -84,9 +94,13 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_codes(tiny_folder, tmp_path,
     proc.wait()
     done = len(shards(tmp_path))
     assert 3 <= done < 15, "the run should have been killed part-way"
+    finished = {name: t for name, t in stamps(tmp_path).items() if name.endswith(".json")}
     resumed = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=4,
                             batch_size=1, progress=False)
-    np.testing.assert_allclose(resumed.codes, reference.codes, atol=2e-2)  # batch of 1 vs 8: bf16 rounding only
+    after = stamps(tmp_path)
+    assert all(after[name] == t for name, t in finished.items()), "committed shards must be reused, not recomputed"
+    assert len(after) == 2 * 15
+    np.testing.assert_allclose(resumed.vectors, reference.vectors, atol=2e-2)  # batch of 1 vs 8: bf16 rounding only
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, tmp_path, reference):
@@ -108,8 +122,8 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, t
             "checkers/fifo.jpg", "empty_class/"} <= set(reasons)
     assert all(reasons.values())
     assert ds.class_names == ["bars", "checkers", "discs"]
-    good = {i: c for i, c in zip(codes.ids, codes.codes)}
-    ref = {i: c for i, c in zip(reference.ids, reference.codes)}
+    good = {i: c for i, c in zip(codes.ids, codes.vectors)}
+    ref = {i: c for i, c in zip(reference.ids, reference.vectors)}
     for item_id, c in ref.items():
         np.testing.assert_allclose(good[item_id], c, atol=2e-2)
     assert len(codes.ids) == len(reference.ids) + 1  # the non-UTF-8 name is a normal image
@@ -118,5 +132,5 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, t
 def test_codes_file_loads_with_numpy_in_one_line(tmp_path, reference):
     reference.save(tmp_path / "codes.npz")
     z = np.load(tmp_path / "codes.npz")
-    assert z["codes"].shape == reference.codes.shape and list(z["class_names"]) == reference.class_names
+    assert z["codes"].shape == reference.vectors.shape and list(z["class_names"]) == reference.class_names
     assert Codes.load(tmp_path / "codes.npz").backbone == "efficientnet_lite0"

@@ -8,7 +8,7 @@ import torch
 
 from cnncodes import CnnCodesError, extract_codes
 from cnncodes.backbones import get_backbone, load_model, top_network
-from cnncodes.backbones.cut import Trunk, split
+from cnncodes.backbones.cut import Trunk, split_network
 from cnncodes.datasets import load_dataset
 from cnncodes.heads.finetune import FineTuneHead
 from cnncodes.model_file import load_model_file
@@ -20,7 +20,7 @@ from .conftest import cli
 @pytest.mark.parametrize("top_blocks", [0, 1, 3])
 def test_trunk_then_top_gives_the_backbone_codes(top_blocks):
     model = load_model("efficientnet_lite0")
-    trunk, top = split(model, top_blocks)
+    trunk, top = split_network(model, top_blocks)
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         flat = Trunk(trunk)(x)
@@ -34,8 +34,8 @@ def test_cut_codes_are_half_precision_activation_maps(tiny_folder):
     _, shape = top_network("efficientnet_lite0:cut=1")
     assert shape == (192, 7, 7) and spec.feature_dim == 192 * 7 * 7 and spec.code_dtype == "float16"
     codes = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0:cut=1", progress=False)
-    assert codes.codes.dtype == np.float16 and codes.codes.shape == (60, 192 * 7 * 7)
-    assert np.isfinite(codes.codes).all() and codes.codes.max() > 0
+    assert codes.vectors.dtype == np.float16 and codes.vectors.shape == (60, 192 * 7 * 7)
+    assert np.isfinite(codes.vectors).all() and codes.vectors.max() > 0
 
 
 def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):

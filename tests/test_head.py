@@ -5,6 +5,7 @@ import pytest
 from cnncodes import CnnCodesError
 from cnncodes.heads import SoftmaxHead
 from cnncodes.model_file import load_model_file, save_model
+from cnncodes.settings import RunSettings
 
 
 def blobs(n=600, d=20, k=4, seed=0):
@@ -85,7 +86,7 @@ def test_single_class_is_a_clear_error():
 def test_model_file_round_trip_and_refusals(tmp_path):
     x, y = blobs()
     head = SoftmaxHead(c_grid=(0.1,)).fit(x, y)
-    save_model(tmp_path / "m.npz", head, "efficientnet_lite0", ["a", "b", "c", "d"])
+    save_model(tmp_path / "m.npz", head, RunSettings(), ["a", "b", "c", "d"])
     loaded, meta = load_model_file(tmp_path / "m.npz")
     np.testing.assert_allclose(loaded.predict_proba(x), head.predict_proba(x), rtol=1e-5)
     assert meta["backbone"] == "efficientnet_lite0"
@@ -114,7 +115,7 @@ def test_normalized_codes_still_learn_and_round_trip(tmp_path, how):
     x = np.abs(x)
     head = SoftmaxHead(normalize=how).fit(x[:400], y[:400], x[400:500], y[400:500])
     assert head.score(x[500:], y[500:]) > 0.8
-    save_model(tmp_path / "m.npz", head, "efficientnet_lite0", list("abcd"))
+    save_model(tmp_path / "m.npz", head, RunSettings(), list("abcd"))
     loaded, _ = load_model_file(tmp_path / "m.npz")
     np.testing.assert_allclose(loaded.predict_proba(x[:9]), head.predict_proba(x[:9]), rtol=1e-4)
 
@@ -126,7 +127,7 @@ def test_mlp_head_learns_stops_early_and_round_trips(tmp_path):
     head = MLPHead(hidden=64, epochs=30, patience=5).fit(x[:400], y[:400], x[400:500], y[400:500])
     assert head.score(x[500:], y[500:]) > 0.9
     assert 1 <= len(head.curve_) <= 30
-    save_model(tmp_path / "mlp.npz", head, "efficientnet_lite0", list("abcd"))
+    save_model(tmp_path / "mlp.npz", head, RunSettings(), list("abcd"))
     loaded, meta = load_model_file(tmp_path / "mlp.npz")
     assert meta["mode"] == "mlp"
     np.testing.assert_allclose(loaded.predict_proba(x[:9]), head.predict_proba(x[:9]), rtol=1e-4)

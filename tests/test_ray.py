@@ -42,11 +42,36 @@ def test_ray_and_local_engines_give_the_same_codes_and_share_the_store(three_hun
     assert stamps == {p: p.stat().st_mtime_ns for p in shards}, "the local engine recomputed Ray's shards"
     local = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", shard_size=64, progress=False)
     assert list(via_ray.ids) == list(local.ids) == list(reused.ids)
-    np.testing.assert_allclose(via_ray.codes, local.codes, atol=2e-2)
+    np.testing.assert_allclose(via_ray.vectors, local.vectors, atol=2e-2)
     assert dict(via_ray.skipped).keys() == dict(local.skipped).keys() == {"bars/broken.png"}
     same_names = {p.name for p in (tmp_path / "a").glob("codes/*")} == {p.name for p in (tmp_path / "b").glob("codes/*")}
     assert same_names  # one fingerprint, whichever engine ran
     shutil.rmtree(tmp_path)
+
+
+def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
+    """A dataset whose reader is not "decode the file at its path" (here: colours inverted in memory) gives the
+    same codes on both engines: the actors call the dataset's reader, as the local engine does."""
+    ray_or_skip()
+    import dataclasses
+
+    import ray
+
+    from cnncodes.images import load_rgb
+
+    folder = image_folder(three_hundred)
+    ds = dataclasses.replace(folder.subset(range(0, 300, 5)), content_key="inverted")
+    ds.reader = lambda i, _read=ds.reader: 255 - _read(i)
+    try:
+        via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
+    finally:
+        ray.shutdown()
+    local = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False)
+    from_files = extract_codes(folder.subset(range(0, 300, 5)), "efficientnet_lite0", cache_dir=tmp_path / "c",
+                               progress=False)
+    assert np.array_equal(ds.read(0), 255 - load_rgb(ds.path(0)))
+    np.testing.assert_allclose(via_ray.vectors, local.vectors, atol=2e-2)
+    assert np.abs(via_ray.vectors - from_files.vectors).max() > 0.5  # the reader, not the file path, was used
 
 
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, three_hundred, tmp_path):

@@ -10,6 +10,8 @@ _EXPORTS = {
     "BACKBONES": "backbones", "DEFAULT_BACKBONE": "backbones", "get_backbone": "backbones",
     "Codes": "codes", "CnnCodesError": "errors", "extract_codes": "extract",
     "Dataset": "datasets", "from_arrays": "datasets", "image_folder": "datasets", "load_dataset": "datasets",
+    "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
+    "predict_images": "pipeline", "make_head": "heads",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -128,10 +128,9 @@ def _to_images(batch: dict) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load(data=None, cache_dir=None, download: bool = True):
-    """CIFAR-10 (50,000 train / 10,000 test) from an archive path, an extracted folder, or the cache."""
-    from .datasets import from_arrays
-
+def load(data=None, cache_dir=None, download: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(images, labels, class names, splits) of CIFAR-10 (50,000 train / 10,000 test) from an archive path, an
+    extracted folder, or the cache (cnncodes.datasets makes the Dataset)."""
     if data is None:
         path = Path(cache_dir or default_cache_dir()) / ARCHIVE
         if not path.exists():
@@ -152,5 +151,5 @@ def load(data=None, cache_dir=None, download: bool = True):
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     n_test = len(parts[-1][1])
-    splits = np.array(["train"] * (len(labels) - n_test) + ["test"] * n_test)
-    return from_arrays(images, labels, class_names, splits, name="cifar10", id_prefix="cifar10")
+    splits = np.array(["train"] * (len(labels) - n_test) + ["test"] * n_test, dtype=object)
+    return images, labels, class_names, splits

@@ -42,12 +42,15 @@ def _percent(text: str) -> float:
     return value
 
 
-def _data_options(p):
+def _data_options(p, splits: bool = True):
+    """splits=False: the splits come from the model file (evaluate), only where the data lives may change."""
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, help="folder of class folders (optionally train/ and test/), or the "
                    "CIFAR-10 archive; default: CIFAR-10, downloaded into the cache if absent")
     g.add_argument("--cache-dir", default=None, help="where codes and downloads live (default $CNNCODES_CACHE or "
                    "~/.cache/cnncodes)")
+    if not splits:
+        return
     g.add_argument("--test-percent", type=_percent, default=20.0, help="test share for a single tree (default 20)")
     g.add_argument("--validation-percent", type=_percent, default=20.0, help="validation share of the training "
                    "images, used to choose the head's settings (default 20)")
@@ -97,6 +100,16 @@ def _data_kwargs(a) -> dict:
                 seed=a.seed)
 
 
+def _settings(a):
+    """The run's one settings object, from the flags (a preset fills what the flags leave open)."""
+    from .presets import resolve
+    from .settings import RunSettings
+
+    chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
+    return RunSettings(data=a.data, backbone=chosen["backbone"], head=chosen["head"], flip=chosen["flip"],
+                       normalize=a.normalize, eval_every=a.eval_every, **_data_kwargs(a), **_extract_kwargs(a))
+
+
 def cmd_backbones(a):
     from .backbones import BACKBONES, DEFAULT_BACKBONE
 
@@ -108,14 +121,11 @@ def cmd_backbones(a):
 
 
 def _run_or_train(a, evaluate_test: bool):
-    from .evaluate import format_table
+    from .metrics import format_table
     from .pipeline import run_experiment
-    from .presets import resolve
 
-    chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
-    result = run_experiment(a.data, chosen["backbone"], a.out, chosen["head"], flip=chosen["flip"],
-                            eval_every=a.eval_every, normalize=a.normalize, report=evaluate_test and not a.no_report,
-                            evaluate_test=evaluate_test, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
+    result = run_experiment(_settings(a), a.out, report=evaluate_test and not a.no_report, evaluate_test=evaluate_test,
+                            progress=not a.quiet)
     skipped = len(result.codes.skipped)
     if skipped:
         print(f"skipped {skipped} unusable files (listed with reasons in {result.out / 'skipped.tsv'})")
@@ -148,15 +158,15 @@ def cmd_extract(a):
         print(f"skipped {len(codes.skipped)} unusable files:")
         for i, why in codes.skipped[:20]:
             print(f"  {i}: {why}")
-    print(f"{codes.codes.shape[0]} codes of dimension {codes.codes.shape[1]} -> {out / 'codes.npz'} "
+    print(f"{codes.vectors.shape[0]} codes of dimension {codes.vectors.shape[1]} -> {out / 'codes.npz'} "
           f"(load with numpy.load)")
 
 
 def cmd_evaluate(a):
-    from .evaluate import format_table
+    from .metrics import format_table
     from .pipeline import evaluate_model
 
-    metrics = evaluate_model(a.model, a.data, a.out, progress=not a.quiet, **_data_kwargs(a), **_extract_kwargs(a))
+    metrics = evaluate_model(a.model, a.data, a.out, progress=not a.quiet, cache_dir=a.cache_dir, **_extract_kwargs(a))
     print(format_table(metrics))
 
 
@@ -220,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("evaluate", cmd_evaluate, "test metrics of a saved model")
     sp.add_argument("model", help="model.npz from run or train")
-    _data_options(sp); _extract_options(sp, backbone=False)
+    _data_options(sp, splits=False); _extract_options(sp, backbone=False)
     sp.add_argument("--out", default=None, help="folder for metrics.json (default: print only)")
 
     sp = add("predict", cmd_predict, "top classes of new images")

@@ -8,51 +8,23 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CnnCodesError
+from .files import atomic_write, npz_bytes
 
 STORE_VERSION = 1
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 SHARD_SIZE = 2048
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def npz_bytes(**arrays) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
 
 
 @dataclass
 class Codes:
     """Codes of the usable items of a dataset, with everything needed to train on them."""
 
-    codes: np.ndarray  # (N, D) float32 (float16 for activation maps)
+    vectors: np.ndarray  # (N, D) float32 (float16 for activation maps): one code per usable item
     labels: np.ndarray  # (N,) int64
     ids: np.ndarray  # (N,) str
     splits: np.ndarray  # (N,) "train" / "validation" / "test"
@@ -60,14 +32,19 @@ class Codes:
     backbone: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
 
+    def select(self, mask: np.ndarray) -> "Codes":
+        """The rows where mask is true (a boolean array over the rows)."""
+        return Codes(self.vectors[mask], self.labels[mask], self.ids[mask], self.splits[mask], self.class_names,
+                     self.backbone, self.skipped)
+
     def part(self, *splits: str) -> tuple[np.ndarray, np.ndarray]:
         mask = np.isin(self.splits, splits)
-        return self.codes[mask], self.labels[mask]
+        return self.vectors[mask], self.labels[mask]
 
     def save(self, path) -> None:
         """One .npz a user reads with np.load(path): codes, labels, ids, splits, class_names, backbone."""
         atomic_write(Path(path), npz_bytes(
-            codes=self.codes, labels=self.labels, ids=self.ids.astype(str), splits=self.splits.astype(str),
+            codes=self.vectors, labels=self.labels, ids=self.ids.astype(str), splits=self.splits.astype(str),
             class_names=np.array(self.class_names), backbone=np.array(self.backbone),
             skipped=np.array([f"{i}\t{why}" for i, why in self.skipped], dtype=str),
         ))
@@ -76,7 +53,7 @@ class Codes:
     def load(cls, path) -> "Codes":
         try:
             with np.load(path, allow_pickle=False) as z:
-                return cls(codes=z["codes"], labels=z["labels"], ids=z["ids"], splits=z["splits"],
+                return cls(vectors=z["codes"], labels=z["labels"], ids=z["ids"], splits=z["splits"],
                            class_names=list(z["class_names"]), backbone=str(z["backbone"]),
                            skipped=[tuple(s.split("\t", 1)) for s in z["skipped"]])
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -89,7 +66,7 @@ class Codes:
         if not np.array_equal(self.ids[a], other.ids[b]):
             raise CnnCodesError("cannot concatenate codes of different datasets")
         skipped = dict(self.skipped) | dict(other.skipped)
-        return Codes(np.hstack([self.codes[a], other.codes[b]]), self.labels[a], self.ids[a], self.splits[a],
+        return Codes(np.hstack([self.vectors[a], other.vectors[b]]), self.labels[a], self.ids[a], self.splits[a],
                      self.class_names, f"{self.backbone}+{other.backbone}", sorted(skipped.items()))
 
 

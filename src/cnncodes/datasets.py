@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import cifar10
 from .errors import CnnCodesError
 from .images import load_rgb
 
@@ -171,6 +172,12 @@ def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name
     )
 
 
+def cifar10_dataset(data=None, cache_dir=None, download: bool = True) -> Dataset:
+    """The official CIFAR-10 archive (or its extracted folder) as a Dataset of train and test items."""
+    images, labels, class_names, splits = cifar10.load(data, cache_dir=cache_dir, download=download)
+    return from_arrays(images, labels, class_names, splits, name="cifar10", id_prefix="cifar10")
+
+
 def carve_validation(ds: Dataset, validation_percent: float, seed: int) -> Dataset:
     """Re-draw the validation share of train+validation items (stable per id)."""
     pool = np.isin(ds.splits, ["train", "validation"])
@@ -183,9 +190,6 @@ def carve_validation(ds: Dataset, validation_percent: float, seed: int) -> Datas
 def load_dataset(data=None, *, cache_dir=None, test_percent: float = 20.0, validation_percent: float = 20.0,
                  seed: int = 0, download: bool = True) -> Dataset:
     """The dataset behind a --data value: None means CIFAR-10 (downloaded if absent)."""
-    from . import cifar10
-
     if data is None or cifar10.looks_like_cifar(data):
-        ds = cifar10.load(data, cache_dir=cache_dir, download=download)
-        return carve_validation(ds, validation_percent, seed)
+        return carve_validation(cifar10_dataset(data, cache_dir=cache_dir, download=download), validation_percent, seed)
     return image_folder(data, test_percent, validation_percent, seed)

@@ -1,13 +1,13 @@
 """Decode any image Pillow reads into RGB uint8, or say precisely why it cannot be used."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from PIL import Image, ImageOps
 
-# Pillow's own limit (about 89 megapixels) turns a decompression bomb into an error instead of a 6 GB allocation.
-Image.MAX_IMAGE_PIXELS = 89_478_485
+# Larger images are refused before decoding (a decompression bomb would allocate gigabytes). Pillow's default
+# limit; checked here per image, because Pillow's own check only warns below twice its limit and turning that
+# warning into an error needs process-wide warning filters, which decode threads must not touch.
+MAX_PIXELS = 89_478_485
 
 
 class BadImage(Exception):
@@ -31,17 +31,18 @@ def _flatten_alpha(im: Image.Image) -> Image.Image:
 def load_rgb(path) -> np.ndarray:
     """Read the first frame of an image file as an (H, W, 3) uint8 array, EXIF orientation applied."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.seek(0)
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    im = _to_8bit(im)
-                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                    im = _flatten_alpha(im)
-                arr = np.array(im.convert("RGB"))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise BadImage(f"too many pixels (decompression bomb guard): {im.width} x {im.height} is more than "
+                               f"{MAX_PIXELS:,}")
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                im = _to_8bit(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = _flatten_alpha(im)
+            arr = np.array(im.convert("RGB"))
+    except Image.DecompressionBombError as exc:  # Pillow's own refusal, above twice its limit
         raise BadImage(f"too many pixels (decompression bomb guard): {exc}") from None
     except Image.UnidentifiedImageError:
         raise BadImage("not an image Pillow can read") from None

@@ -8,17 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes import npz_bytes, atomic_write
+from .files import atomic_write, npz_bytes
 from .errors import CnnCodesError
 from .heads import head_from_state
 
 FORMAT = "cnncodes-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the run's settings travel in the file
 
 
-def save_model(path, head, backbone: str, class_names: list[str], flip_average: bool = False) -> None:
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": backbone, "class_names": list(class_names),
-            "mode": head.mode, "normalize": head.normalize, "flip_average": flip_average}
+def save_model(path, head, settings, class_names: list[str]) -> None:
+    """settings: the RunSettings of the run that trained the head (evaluate rebuilds its splits from them)."""
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": settings.backbone,
+            "class_names": list(class_names), "mode": head.mode, "normalize": head.normalize,
+            "flip_average": settings.flip, "settings": settings.to_dict()}
     atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **head.state()))
 
 

@@ -1,23 +1,24 @@
 """The whole experiment as a few functions: codes -> head -> metrics -> run directory; and prediction."""
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .backbones import DEFAULT_BACKBONE, get_backbone, split_names
-from .codes import Codes, npz_bytes, atomic_write
-from .evaluate import evaluate
-from .extract import extract_codes, forward, inference_model
-from .errors import CnnCodesError
-from .heads import make_head
-from .images import BadImage, load_rgb
-from .model_file import load_model_file, save_model
 from . import runtime
+from .backbones import backbone_names, get_backbone
+from .codes import Codes
+from .errors import CnnCodesError
+from .extract import extract_codes
+from .files import atomic_write, npz_bytes, write_json
+from .heads import Head, make_head
+from .images import load_rgb
+from .inference import encode, inference_model
+from .metrics import classification_metrics
+from .model_file import load_model_file, save_model
+from .settings import RunSettings
 
 
 def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, **head_options):
@@ -45,73 +46,73 @@ def predict_codes(head, codes: Codes, flipped: Codes | None = None, split: str =
 @dataclass
 class RunResult:
     out: Path
+    settings: RunSettings
     metrics: dict
-    head: object  # SoftmaxHead or MLPHead
+    head: Head
     codes: Codes
     timings: dict = field(default_factory=dict)
 
 
-def write_json(path: Path, value) -> None:
-    atomic_write(path, json.dumps(value, indent=1).encode())
+def codes_of(dataset, settings: RunSettings, progress: bool) -> tuple[Codes, Codes | None]:
+    """The codes a run trains and predicts on, and with --flip those of the mirrored images, row for row."""
+    codes = extract_codes(dataset, settings.backbone, progress=progress, **settings.extract_options())
+    if not settings.flip:
+        return codes, None
+    flipped = extract_codes(dataset, settings.backbone, flip=True, progress=progress, **settings.extract_options())
+    common = np.intersect1d(codes.ids, flipped.ids)  # an image unusable in one view is left out of both
+    return codes.select(np.isin(codes.ids, common)), flipped.select(np.isin(flipped.ids, common))
 
 
-def run_experiment(data=None, backbone: str = DEFAULT_BACKBONE, out="runs/latest", head: str = "tuned", *,
-                   flip: bool = False, cache_dir=None, test_percent: float = 20.0, validation_percent: float = 20.0,
-                   seed: int = 0, batch_size: int = 64, threads: int | None = None, device: str = "auto",
-                   precision: str = "auto", engine: str = "local", address: str | None = None,
-                   concurrency: int | None = None, eval_every: int = 100, normalize: str = "none", report: bool = True,
-                   evaluate_test: bool = True, progress: bool = True) -> RunResult:
-    """images -> codes (cached) -> softmax head -> test metrics, all written to `out`.
+def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, report: bool = True,
+                   evaluate_test: bool = True, progress: bool = True, **changes) -> RunResult:
+    """images -> codes (cached) -> head -> test metrics, all written to `out`.
 
-    evaluate_test=False stops after training (the test split stays untouched): `cnncodes train`.
+    settings: a RunSettings (default: all defaults), with `changes` applied (run_experiment(data="...",
+    backbone="...")). evaluate_test=False stops after training (the test split stays untouched): `cnncodes train`.
     """
     from .datasets import load_dataset
 
+    settings = (settings or RunSettings()).but(**changes)
     out = Path(out)
-    settings = {k: v for k, v in locals().items() if k not in ("out", "load_dataset")}
-    settings["data"] = str(data) if data is not None else "CIFAR-10 (official archive)"
-    dataset = load_dataset(data, cache_dir=cache_dir, test_percent=test_percent,
-                           validation_percent=validation_percent, seed=seed)
-    extract_options = dict(cache_dir=cache_dir, batch_size=batch_size, threads=threads, device=device,
-                           precision=precision, engine=engine, address=address, concurrency=concurrency,
-                           progress=progress)
+    dataset = load_dataset(settings.data, **settings.dataset_options())
     t0 = time.perf_counter()
-    codes = extract_codes(dataset, backbone, **extract_options)
-    flipped = extract_codes(dataset, backbone, flip=True, **extract_options) if flip else None
+    codes, flipped = codes_of(dataset, settings, progress)
     t1 = time.perf_counter()
-    if flipped is not None and not np.array_equal(flipped.ids, codes.ids):
-        keep = np.isin(codes.ids, flipped.ids)
-        codes = Codes(codes.codes[keep], codes.labels[keep], codes.ids[keep], codes.splits[keep],
-                      codes.class_names, codes.backbone, codes.skipped)
     if evaluate_test and not (codes.splits == "test").any():
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
-    fitted = train_head(codes, head, flipped, eval_every=eval_every, seed=seed, normalize=normalize, progress=progress,
-                        backbone=backbone)
+    fitted = train_head(codes, settings.head, flipped, eval_every=settings.eval_every, seed=settings.seed,
+                        normalize=settings.normalize, progress=progress, backbone=settings.backbone)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    save_model(out / "model.npz", fitted, backbone, codes.class_names, flip_average=flip)
-    write_json(out / "settings.json", settings)
-    write_json(out / "curve.json", {"mode": head, "curve": fitted.curve_, "search": fitted.search_,
+    save_model(out / "model.npz", fitted, settings, codes.class_names)
+    write_json(out / "settings.json", settings.to_dict())
+    write_json(out / "curve.json", {"mode": settings.head, "curve": fitted.curve_, "search": fitted.search_,
                                    "best_C": getattr(fitted, "best_c_", None), "timings": timings})
     skipped = "".join(f"{i}\t{why}\n" for i, why in codes.skipped)
     atomic_write(out / "skipped.tsv", skipped.encode("utf-8", "surrogateescape"))
     if not evaluate_test:
-        return RunResult(out, {}, fitted, codes, timings)
+        return RunResult(out, settings, {}, fitted, codes, timings)
     proba = predict_codes(fitted, codes, flipped)
-    metrics = evaluate(codes.part("test")[1], proba.argmax(1), codes.class_names)
-    metrics |= {"backbone": backbone, "head": head, "normalize": normalize, "flip": flip, "dataset": dataset.name,
-                "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")},
-                "skipped": len(codes.skipped)}
-    metrics["timings"] = timings
+    metrics = run_metrics(codes, proba, settings, dataset.name)
+    metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
+                "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
     write_predictions(out, codes, proba)
     write_json(out / "metrics.json", metrics)
-    result = RunResult(out, metrics, fitted, codes, timings)
     if report:
         from .report import write_report
+        from .report_data import write_report_data
 
-        write_report(out, dataset=dataset, codes=codes, progress=progress)
-    return result
+        seen = codes if settings.head != "finetune" else replace(codes, vectors=fitted.embed(codes.vectors))
+        write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress)
+        write_report(out, progress=progress)
+    return RunResult(out, settings, metrics, fitted, codes, timings)
+
+
+def run_metrics(codes: Codes, proba: np.ndarray, settings: RunSettings, dataset_name: str) -> dict:
+    metrics = classification_metrics(codes.part("test")[1], proba.argmax(1), codes.class_names)
+    return metrics | {"backbone": settings.backbone, "head": settings.head, "normalize": settings.normalize,
+                      "flip": settings.flip, "dataset": dataset_name, "skipped": len(codes.skipped)}
 
 
 def write_predictions(out: Path, codes: Codes, proba: np.ndarray) -> None:
@@ -120,23 +121,19 @@ def write_predictions(out: Path, codes: Codes, proba: np.ndarray) -> None:
                                                           proba=proba.astype(np.float32)))
 
 
-def evaluate_model(model_path, data=None, out=None, *, cache_dir=None, test_percent: float = 20.0,
-                   validation_percent: float = 20.0, seed: int = 0, progress: bool = True, **extract_options) -> dict:
-    """Test metrics of a saved model on a dataset's test split (codes from the cache when present)."""
+def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **changes) -> dict:
+    """Test metrics of a saved model, on the splits its run used (the model file holds the run's settings);
+    `data` and extraction `changes` (device, batch size...) may differ from the run's."""
     from .datasets import load_dataset
 
     fitted, meta = load_model_file(model_path)
-    dataset = load_dataset(data, cache_dir=cache_dir, test_percent=test_percent,
-                           validation_percent=validation_percent, seed=seed)
+    settings = RunSettings.from_dict(meta["settings"]).but(data=None if data is None else str(data), **changes)
+    dataset = load_dataset(settings.data, **settings.dataset_options())
     if dataset.class_names != meta["class_names"]:
         raise CnnCodesError(f"the model knows classes {meta['class_names']} but the data has {dataset.class_names}")
-    codes = extract_codes(dataset, meta["backbone"], cache_dir=cache_dir, progress=progress, **extract_options)
-    flipped = (extract_codes(dataset, meta["backbone"], cache_dir=cache_dir, flip=True, progress=progress,
-                             **extract_options) if meta.get("flip_average") else None)
+    codes, flipped = codes_of(dataset, settings, progress)
     proba = predict_codes(fitted, codes, flipped)
-    metrics = evaluate(codes.part("test")[1], proba.argmax(1), codes.class_names)
-    metrics |= {"backbone": meta["backbone"], "head": meta.get("mode"), "flip": bool(meta.get("flip_average")),
-                "dataset": dataset.name, "skipped": len(codes.skipped)}
+    metrics = run_metrics(codes, proba, settings, dataset.name)
     if out is not None:
         out = Path(out)
         write_predictions(out, codes, proba)
@@ -144,32 +141,34 @@ def evaluate_model(model_path, data=None, out=None, *, cache_dir=None, test_perc
     return metrics
 
 
-def image_codes(backbone: str, images: list, flip: bool = False, device: str = "auto", precision: str = "auto"):
-    """Codes of individual images (arrays or paths): what prediction uses. Returns (codes, problems)."""
+def image_codes(backbone: str, images: list, flip: bool = False, device: str = "auto", precision: str = "auto",
+                batch_size: int = 64):
+    """Codes of individual images (arrays or paths): what prediction uses. Returns (codes of the usable images,
+    {position: reason} for the others)."""
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
-    arrays, problems = [], {}
-    for n, item in enumerate(images):
-        try:
-            arrays.append(load_rgb(item) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8))
-        except BadImage as exc:
-            problems[n] = str(exc)
-        except OSError as exc:
-            problems[n] = f"cannot read: {exc.strerror or exc}"
-    parts = []
-    for name in split_names(backbone):
+
+    def read(i: int) -> np.ndarray:
+        item = images[i]
+        return load_rgb(item) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
+
+    parts, problems = [], {}
+    for name in backbone_names(backbone):
         spec = get_backbone(name).with_flip(flip)
-        model = inference_model(name, device)
-        rows = [forward(model, torch.stack([spec.preprocess(a) for a in arrays[s:s + 32]]), device, precision)
-                for s in range(0, len(arrays), 32)]
-        parts.append(np.vstack(rows) if rows else np.zeros((0, spec.feature_dim), np.float32))
-    return np.hstack(parts), problems
+        rows = np.zeros((len(images), spec.feature_dim), np.float32)
+        for chunk, codes, bad in encode(read, range(len(images)), spec, inference_model(name, device), device=device,
+                                        precision=precision, batch_size=batch_size, threads=runtime.cpu_count()):
+            rows[chunk.start:chunk.stop] = codes
+            problems.update(bad)
+        parts.append(rows)
+    usable = [i for i in range(len(images)) if i not in problems]
+    return np.hstack(parts)[usable], problems
 
 
 def predict_images(model_path, images: list, top_k: int = 5, device: str = "auto", precision: str = "auto"):
     """For each image: a list of (class name, probability), best first; or the reason it was skipped."""
     head, meta = load_model_file(model_path)
-    split_names(meta["backbone"])
+    backbone_names(meta["backbone"])
     codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision)
     if codes.shape[0] and codes.shape[1] != head.input_dim:
         raise CnnCodesError(f"{model_path} expects {head.input_dim}-d codes but {meta['backbone']} gives "

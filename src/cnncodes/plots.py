@@ -3,27 +3,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import io
+
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
+from .files import atomic_write
 
-from .codes import atomic_write  # noqa: E402
+
+def _subplots(*grid, figsize, **options):
+    """A figure of its own (no pyplot): drawing sets no backend or global state of the process."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **options)
 
 
 def _save(fig, path: Path) -> None:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     atomic_write(path, buf.getvalue())
 
 
 def _colours(k: int):
-    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(k)]
 
 
@@ -31,7 +34,7 @@ def sample_grid(images_by_class: dict[str, list[np.ndarray]], path: Path) -> Non
     """A few images per class, one row each, class name on the left."""
     rows = len(images_by_class)
     cols = max(len(v) for v in images_by_class.values())
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 1.2, rows * 0.9), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 0.9 + 1.2, rows * 0.9), squeeze=False)
     for r, (name, imgs) in enumerate(images_by_class.items()):
         for c in range(cols):
             ax = axes[r][c]
@@ -48,7 +51,7 @@ def sample_grid(images_by_class: dict[str, list[np.ndarray]], path: Path) -> Non
 def learning_curve(curve: list[dict], path: Path) -> None:
     """Accuracy per SGD step (the original protocol) or per epoch (the MLP and fine-tuned heads)."""
     unit = "step" if "step" in curve[0] else "epoch"
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     train_label = "train (2,000-image probe)" if unit == "step" else "train (during the epoch)"
     for key, label in (("train_accuracy", train_label), ("validation_accuracy", "validation")):
         rows = [r for r in curve if key in r]
@@ -64,7 +67,7 @@ def learning_curve(curve: list[dict], path: Path) -> None:
 
 
 def c_search(search: list[dict], best_c: float | None, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     cs = [r["C"] for r in search]
     ax.semilogx(cs, [r["validation_accuracy"] * 100 for r in search], "o-", label="validation")
     ax.semilogx(cs, [r["train_accuracy"] * 100 for r in search], "s--", label="train", alpha=0.7)
@@ -77,7 +80,7 @@ def c_search(search: list[dict], best_c: float | None, path: Path) -> None:
 
 
 def tsne_scatter(emb: np.ndarray, labels: np.ndarray, names: list[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 8))
+    fig, ax = _subplots(figsize=(8, 8))
     colours = _colours(len(names))
     size = max(1.0, min(12.0, 20000 / max(1, len(emb))))
     for k, name in enumerate(names):
@@ -89,24 +92,13 @@ def tsne_scatter(emb: np.ndarray, labels: np.ndarray, names: list[str], path: Pa
     _save(fig, path)
 
 
-def tsne_thumbnails(emb: np.ndarray, images: list[np.ndarray], path: Path, seed: int = 0,
-                    grid: int = 40, cell: int = 32) -> None:
-    """The images drawn at their t-SNE positions: one image per cell of a grid x grid raster."""
-    from PIL import Image
-
-    lo, hi = emb.min(0), emb.max(0)
-    pos = ((emb - lo) / np.maximum(hi - lo, 1e-9) * (grid - 1)).round().astype(int)
+def tsne_thumbnails(images: np.ndarray, cells: np.ndarray, path: Path, grid: int = 40) -> None:
+    """The images drawn at their t-SNE positions: images[n] fills the cell (row, column) of cells[n]."""
+    cell = images.shape[1] if len(images) else 32
     canvas = np.full((grid * cell, grid * cell, 3), 255, np.uint8)
-    taken = set()
-    for n in np.random.default_rng(seed).permutation(len(emb)):
-        key = (pos[n, 1], pos[n, 0])
-        if key in taken:
-            continue
-        taken.add(key)
-        thumb = np.asarray(Image.fromarray(images[n]).convert("RGB").resize((cell, cell), Image.BILINEAR))
-        y, x = (grid - 1 - key[0]) * cell, key[1] * cell
-        canvas[y:y + cell, x:x + cell] = thumb
-    fig, ax = plt.subplots(figsize=(10, 10))
+    for image, (_, row, col) in zip(images, cells):
+        canvas[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = image
+    fig, ax = _subplots(figsize=(10, 10))
     ax.imshow(canvas); ax.axis("off")
     ax.set_title("t-SNE map: images at their positions")
     _save(fig, path)
@@ -115,7 +107,7 @@ def tsne_thumbnails(emb: np.ndarray, images: list[np.ndarray], path: Path, seed:
 def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> None:
     confusion = np.asarray(confusion)
     k = len(names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
+    fig, ax = _subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
     ax.imshow(confusion, cmap="Blues")
     top = confusion.max() or 1
     for i in range(k):
@@ -130,7 +122,7 @@ def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> No
 def per_class_bars(per_class: dict, path: Path) -> None:
     names = list(per_class)
     acc = [(per_class[n]["accuracy"] or 0) * 100 for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1))
+    fig, ax = _subplots(figsize=(7, 0.4 * len(names) + 1))
     ax.barh(names, acc, color="tab:blue"); ax.invert_yaxis()
     for y, a in enumerate(acc):
         ax.text(a + 0.5, y, f"{a:.1f}%", va="center", fontsize=8)
@@ -140,7 +132,7 @@ def per_class_bars(per_class: dict, path: Path) -> None:
 
 def mistakes_grid(images: list[np.ndarray], captions: list[str], path: Path, cols: int = 6) -> None:
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.2), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(cols * 1.9, rows * 2.2), squeeze=False)
     for n, ax in enumerate(axes.flat):
         ax.axis("off")
         if n < len(images):
@@ -150,7 +142,7 @@ def mistakes_grid(images: list[np.ndarray], captions: list[str], path: Path, col
 
 
 def data_efficiency(sizes: list[int], accuracies: list[float], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     ax.semilogx(sizes, [a * 100 for a in accuracies], "o-")
     for s, a in zip(sizes, accuracies):
         ax.annotate(f"{a * 100:.1f}%", (s, a * 100), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)

@@ -42,10 +42,16 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
+def cpu_count() -> int:
+    """CPUs this process may use (its affinity where the OS has one: not on macOS)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
+
+
 def configure_threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    torch.set_num_threads(cpu_count())
 
 
 def find_tcmalloc() -> str | None:

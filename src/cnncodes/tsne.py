@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes import Codes, atomic_write, npz_bytes
+from .codes import Codes
+from .files import atomic_write, npz_bytes
 
 
 # Half of openTSNE's default iterations (250 exaggerated + 500): on 10,000 CIFAR-10 codes the map's class
@@ -46,8 +47,21 @@ def select(codes: Codes, split: str, sample: int, seed: int) -> np.ndarray:
     return idx
 
 
-def tsne_map(codes: Codes, out: Path, split: str = "test", sample: int = 10000, seed: int = 0, reader=None) -> Path:
-    """Embed, save tsne.npz (embedding, ids, labels) and draw tsne.png (and tsne_thumbnails.png given a reader)."""
+def thumbnail_cells(emb: np.ndarray, grid: int = 40, seed: int = 0) -> np.ndarray:
+    """Which point shows its image in each cell of a grid x grid raster over the map: rows (index, row, column)."""
+    lo, hi = emb.min(0), emb.max(0)
+    pos = ((emb - lo) / np.maximum(hi - lo, 1e-9) * (grid - 1)).round().astype(int)
+    cells, taken = [], set()
+    for n in np.random.default_rng(seed).permutation(len(emb)):
+        key = (grid - 1 - pos[n, 1], pos[n, 0])
+        if key not in taken:
+            taken.add(key)
+            cells.append((n, *key))
+    return np.array(cells, dtype=np.int64).reshape(-1, 3)
+
+
+def tsne_map(codes: Codes, out: Path, split: str = "test", sample: int = 10000, seed: int = 0) -> Path:
+    """Embed, save tsne.npz (embedding, ids, labels) and draw tsne.png: `cnncodes tsne` for any codes."""
     from . import plots
 
     idx = select(codes, split, sample, seed)
@@ -55,11 +69,9 @@ def tsne_map(codes: Codes, out: Path, split: str = "test", sample: int = 10000, 
         from .errors import CnnCodesError
 
         raise CnnCodesError(f"only {len(idx)} codes in split {split!r}: too few for a t-SNE map")
-    emb = embed(codes.codes[idx], seed=seed)
+    emb = embed(codes.vectors[idx], seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "tsne.npz", npz_bytes(embedding=emb.astype(np.float32), ids=codes.ids[idx].astype(str),
                                              labels=codes.labels[idx]))
     plots.tsne_scatter(emb, codes.labels[idx], codes.class_names, out / "tsne.png")
-    if reader is not None:
-        plots.tsne_thumbnails(emb, [reader(i) for i in codes.ids[idx]], out / "tsne_thumbnails.png", seed=seed)
     return out / "tsne.png"

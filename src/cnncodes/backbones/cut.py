@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 
-def split(model: nn.Module, top_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
+def split_network(model: nn.Module, top_blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
     """(trunk, top): top is the last `top_blocks` blocks plus the head convolution; trunk is the rest."""
     if not hasattr(model, "stages"):
         raise ValueError("this network cannot be split into blocks")

@@ -4,10 +4,10 @@ so later steps cannot tell which engine ran."""
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
+from .. import runtime
 from ..errors import CnnCodesError
 
 
@@ -21,56 +21,37 @@ def _require_ray():
 
 
 class CodesActor:
-    """One per Ray worker: builds the backbone once, then turns batches of images into codes."""
+    """One per Ray worker: builds the backbone once, then turns batches of item indices into codes, reading each
+    item with the dataset's own reader (the same decode, skip and forward as the local engine)."""
 
-    def __init__(self, backbone: str, flip: bool, device: str, precision: str, threads: int):
+    def __init__(self, dataset_ref: list, backbone: str, flip: bool, device: str, precision: str, threads: int):
+        import ray
         import torch
 
         from ..backbones import get_backbone
-        from ..extract import inference_model
+        from ..inference import inference_model
 
         torch.set_num_threads(threads)
+        self.dataset = ray.get(dataset_ref[0])  # wrapped in a list so that Ray hands over the reference itself
         self.spec = get_backbone(backbone).with_flip(flip)
         self.model = inference_model(backbone, device)
         self.device, self.precision = device, precision
 
-    def _prepare(self, row):
-        from ..images import BadImage, load_rgb
-
-        try:
-            return self.spec.preprocess(load_rgb(row) if isinstance(row, str) else np.asarray(row, np.uint8))
-        except BadImage as exc:
-            return str(exc)
-        except OSError as exc:
-            return f"cannot read: {exc.strerror or exc}"
-
     def __call__(self, batch: dict) -> dict:
-        import torch
+        from ..inference import encode_batch, prepare
 
-        from ..extract import forward
-
-        items = [self._prepare(x) for x in batch["image"]]
-        good = [k for k, item in enumerate(items) if not isinstance(item, str)]
-        codes = np.zeros((len(items), self.spec.feature_dim), np.float32)
-        if good:
-            codes[good] = forward(self.model, torch.stack([items[k] for k in good]), self.device, self.precision)
-        reasons = [item if isinstance(item, str) else "" for item in items]
+        items = [prepare(self.dataset.read, int(i), self.spec) for i in batch["index"]]
+        codes, bad = encode_batch(items, self.model, self.spec, self.device, self.precision)
+        reasons = [bad.get(k, "") for k in range(len(items))]
         return {"index": np.asarray(batch["index"]), "codes": codes, "reason": np.array(reasons, dtype=object)}
 
 
-def _source(ray, dataset, indices: list[int]):
-    """Rows {index, image}: a file path (read and decoded inside the actors, so files must be on storage every
-    node sees) or, for in-memory datasets, the pixels themselves."""
-    if dataset.root is not None:
-        return ray.data.from_items([{"index": i, "image": str(dataset.path(i))} for i in indices])
-    return ray.data.from_items([{"index": i, "image": dataset.read(i)} for i in indices])
-
-
-def compute_shards(dataset, store, shards: list[int], spec, settings: dict, address, concurrency, bar) -> None:
+def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar) -> None:
     ray = _require_ray()
+    address, concurrency = settings.get("address"), settings.get("concurrency")
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, **({} if address else {"num_cpus": len(os.sched_getaffinity(0))}))
+                 logging_level=logging.WARNING, **({} if address else {"num_cpus": runtime.cpu_count()}))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own tqdm bar counts images
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -79,9 +60,10 @@ def compute_shards(dataset, store, shards: list[int], spec, settings: dict, addr
     actors = concurrency or max(1, cpus // 2)
     threads = max(1, cpus // actors)
     indices = [i for k in shards for i in store.shard_range(k)]
+    dataset_ref = [ray.put(dataset)]  # the items travel as indices; folders must be at the same path on every node
     # Ray Data restarts a failed actor and retries its batches (max_restarts=-1 is its default for actor pools).
-    codes = _source(ray, dataset, indices).map_batches(
-        CodesActor, fn_constructor_kwargs=dict(backbone=spec.name, flip=spec.preprocess.flip,
+    codes = ray.data.from_items([{"index": i} for i in indices]).map_batches(
+        CodesActor, fn_constructor_kwargs=dict(dataset_ref=dataset_ref, backbone=spec.name, flip=spec.preprocess.flip,
                                                device=settings["device"], precision=settings["precision"],
                                                threads=threads),
         batch_size=settings["batch_size"], compute=ray.data.ActorPoolStrategy(size=actors),

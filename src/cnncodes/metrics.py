@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def evaluate(y_true, y_pred, class_names: list[str]) -> dict:
+def classification_metrics(y_true, y_pred, class_names: list[str]) -> dict:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     k = len(class_names)
     confusion = np.zeros((k, k), np.int64)

@@ -1,0 +1,66 @@
+"""The one path from stored images to codes: decode, skip with a reason, batch, forward.
+
+Every engine (local threads, Ray actors) and prediction call these functions, so an image gives the same codes,
+or the same reason for being skipped, whichever way it travels.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .backbones import Backbone, load_model
+from .images import BadImage
+
+Reader = Callable[[int], np.ndarray]  # item index -> (H, W, 3) uint8
+
+
+def inference_model(backbone: str, device: str) -> torch.nn.Module:
+    """The process's one instance of a backbone, on the device, in the channels_last layout forward() feeds it."""
+    return load_model(backbone).to(device).to(memory_format=torch.channels_last)
+
+
+def forward(model: torch.nn.Module, batch: torch.Tensor, device: str, precision: str) -> np.ndarray:
+    """Codes of one batch; bf16 autocast and channels_last are what make the CPU fast (benchmarks/)."""
+    batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return model(batch).float().cpu().numpy()
+
+
+def prepare(read: Reader, i: int, spec: Backbone):
+    """Item i as a network input tensor, or the reason it cannot be used (a string)."""
+    try:
+        return spec.preprocess(read(i))
+    except BadImage as exc:
+        return str(exc)
+    except OSError as exc:  # unreadable file, symlink loop, vanished file
+        return f"cannot read: {exc.strerror or exc}"
+
+
+def encode_batch(items: Sequence, model, spec: Backbone, device: str, precision: str) -> tuple[np.ndarray, dict]:
+    """Prepared items (tensors or reasons) -> (codes with zero rows for the unusable ones, {position: reason})."""
+    good = [k for k, item in enumerate(items) if not isinstance(item, str)]
+    codes = np.zeros((len(items), spec.feature_dim), np.float32)
+    if good:
+        batch = torch.stack([items[k] for k in good])
+        codes[good] = forward(model, batch.pin_memory() if device != "cpu" else batch, device, precision)
+    return codes, {k: item for k, item in enumerate(items) if isinstance(item, str)}
+
+
+def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, device: str, precision: str,
+           batch_size: int, threads: int) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
+    """(indices, codes, {index: reason}) batch by batch; the next batches decode in threads while one runs."""
+    chunks = [indices[s:s + batch_size] for s in range(0, len(indices), batch_size)]
+    with ThreadPoolExecutor(threads) as pool:
+        def submit(chunk) -> Iterable:
+            return pool.map(lambda i: prepare(read, i, spec), chunk)
+
+        pending = [submit(chunk) for chunk in chunks[:2]]
+        for n, chunk in enumerate(chunks):
+            items = list(pending.pop(0))
+            if n + 2 < len(chunks):
+                pending.append(submit(chunks[n + 2]))
+            codes, bad = encode_batch(items, model, spec, device, precision)
+            yield chunk, codes, {chunk[k]: why for k, why in bad.items()}

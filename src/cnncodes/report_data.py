@@ -1,0 +1,88 @@
+"""What the report draws, computed once by the run and written to its folder (the report itself computes nothing):
+
+    tsne.npz             2-D embedding of the test codes (ids, labels)
+    data_efficiency.json test accuracy of tuned heads trained on 100, 1,000, 10,000 and all training images
+    thumbnails.npz       small copies of the images the pictures show (samples, mistakes, t-SNE map cells)
+    samples.json         the ids of the sample grid, per class
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .codes import Codes
+from .files import atomic_write, npz_bytes, write_json
+from .tsne import embed, select, thumbnail_cells
+
+DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
+MAP_CELL, PICTURE = 32, 96  # pixels: an image in a cell of the t-SNE image map; in the sample and mistake grids
+SAMPLES_PER_CLASS, MISTAKES, TSNE_POINTS = 8, 18, 10000
+
+
+def data_efficiency(codes: Codes, best_c: float, seed: int) -> dict:
+    """Test accuracy of tuned heads trained on 100, 1,000, 10,000 and all images (fixed C: it is a curve)."""
+    from .heads import SoftmaxHead
+
+    x, y = codes.part("train", "validation")
+    xt, yt = codes.part("test")
+    rng = np.random.default_rng(seed)
+    sizes, accs = [], []
+    for size in (100, 1000, 10000, len(x)):
+        if size > len(x) or (size < len(x) and size in sizes):
+            continue
+        pick = rng.choice(len(x), size, replace=False) if size < len(x) else np.arange(len(x))
+        head = SoftmaxHead("tuned", c_grid=(best_c,)).fit(x[pick], y[pick], n_classes=len(codes.class_names))
+        sizes.append(size)
+        accs.append(head.score(xt, yt))
+    return {"C": best_c, "sizes": sizes, "test_accuracy": accs}
+
+
+def thumbnails(dataset, ids: list[str], size: int) -> np.ndarray:
+    from PIL import Image
+
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    out = np.zeros((len(ids), size, size, 3), np.uint8)
+    for n, item_id in enumerate(ids):
+        out[n] = np.asarray(Image.fromarray(dataset.read(index[item_id])).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def mistakes(labels: np.ndarray, proba: np.ndarray, n: int = MISTAKES) -> np.ndarray:
+    """Positions of the most confidently misclassified test images."""
+    pred = proba.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    return wrong[np.argsort(-proba[wrong, pred[wrong]])][:n]
+
+
+def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_c: float | None, seed: int,
+                      progress: bool = True) -> None:
+    """codes: what the head saw (for a fine-tuned head, its pooled features); proba: test probabilities."""
+    rng = np.random.default_rng(seed)
+    shown, map_ids = set(), []
+    train = codes.splits == "train"
+    samples = {}
+    for k, name in enumerate(codes.class_names):
+        ids = codes.ids[train & (codes.labels == k)]
+        samples[name] = [str(i) for i in rng.choice(ids, min(SAMPLES_PER_CLASS, len(ids)), replace=False)]
+        shown.update(samples[name])
+    test_ids = codes.ids[codes.splits == "test"]
+    shown.update(str(i) for i in test_ids[mistakes(codes.labels[codes.splits == "test"], proba)])
+
+    idx = select(codes, "test", TSNE_POINTS, seed)
+    if len(idx) >= 5:
+        if progress:
+            print(f"report: t-SNE map of {len(idx):,} test codes", flush=True)
+        emb = embed(codes.vectors[idx], seed=seed)
+        cells = thumbnail_cells(emb, seed=seed)
+        atomic_write(out / "tsne.npz", npz_bytes(embedding=emb.astype(np.float32), ids=codes.ids[idx].astype(str),
+                                                 labels=codes.labels[idx], cells=cells))
+        map_ids = [str(i) for i in codes.ids[idx[cells[:, 0]]]]
+    if progress:
+        print("report: accuracy against training set size", flush=True)
+    write_json(out / "data_efficiency.json", data_efficiency(codes, best_c or DATA_EFFICIENCY_C, seed))
+    shown = sorted(shown)
+    atomic_write(out / "thumbnails.npz", npz_bytes(
+        ids=np.array(shown, dtype=str), images=thumbnails(dataset, shown, PICTURE),
+        map_ids=np.array(map_ids, dtype=str), map_images=thumbnails(dataset, map_ids, MAP_CELL)))
+    write_json(out / "samples.json", samples)

@@ -1,0 +1,53 @@
+"""One object holds everything that decides a run: made by the CLI (or in Python), stored whole in the run folder
+(settings.json) and in model.npz, read back by `evaluate` so that it rebuilds the same splits."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .backbones import DEFAULT_BACKBONE
+from .errors import CnnCodesError
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    data: str | None = None  # folder, CIFAR-10 archive or its folder; None: CIFAR-10, downloaded into the cache
+    backbone: str = DEFAULT_BACKBONE
+    head: str = "tuned"
+    flip: bool = False
+    normalize: str = "none"
+    test_percent: float = 20.0
+    validation_percent: float = 20.0
+    seed: int = 0
+    eval_every: int = 100
+    cache_dir: str | None = None
+    batch_size: int = 64
+    threads: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    engine: str = "local"
+    address: str | None = None
+    concurrency: int | None = None
+
+    def dataset_options(self) -> dict:
+        return dict(cache_dir=self.cache_dir, test_percent=self.test_percent,
+                    validation_percent=self.validation_percent, seed=self.seed)
+
+    def extract_options(self) -> dict:
+        return dict(cache_dir=self.cache_dir, batch_size=self.batch_size, threads=self.threads, device=self.device,
+                    precision=self.precision, engine=self.engine, address=self.address,
+                    concurrency=self.concurrency)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise CnnCodesError(f"settings of another cnncodes version (unknown: {', '.join(sorted(unknown))})")
+        return cls(**values)
+
+    def but(self, **changes) -> "RunSettings":
+        """A copy with some settings changed (None values are ignored: 'not given')."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
