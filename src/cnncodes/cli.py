@@ -113,11 +113,16 @@ def _settings(a):
 def cmd_backbones(a):
     from .backbones import BACKBONES, DEFAULT_BACKBONE
 
-    print(f"{'name':<20} {'input':>7} {'dim':>5}  {'weights (pip package)':<40} note")
+    def crop(fraction):
+        return "squash" if fraction is None else f"crop {fraction:.3f}"
+
+    print(f"{'name':<20} {'input':>7} {'dim':>5}  {'weights (pip package)':<40} {'preprocessing':<62} note")
     for b in BACKBONES.values():
         mark = " (default)" if b.name == DEFAULT_BACKBONE else ""
-        size = f"{b.preprocess.size}px"
-        print(f"{b.name:<20} {size:>7} {b.feature_dim:>5}  {b.weights_source:<40} {b.note}{mark}")
+        pre = b.preprocess
+        recipe = (f"{pre.resize}, photos {crop(pre.crop)}, small images {crop(pre.small_crop)}, "
+                  f"(x-{pre.mean:g})/{pre.std:g}")
+        print(f"{b.name:<20} {pre.size:>5}px {b.feature_dim:>5}  {b.weights_source:<40} {recipe:<62} {b.note}{mark}")
 
 
 def _run_or_train(a, evaluate_test: bool):

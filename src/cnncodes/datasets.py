@@ -61,26 +61,27 @@ class Dataset:
         )
 
 
-def stable_fraction(item_id: str, seed: int) -> float:
-    """A number in [0, 1) fixed by the item's id and the seed: the basis of every split."""
+def stable_fraction(item_id: str, seed) -> float:
+    """A number in [0, 1) fixed by the item's id and the seed (or another key): the basis of every split."""
     digest = hashlib.sha1(f"{seed}:{item_id}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def assign_splits(ids: Sequence[str], test_percent: float, validation_percent: float, seed: int) -> np.ndarray:
-    """test if u < test%, validation if u < test% + validation%, else train; u = stable_fraction(id)."""
-    u = np.array([stable_fraction(i, seed) for i in ids])
+    """test: test_percent of the items, by their id alone, so that no seed ever moves an image into or out of the
+    test split; validation: validation_percent of the others, drawn with the seed; the rest is train."""
+    test = np.array([stable_fraction(i, "test") < test_percent / 100 for i in ids], dtype=bool)
+    validation = np.array([stable_fraction(i, seed) < validation_percent / 100 for i in ids], dtype=bool)
     out = np.full(len(ids), "train", dtype=object)
-    out[u < (test_percent + validation_percent) / 100] = "validation"
-    out[u < test_percent / 100] = "test"
+    out[validation & ~test] = "validation"
+    out[test] = "test"
     return out.astype(SPLIT_DTYPE)
 
 
 def _check_percents(test_percent: float, validation_percent: float) -> None:
-    if not (0 <= test_percent < 100 and 0 <= validation_percent < 100 and test_percent + validation_percent < 100):
+    if not (0 <= test_percent < 100 and 0 <= validation_percent < 100):
         raise CnnCodesError(
-            f"split percentages must be in [0, 100) and leave room for training (got test {test_percent}, "
-            f"validation {validation_percent})"
+            f"split percentages must be in [0, 100) (got test {test_percent}, validation {validation_percent})"
         )
 
 
@@ -117,10 +118,45 @@ def _scan_class_folders(root: Path, base: Path) -> tuple[list[str], list[str], l
     return names, rel_paths, labels, problems
 
 
-def image_folder(root, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0) -> Dataset:
-    """A folder of class folders; `train/` and `test/` subfolders, when present, are the splits.
+SPLIT_FOLDERS = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation",
+                 "test": "test"}  # folder name (any case) -> split
 
-    validation_percent is a share of the training images (carved out by stable hash, seeded).
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """{split: folder} for a root laid out as train/ with val/ (valid/, validation/) and/or test/; {} for a single
+    tree of class folders. Mixed or malformed layouts get a message that says what was expected."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = {p: SPLIT_FOLDERS[p.name.lower()] for p in folders if p.name.lower() in SPLIT_FOLDERS}
+    if not found:
+        return {}
+    others = [p.name for p in folders if p not in found]
+    named = ", ".join(f"{p.name}/" for p in found)
+    if others:
+        raise CnnCodesError(f"{str(root)!r} holds split folders ({named}) beside other folders ({', '.join(others)}): "
+                            "put the class folders inside each split folder, or rename a class folder named like a "
+                            "split")
+    by_split = {}
+    for folder, split in found.items():
+        if split in by_split:
+            raise CnnCodesError(f"{str(root)!r} has two {split} folders ({by_split[split].name}/, {folder.name}/)")
+        by_split[split] = folder
+    if "train" not in by_split:
+        raise CnnCodesError(f"{str(root)!r} has {named} but no train/ folder: expected train/<class>/<images>")
+    for split, folder in by_split.items():
+        inner = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        if not any(p.is_dir() for p in inner):
+            raise CnnCodesError(f"{folder.name}/ has no class folders: expected {folder.name}/<class name>/<images>")
+        clash = [p.name for p in inner if p.is_dir() and p.name.lower() in SPLIT_FOLDERS]
+        if clash:
+            raise CnnCodesError(f"{folder.name}/ has a class folder named like a split ({clash[0]}/): rename the class "
+                                f"or lay the data out as {folder.name}/<class name>/<images>")
+    return by_split
+
+
+def image_folder(root, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0) -> Dataset:
+    """A folder of class folders, or train/ with val/ (valid/, validation/) and/or test/ split folders holding
+    class folders. Splits without a folder are carved from train/: test by test_percent, by id alone;
+    validation by validation_percent of the rest, seeded.
     """
     root = Path(root)
     if not root.exists():
@@ -128,19 +164,27 @@ def image_folder(root, test_percent: float = 20.0, validation_percent: float = 2
     if not root.is_dir():
         raise CnnCodesError(f"data path {str(root)!r} is not a folder of class folders (nor a CIFAR-10 archive)")
     _check_percents(test_percent, validation_percent)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        names, rel, labels, problems = _scan_class_folders(root / "train", root)
-        test_names, test_rel, test_labels, test_problems = _scan_class_folders(root / "test", root)
-        problems += test_problems
-        missing = set(test_names) - set(names)
-        if missing:
-            raise CnnCodesError(f"test/ has classes that train/ lacks: {sorted(missing)}")
-        ids = rel + test_rel
-        labels = labels + [names.index(test_names[t]) for t in test_labels]
-        splits = np.concatenate([assign_splits(rel, 0.0, validation_percent, seed), np.full(len(test_rel), "test")])
+    folders = _split_folders(root)
+    if folders:
+        names, ids, labels, problems = _scan_class_folders(folders["train"], root)
+        carved = assign_splits(ids, 0.0 if "test" in folders else test_percent,
+                               0.0 if "validation" in folders else validation_percent, seed)
+        splits = [carved]
+        for split in ("validation", "test"):
+            if split not in folders:
+                continue
+            other_names, other_ids, other_labels, other_problems = _scan_class_folders(folders[split], root)
+            missing = set(other_names) - set(names)
+            if missing:
+                raise CnnCodesError(f"{folders[split].name}/ has classes that train/ lacks: {sorted(missing)}")
+            ids += other_ids
+            labels += [names.index(other_names[t]) for t in other_labels]
+            problems += other_problems
+            splits.append(np.full(len(other_ids), split, dtype=SPLIT_DTYPE))
+        splits = np.concatenate(splits)
     else:
         names, ids, labels, problems = _scan_class_folders(root, root)
-        splits = assign_splits(ids, test_percent, validation_percent * (100 - test_percent) / 100, seed)
+        splits = assign_splits(ids, test_percent, validation_percent, seed)
     if not ids:
         raise CnnCodesError(f"no images found under {str(root)!r}: expected {root}/<class name>/<image files>")
     if len(names) < 2:

@@ -1,0 +1,67 @@
+"""Splits are stable: an item's split depends on its id (and, for validation only, the seed)."""
+import numpy as np
+
+from cnncodes.datasets import assign_splits, from_arrays
+
+
+def test_seed_never_moves_an_image_into_or_out_of_the_test_split():
+    ids = [f"class{i % 3}/img{i:05d}.jpg" for i in range(5000)]
+    a, b = assign_splits(ids, 20.0, 25.0, seed=0), assign_splits(ids, 20.0, 25.0, seed=7)
+    assert np.array_equal(a == "test", b == "test")
+    assert not np.array_equal(a == "validation", b == "validation")
+    assert abs((a == "test").mean() - 0.20) < 0.02
+    not_test = a != "test"
+    assert abs((a[not_test] == "validation").mean() - 0.25) < 0.02  # a share of the images that are not test
+    assert np.array_equal(assign_splits(ids[:100], 20.0, 25.0, seed=0), a[:100])  # per id, not per listing
+
+
+def test_split_names_are_never_truncated():
+    images = np.zeros((4, 2, 2, 3), np.uint8)
+    ds = from_arrays(images, [0, 1, 0, 1], ["a", "b"], ["train", "train", "test", "test"])
+    ds.splits[0] = "validation"
+    assert ds.splits[0] == "validation"
+
+
+import pytest  # noqa: E402
+
+from cnncodes import CnnCodesError, image_folder  # noqa: E402
+
+from .conftest import write_image_folder  # noqa: E402
+
+
+def layout(root, *splits, per_class=6):
+    for n, split in enumerate(splits):
+        write_image_folder(root / split, per_class, seed=n)
+    return root
+
+
+@pytest.mark.parametrize("folders,expected", [
+    (("train", "Val"), {"validation": 18}),  # any case; test carved from train/
+    (("train", "test"), {"test": 18}),  # validation carved from train/
+    (("train", "valid", "test"), {"validation": 18, "test": 18}),
+    (("TRAIN", "validation"), {"validation": 18}),
+])
+def test_split_folders_are_splits_not_classes(tmp_path, folders, expected):
+    ds = image_folder(layout(tmp_path, *folders), test_percent=20, validation_percent=20)
+    assert ds.class_names == ["bars", "checkers", "discs"]
+    for split, n in expected.items():
+        from_folder = [i for i, s in zip(ds.ids, ds.splits) if s == split]
+        assert len(from_folder) == n and all(i.lower().startswith(folders[1].lower()) or split == "test"
+                                             for i in from_folder)
+        assert all(not i.lower().startswith("train") for i in from_folder)
+    carved = {s for i, s in zip(ds.ids, ds.splits) if i.lower().startswith("train")}
+    assert carved == {"train"} | ({"validation", "test"} - set(expected))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda r: (layout(r, "train"), (r / "val").mkdir(), (r / "val" / "a.png").write_bytes(b"x")),
+     "val/ has no class folders"),
+    (lambda r: (layout(r, "train"), write_image_folder(r / "cats", 2, seed=1)), "beside other folders"),
+    (lambda r: (layout(r, "train"), write_image_folder(r / "train" / "test" / "x", 2, seed=1)),
+     "class folder named like a split"),
+    (lambda r: layout(r, "val", "test"), "no train/ folder"),
+])
+def test_malformed_layouts_say_what_was_expected(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(CnnCodesError, match=message):
+        image_folder(tmp_path)
