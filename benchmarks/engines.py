@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-exact"
 
 
 def main():
@@ -28,7 +28,7 @@ def main():
 
     from cnncodes import extract_codes, image_folder
 
-    files = sorted((DATA / "test").glob("*/*.jpg"))
+    files = sorted((DATA / "train").glob("*/*.png"))
     pick = np.random.default_rng(0).choice(len(files), args.images, replace=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -47,7 +47,7 @@ def main():
                     ray.shutdown()
         local, via_ray = statistics.median(times["local"]), statistics.median(times["ray"])
     n = len(codes.ids)
-    print(f"{n} CIFAR-10 (JPEG copy) images, {args.backbone}, median of {args.repeats}")
+    print(f"{n} cifar10-exact PNG images, {args.backbone}, median of {args.repeats}")
     print(f"{'engine':<8} {'seconds':>8} {'images/s':>9}")
     print(f"{'local':<8} {local:>8.1f} {n / local:>9.1f}")
     print(f"{'ray':<8} {via_ray:>8.1f} {n / via_ray:>9.1f}")

@@ -1,6 +1,6 @@
 """Extract (or find cached) codes for several backbones on one dataset and record wall time per backbone.
 
-    python benchmarks/extract_all.py --data ../shared/data/cifar10 --backbones efficientnet_lite0,inception_v3_2015 \
+    python benchmarks/extract_all.py --data ../shared/data/cifar-10-python.tar.gz --backbones efficientnet_lite0,inception_v3_2015 \
         --times results/extract_times.json
 
 Times are only written for extractions that really ran (not for cache hits).
