@@ -30,7 +30,6 @@ SUITES = {
         ("+ multi-layer codes", L0 + MULTI, "tuned", False, "none"),
         ("+ MLP head", L0, "mlp", False, "none"),
         ("+ fine-tuned last block (--finetune 1)", f"{L0}:cut=1", "finetune", False, "none"),
-        ("+ fine-tuned last block, flip (--finetune 1 --flip)", f"{L0}:cut=1", "finetune", True, "none"),
         ("Inception-2015 tuned", INC, "tuned", False, "none"),
     ],
     # candidates for --preset best
@@ -38,8 +37,7 @@ SUITES = {
         ("multi-layer Lite0, flip", L0 + MULTI, "tuned", True, "none"),
         ("multi-layer Lite0 + Lite1 + Lite2", f"{L0}{MULTI}+{L1}+{L2}", "tuned", False, "none"),
         ("multi-layer Lite0 + Lite1 + Lite2 + Inception", f"{L0}{MULTI}+{L1}+{L2}+{INC}", "tuned", False, "none"),
-        ("multi-layer Lite0 + Lite1 + Lite2, MLP", f"{L0}{MULTI}+{L1}+{L2}", "mlp", False, "none"),
-        ("Lite0 fine-tuned last block, flip", f"{L0}:cut=1", "finetune", True, "none"),
+        ("Lite0 fine-tuned last block", f"{L0}:cut=1", "finetune", False, "none"),
     ],
 }
 

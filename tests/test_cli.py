@@ -86,6 +86,38 @@ def test_predict_prints_top_classes_and_skips_bad_files(finished_run, tiny_folde
     assert "skipped" in lines[1]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_predict_a_folder_into_a_file(finished_run, tiny_folder, tmp_path, fmt, monkeypatch):
+    """Bulk prediction streams CHUNK images at a time (a small CHUNK here, so several chunks run) into a file
+    with one row per image, unreadable files listed with their reason."""
+    import csv
+    import shutil
+
+    from cnncodes import predict
+    from cnncodes.cli import main
+
+    out, _ = finished_run
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_folder / "discs", folder / "discs")
+    (folder / "broken.jpg").write_text("not an image")
+    monkeypatch.setattr(predict, "CHUNK", 7)
+    target = tmp_path / f"predictions.{fmt}"
+    assert main(["--quiet", "predict", str(out / "model.npz"), str(folder), "--out", str(target), "--format", fmt,
+                 "--top-k", "2"]) == 0
+    if fmt == "csv":
+        rows = list(csv.DictReader(target.open()))
+        assert list(rows[0]) == ["path", "class_1", "probability_1", "class_2", "probability_2", "error"]
+        good = [r for r in rows if not r["error"]]
+        assert [r["path"] for r in rows if r["error"]] == [str(folder / "broken.jpg")]
+        assert sum(r["class_1"] == "discs" for r in good) >= 0.9 * len(good)
+    else:
+        rows = json.loads(target.read_text())
+        good = [r for r in rows if "top" in r]
+        assert [r["path"] for r in rows if "error" in r] == [str(folder / "broken.jpg")]
+        assert sum(r["top"][0]["class"] == "discs" for r in good) >= 0.9 * len(good)
+    assert len(rows) == 21 and len(good) == 20
+
+
 def test_extract_then_tsne(tiny_folder, tmp_path):
     assert cli("extract", "--data", tiny_folder, "--out", tmp_path).returncode == 0
     result = cli("tsne", tmp_path / "codes.npz", "--out", tmp_path / "map", "--split", "all")

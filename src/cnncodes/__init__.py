@@ -11,7 +11,7 @@ _EXPORTS = {
     "Codes": "codes", "CnnCodesError": "errors", "extract_codes": "extract",
     "Dataset": "datasets", "from_arrays": "datasets", "image_folder": "datasets", "load_dataset": "datasets",
     "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
-    "predict_images": "pipeline", "make_head": "heads",
+    "predict_images": "predict", "make_head": "heads",
 }
 __all__ = sorted(_EXPORTS)
 

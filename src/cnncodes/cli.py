@@ -176,17 +176,26 @@ def cmd_evaluate(a):
 
 
 def cmd_predict(a):
-    from .pipeline import predict_images
+    from .predict import list_images, predict_stream, write_predictions_file
 
-    results = predict_images(a.model, a.images, top_k=a.top_k, device=a.device, precision=a.precision)
+    images = list_images(a.images)
+    if not images:
+        raise CnnCodesError(f"no image files in {', '.join(a.images)}")
+    if a.out:
+        done, skipped = write_predictions_file(a.model, images, Path(a.out), a.format, a.top_k, a.device, a.precision,
+                                               progress=not a.quiet)
+        print(f"{done} images predicted, {skipped} skipped (reasons in the error column) -> {a.out}")
+        if not done:
+            raise CnnCodesError("no image could be read")
+        return
     failed = 0
-    for path, res in zip(a.images, results):
+    for path, res in zip(images, predict_stream(a.model, images, a.top_k, a.device, a.precision)):
         if isinstance(res, str):
             failed += 1
             print(f"{path}: skipped ({res})")
         else:
-            print(f"{path}: " + ", ".join(f"{name} {p * 100:.1f}%" for name, p in res))
-    if failed == len(a.images):
+            print(f"{path}: " + ", ".join(f"{name} {p * 100:.1f}%" for name, p in res), flush=True)
+    if failed == len(images):
         raise CnnCodesError("no image could be read")
 
 
@@ -240,8 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("predict", cmd_predict, "top classes of new images")
     sp.add_argument("model", help="model.npz from run or train")
-    sp.add_argument("images", nargs="+", help="image files")
+    sp.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     sp.add_argument("--top-k", type=_positive_int, default=3)
+    sp.add_argument("--out", default=None, help="write the predictions to this file (streamed, any number of "
+                    "images) instead of printing them")
+    sp.add_argument("--format", default="csv", choices=["csv", "json"], help="format of --out (default csv)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 

@@ -1,4 +1,4 @@
-"""The whole experiment as a few functions: codes -> head -> metrics -> run directory; and prediction."""
+"""The whole experiment as a few functions: codes -> head -> metrics -> run directory (prediction: predict.py)."""
 from __future__ import annotations
 
 import time
@@ -7,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runtime
-from .backbones import backbone_names, get_backbone
 from .codes import Codes
 from .errors import CnnCodesError
 from .extract import extract_codes
 from .files import atomic_write, npz_bytes, write_json
 from .heads import Head, make_head
-from .images import load_rgb
-from .inference import encode, inference_model
 from .metrics import classification_metrics
 from .model_file import load_model_file, save_model
 from .settings import RunSettings
@@ -139,51 +135,3 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
         write_predictions(out, codes, proba)
         write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def image_codes(backbone: str, images: list, flip: bool = False, device: str = "auto", precision: str = "auto",
-                batch_size: int = 64):
-    """Codes of individual images (arrays or paths): what prediction uses. Returns (codes of the usable images,
-    {position: reason} for the others)."""
-    device = runtime.resolve_device(device)
-    precision = runtime.resolve_precision(precision, device)
-
-    def read(i: int) -> np.ndarray:
-        item = images[i]
-        return load_rgb(item) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
-
-    parts, problems = [], {}
-    for name in backbone_names(backbone):
-        spec = get_backbone(name).with_flip(flip)
-        rows = np.zeros((len(images), spec.feature_dim), np.float32)
-        for chunk, codes, bad in encode(read, range(len(images)), spec, inference_model(name, device), device=device,
-                                        precision=precision, batch_size=batch_size, threads=runtime.cpu_count()):
-            rows[chunk.start:chunk.stop] = codes
-            problems.update(bad)
-        parts.append(rows)
-    usable = [i for i in range(len(images)) if i not in problems]
-    return np.hstack(parts)[usable], problems
-
-
-def predict_images(model_path, images: list, top_k: int = 5, device: str = "auto", precision: str = "auto"):
-    """For each image: a list of (class name, probability), best first; or the reason it was skipped."""
-    head, meta = load_model_file(model_path)
-    backbone_names(meta["backbone"])
-    codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision)
-    if codes.shape[0] and codes.shape[1] != head.input_dim:
-        raise CnnCodesError(f"{model_path} expects {head.input_dim}-d codes but {meta['backbone']} gives "
-                            f"{codes.shape[1]}: the model file does not match its backbone")
-    proba = head.predict_proba(codes) if len(codes) else np.zeros((0, len(meta["class_names"])))
-    if meta.get("flip_average") and len(codes):
-        proba = (proba + head.predict_proba(image_codes(meta["backbone"], [i for n, i in enumerate(images)
-                                                                          if n not in problems], flip=True,
-                                                        device=device, precision=precision)[0])) / 2
-    results, rows = [], iter(proba)
-    for n in range(len(images)):
-        if n in problems:
-            results.append(problems[n])
-            continue
-        p = next(rows)
-        best = np.argsort(-p)[:top_k]
-        results.append([(meta["class_names"][k], float(p[k])) for k in best])
-    return results

@@ -1,0 +1,130 @@
+"""Prediction on new images with a saved model: a few images in Python, or a whole folder streamed to a file."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import runtime
+from .backbones import backbone_names, get_backbone
+from .datasets import IMAGE_SUFFIXES
+from .errors import CnnCodesError
+from .images import load_rgb
+from .inference import encode, inference_model
+from .model_file import load_model_file
+
+CHUNK = 256  # images per step of prediction: memory stays the same however many images there are
+
+
+def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str = "auto", precision: str = "auto",
+                batch_size: int = 64):
+    """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason})."""
+    device = runtime.resolve_device(device)
+    precision = runtime.resolve_precision(precision, device)
+
+    def read(i: int) -> np.ndarray:
+        item = images[i]
+        return load_rgb(item) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
+
+    parts, problems = [], {}
+    for name in backbone_names(backbone):
+        spec = get_backbone(name).with_flip(flip)
+        rows = np.zeros((len(images), spec.feature_dim), np.float32)
+        for chunk, codes, bad in encode(read, range(len(images)), spec, inference_model(name, device), device=device,
+                                        precision=precision, batch_size=batch_size, threads=runtime.cpu_count()):
+            rows[chunk.start:chunk.stop] = codes
+            problems.update(bad)
+        parts.append(rows)
+    usable = [i for i in range(len(images)) if i not in problems]
+    return np.hstack(parts)[usable], problems
+
+
+def _predict_chunk(head, meta: dict, images: Sequence, top_k: int, device: str, precision: str) -> list:
+    codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision)
+    if codes.shape[0] and codes.shape[1] != head.input_dim:
+        raise CnnCodesError(f"the model expects {head.input_dim}-d codes but {meta['backbone']} gives "
+                            f"{codes.shape[1]}: the model file does not match its backbone")
+    proba = head.predict_proba(codes) if len(codes) else np.zeros((0, len(meta["class_names"])))
+    if meta.get("flip_average") and len(codes):
+        mirrored, _ = image_codes(meta["backbone"], [x for n, x in enumerate(images) if n not in problems], flip=True,
+                                  device=device, precision=precision)
+        proba = (proba + head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
+    results, rows = [], iter(proba)
+    for n in range(len(images)):
+        if n in problems:
+            results.append(problems[n])
+            continue
+        p = next(rows)
+        results.append([(meta["class_names"][k], float(p[k])) for k in np.argsort(-p)[:top_k]])
+    return results
+
+
+def predict_stream(model_path, images: Sequence, top_k: int = 5, device: str = "auto",
+                   precision: str = "auto") -> Iterator:
+    """For each image in order: a list of (class name, probability), best first, or the reason it was skipped;
+    computed CHUNK images at a time."""
+    head, meta = load_model_file(model_path)
+    backbone_names(meta["backbone"])
+    for start in range(0, len(images), CHUNK):
+        yield from _predict_chunk(head, meta, images[start:start + CHUNK], top_k, device, precision)
+
+
+def predict_images(model_path, images: Sequence, top_k: int = 5, device: str = "auto", precision: str = "auto"):
+    """predict_stream as a list (for a handful of images)."""
+    return list(predict_stream(model_path, images, top_k, device, precision))
+
+
+def list_images(paths: Sequence) -> list[Path]:
+    """Files as given; folders searched recursively for image files (hidden entries skipped), in sorted order."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                out += [Path(dirpath) / f for f in sorted(filenames)
+                        if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            out.append(path)
+    return out
+
+
+def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: str = "csv", top_k: int = 5,
+                           device: str = "auto", precision: str = "auto", progress: bool = True) -> tuple[int, int]:
+    """Stream predictions to a CSV (path, class_1, probability_1, ..., error) or JSON file; written beside `out`
+    and renamed once complete. Returns (predicted, skipped)."""
+    from tqdm import tqdm
+
+    if fmt not in ("csv", "json"):
+        raise CnnCodesError(f"--format must be csv or json (got {fmt!r})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    done = skipped = 0
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f, \
+            tqdm(total=len(images), unit="img", desc="predicting", disable=not progress) as bar:
+        rows = csv.writer(f) if fmt == "csv" else None
+        if rows:
+            rows.writerow(["path"] + [f"{c}_{k}" for k in range(1, top_k + 1) for c in ("class", "probability")]
+                          + ["error"])
+        else:
+            f.write("[")
+        for n, (path, result) in enumerate(zip(images, predict_stream(model_path, images, top_k, device, precision))):
+            failed = isinstance(result, str)
+            skipped += failed
+            done += not failed
+            if rows:
+                cells = [] if failed else [v for name, p in result for v in (name, f"{p:.6f}")]
+                rows.writerow([str(path)] + cells + [""] * (2 * top_k - len(cells)) + [result if failed else ""])
+            else:
+                item = {"path": str(path), "error": result} if failed else {
+                    "path": str(path), "top": [{"class": name, "probability": round(p, 6)} for name, p in result]}
+                f.write(("," if n else "") + "\n" + json.dumps(item))
+            bar.update(1)
+        if not rows:
+            f.write("\n]\n")
+    os.replace(tmp, out)
+    return done, skipped
