@@ -57,6 +57,14 @@ def test_report_command_rebuilds_the_page(finished_run):
     assert (out / "report.html").exists()
 
 
+def test_train_after_run_leaves_no_files_of_the_first_run(tiny_folder, tmp_path):
+    assert cli("run", "--data", tiny_folder, "--out", tmp_path).returncode == 0
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "report.html").exists()
+    assert cli("train", "--data", tiny_folder, "--head", "sgd", "--out", tmp_path).returncode == 0
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"model.npz", "settings.json", "curve.json", "skipped.tsv"}, left
+
+
 def test_report_only_reads_the_run_folder(tiny_folder, tmp_path):
     """The run computes what the report draws; rebuilding the report needs neither the images nor the codes."""
     import shutil
@@ -138,9 +146,11 @@ def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
     curve = json.loads((tmp_path / "curve.json").read_text())
     assert curve["mode"] == "sgd" and len(curve["curve"]) > 3
     assert not (tmp_path / "metrics.json").exists()
-    result = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder, "--out", tmp_path)
+    refused = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder, "--out", tmp_path)
+    assert refused.returncode == 2 and "is a run folder" in refused.stderr  # it would mix with the run's files
+    result = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder, "--out", tmp_path / "evaluation")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     head, _ = load_model_file(tmp_path / "model.npz")
     codes = extract_codes(load_dataset(tiny_folder, seed=3, test_percent=30), "efficientnet_lite0", progress=False)
     x, y = codes.part("test")
@@ -207,3 +217,25 @@ def test_ctrl_c_stops_cleanly_with_a_resume_hint(tiny_folder, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "run the same command again to resume" in err and "Traceback" not in err
+
+
+def test_fast_malloc_reexec_keeps_the_callers_settings():
+    from cnncodes.runtime import fast_malloc_env
+
+    env = fast_malloc_env({"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "LD_PRELOAD": "/x/libmine.so"}, None)
+    assert env["GLIBC_TUNABLES"].startswith("glibc.pthread.rseq=0:") and "trim_threshold" in env["GLIBC_TUNABLES"]
+    env = fast_malloc_env({"LD_PRELOAD": "/x/libmine.so"}, "/usr/lib/libtcmalloc_minimal.so.4")
+    assert env["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4 /x/libmine.so"
+
+
+def test_reexec_does_not_import_modules_from_the_current_folder(tmp_path):
+    """The CLI re-executes itself for its allocator; a numpy.py in the folder it runs from must not be imported."""
+    import shutil
+
+    (tmp_path / "numpy.py").write_text("raise SystemExit('imported the numpy.py of the current folder')\n")
+    script = shutil.which("cnncodes", path=os.path.dirname(sys.executable)) or shutil.which("cnncodes")
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNCODES_NO_REEXEC", "CNNCODES_MALLOC")}
+    result = subprocess.run([script, "predict", "/no/model.npz", "x.jpg"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "imported the numpy.py" not in result.stderr + result.stdout
+    assert result.returncode == 2 and "does not exist" in result.stderr

@@ -101,3 +101,50 @@ def test_decompression_bomb_is_refused_without_allocating(tmp_path, width, heigh
     with pytest.raises(BadImage, match="decompression bomb"):
         load_rgb(png_header_only(tmp_path / "bomb.png", width, height))
     assert warnings.filters == before
+
+
+@pytest.mark.parametrize("error", [__import__("struct").error("bad chunk"), IndexError("tile out of range"),
+                                   ZeroDivisionError("zero-size strip")])
+def test_any_decoder_failure_is_a_skip_with_its_reason(tmp_path, monkeypatch, error):
+    from PIL import Image as PILImage
+
+    p = tmp_path / "odd.png"
+    PILImage.new("RGB", (4, 4)).save(p)
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(PILImage.Image, "convert", broken)
+    with pytest.raises(BadImage, match=type(error).__name__):
+        load_rgb(p)
+
+
+def test_transient_read_errors_are_retried_never_cached_as_skips(tmp_path, monkeypatch):
+    """EIO on a read says nothing about the file: retried, and if it persists the extraction stops before the
+    shard is committed; the next run reads the file normally."""
+    import errno
+
+    from cnncodes import CnnCodesError, extract_codes, from_arrays, inference
+
+    monkeypatch.setattr(inference, "RETRY_SECONDS", (0.0, 0.0))
+    images = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    ds = from_arrays(images, [0, 1, 0, 1, 0, 1], ["a", "b"], ["train"] * 6)
+    calls = {"n": 0}
+
+    def flaky(i, _read=ds.reader):
+        if i == 2:
+            calls["n"] += 1
+            if calls["n"] <= failures:
+                raise OSError(errno.EIO, "Input/output error")
+        return _read(i)
+
+    ds.reader = flaky
+    failures = 2  # fewer than the retries: read on the third try
+    codes = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", progress=False)
+    assert len(codes.ids) == 6 and not codes.skipped
+    calls["n"], failures = 0, 10  # persists: the run stops, nothing is committed
+    with pytest.raises(CnnCodesError, match="persisted"):
+        extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False)
+    assert not list((tmp_path / "b").glob("codes/*/shard_*.json"))
+    calls["n"], failures = 0, 0
+    assert len(extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False).ids) == 6

@@ -1,8 +1,13 @@
 """Decode any image Pillow reads into RGB uint8, or say precisely why it cannot be used."""
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 from PIL import Image, ImageOps
+
+# Read errors that say nothing about the file (busy disk, too many open files, a network mount's time-out).
+TRANSIENT_ERRNOS = {errno.EIO, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.ESTALE}
 
 # Larger images are refused before decoding (a decompression bomb would allocate gigabytes). Pillow's default
 # limit; checked here per image, because Pillow's own check only warns below twice its limit and turning that
@@ -46,8 +51,14 @@ def load_rgb(path) -> np.ndarray:
         raise BadImage(f"too many pixels (decompression bomb guard): {exc}") from None
     except Image.UnidentifiedImageError:
         raise BadImage("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise  # the disk or the system, not the file: the caller retries instead of skipping it for good
         raise BadImage(f"cannot decode: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders also raise struct.error, IndexError, ... on damaged files
+        raise BadImage(f"cannot decode: {type(exc).__name__}: {exc}") from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise BadImage(f"unexpected decoded shape {arr.shape}")
     return arr

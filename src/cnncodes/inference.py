@@ -5,6 +5,7 @@ or the same reason for being skipped, whichever way it travels.
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 
 from .backbones import Backbone, load_model
-from .images import BadImage
+from .errors import CnnCodesError
+from .images import TRANSIENT_ERRNOS, BadImage
 
 Reader = Callable[[int], np.ndarray]  # item index -> (H, W, 3) uint8
 
@@ -29,14 +31,26 @@ def forward(model: torch.nn.Module, batch: torch.Tensor, device: str, precision:
         return model(batch).float().cpu().numpy()
 
 
+RETRY_SECONDS = (0.2, 1.0, 3.0)  # waits before retrying a transient read error
+
+
 def prepare(read: Reader, i: int, spec: Backbone):
-    """Item i as a network input tensor, or the reason it cannot be used (a string)."""
-    try:
-        return spec.preprocess(read(i))
-    except BadImage as exc:
-        return str(exc)
-    except OSError as exc:  # unreadable file, symlink loop, vanished file
-        return f"cannot read: {exc.strerror or exc}"
+    """Item i as a network input tensor, or the reason it cannot be used (a string).
+
+    A transient read error (EIO, EMFILE, a time-out) is retried and, if it persists, stops the extraction:
+    recorded as a skip, it would be cached for good in the shard."""
+    for wait in (*RETRY_SECONDS, None):
+        try:
+            return spec.preprocess(read(i))
+        except BadImage as exc:
+            return str(exc)
+        except OSError as exc:  # unreadable file, symlink loop, vanished file
+            if exc.errno not in TRANSIENT_ERRNOS:
+                return f"cannot read: {exc.strerror or exc}"
+            if wait is None:
+                raise CnnCodesError(f"item {i}: read error {exc.strerror or exc} persisted after "
+                                    f"{len(RETRY_SECONDS)} retries; finished shards are kept: run again") from None
+            time.sleep(wait)
 
 
 def encode_batch(items: Sequence, model, spec: Backbone, device: str, precision: str) -> tuple[np.ndarray, dict]:

@@ -80,7 +80,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
                         normalize=settings.normalize, progress=progress, backbone=settings.backbone)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
-    out.mkdir(parents=True, exist_ok=True)
+    clear_run_folder(out)
     save_model(out / "model.npz", fitted, settings, codes.class_names)
     write_json(out / "settings.json", settings.to_dict())
     write_json(out / "curve.json", {"mode": settings.head, "curve": fitted.curve_, "search": fitted.search_,
@@ -105,6 +105,20 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     return RunResult(out, settings, metrics, fitted, codes, timings)
 
 
+def clear_run_folder(out: Path) -> None:
+    """Remove what an earlier run wrote into `out`, so that a folder never mixes files of two runs (a `train`
+    after a `run` would leave the old metrics and report beside the new model)."""
+    from .report import PICTURES
+    from .report_data import FILES
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES + FILES + [picture for picture, _ in PICTURES] + ["report.html"]:
+        (out / name).unlink(missing_ok=True)
+
+
+RUN_FILES = ["model.npz", "settings.json", "curve.json", "skipped.tsv", "metrics.json", "test_predictions.npz"]
+
+
 def run_metrics(codes: Codes, proba: np.ndarray, settings: RunSettings, dataset_name: str) -> dict:
     metrics = classification_metrics(codes.part("test")[1], proba.argmax(1), codes.class_names)
     return metrics | {"backbone": settings.backbone, "head": settings.head, "normalize": settings.normalize,
@@ -122,6 +136,10 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
     `data` and extraction `changes` (device, batch size...) may differ from the run's."""
     from .datasets import load_dataset
 
+    out = None if out is None else Path(out)
+    if out is not None and ((out / "model.npz").exists() or (out / "settings.json").exists()):
+        raise CnnCodesError(f"{out} is a run folder: evaluate's metrics.json and test_predictions.npz would mix "
+                            "with the run's own; choose another --out")
     fitted, meta = load_model_file(model_path)
     settings = RunSettings.from_dict(meta["settings"]).but(data=None if data is None else str(data), **changes)
     dataset = load_dataset(settings.data, **settings.dataset_options())
@@ -131,7 +149,6 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
     proba = predict_codes(fitted, codes, flipped)
     metrics = run_metrics(codes, proba, settings, dataset.name)
     if out is not None:
-        out = Path(out)
         write_predictions(out, codes, proba)
         write_json(out / "metrics.json", metrics)
     return metrics

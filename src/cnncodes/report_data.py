@@ -15,6 +15,7 @@ from .codes import Codes
 from .files import atomic_write, npz_bytes, write_json
 from .tsne import embed, select, thumbnail_cells
 
+FILES = ["tsne.npz", "data_efficiency.json", "thumbnails.npz", "samples.json"]
 DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
 MAP_CELL, PICTURE = 32, 96  # pixels: an image in a cell of the t-SNE image map; in the sample and mistake grids
 SAMPLES_PER_CLASS, MISTAKES, TSNE_POINTS = 8, 18, 10000

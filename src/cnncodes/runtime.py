@@ -60,6 +60,20 @@ def find_tcmalloc() -> str | None:
     return candidates[0] if candidates else found
 
 
+def fast_malloc_env(env: dict, tcmalloc: str | None) -> dict:
+    """The environment of the re-executed CLI: tcmalloc preloaded, or glibc told to keep freed memory; the
+    caller's LD_PRELOAD and GLIBC_TUNABLES are kept."""
+    env = dict(env)
+    if tcmalloc:
+        env["LD_PRELOAD"] = (tcmalloc + " " + env.get("LD_PRELOAD", "")).strip()
+        env[TCMALLOC_ENV] = "tcmalloc"
+    else:
+        tunables = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), tunables]))
+        env[TCMALLOC_ENV] = "glibc-tuned"
+    return env
+
+
 def reexec_with_fast_malloc() -> None:
     """Restart the CLI once with tcmalloc preloaded (or glibc tuned not to return memory to the OS).
 
@@ -68,12 +82,9 @@ def reexec_with_fast_malloc() -> None:
     """
     if os.environ.get(TCMALLOC_ENV) or os.environ.get("CNNCODES_NO_REEXEC"):
         return
-    env = dict(os.environ)
-    lib = find_tcmalloc()
-    if lib:
-        env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
-        env[TCMALLOC_ENV] = "tcmalloc"
-    else:
-        env["GLIBC_TUNABLES"] = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
-        env[TCMALLOC_ENV] = "glibc-tuned"
-    os.execve(sys.executable, [sys.executable, "-m", "cnncodes", *sys.argv[1:]], env)
+    env = fast_malloc_env(dict(os.environ), find_tcmalloc())
+    # `-c` with the current folder dropped from sys.path: `python -m` would import a numpy.py lying there
+    os.execve(sys.executable, [sys.executable, "-c", REEXEC_CODE, *sys.argv[1:]], env)
+
+
+REEXEC_CODE = "import sys; del sys.path[0]; from cnncodes.cli import main; sys.exit(main())"
