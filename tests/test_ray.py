@@ -26,6 +26,7 @@ def three_hundred(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_ray_and_local_engines_give_the_same_codes_and_share_the_store(three_hundred, tmp_path):
     ray_or_skip()
     import ray
@@ -49,6 +50,7 @@ def test_ray_and_local_engines_give_the_same_codes_and_share_the_store(three_hun
     shutil.rmtree(tmp_path)
 
 
+@pytest.mark.slow
 def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
     """A dataset whose reader is not "decode the file at its path" (here: colours inverted in memory) gives the
     same codes on both engines: the actors call the dataset's reader, as the local engine does."""

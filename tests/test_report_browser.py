@@ -22,6 +22,7 @@ def chromium() -> str:
     return path
 
 
+@pytest.mark.slow
 def test_report_renders_all_pictures_in_chromium(finished_run, tmp_path):  # noqa: F811
     out, _ = finished_run
     browser = chromium()

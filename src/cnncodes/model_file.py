@@ -16,11 +16,12 @@ FORMAT = "cnncodes-model"
 FORMAT_VERSION = 2  # 2: the run's settings travel in the file
 
 
-def save_model(path, head, settings, class_names: list[str]) -> None:
-    """settings: the RunSettings of the run that trained the head (evaluate rebuilds its splits from them)."""
+def save_model(path, head, settings, class_names: list[str], test_split: dict | None = None) -> None:
+    """settings: the RunSettings of the run that trained the head (evaluate rebuilds its splits from them);
+    test_split: the size and id hash of the test split it was trained beside (evaluate checks it)."""
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": settings.backbone,
             "class_names": list(class_names), "mode": head.mode, "normalize": head.normalize,
-            "flip_average": settings.flip, "settings": settings.to_dict()}
+            "flip_average": settings.flip, "settings": settings.to_dict(), "test_split": test_split}
     atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **head.state()))
 
 

@@ -81,7 +81,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     clear_run_folder(out)
-    save_model(out / "model.npz", fitted, settings, codes.class_names)
+    save_model(out / "model.npz", fitted, settings, codes.class_names, test_split=test_split_id(dataset))
     write_json(out / "settings.json", settings.to_dict())
     write_json(out / "curve.json", {"mode": settings.head, "curve": fitted.curve_, "search": fitted.search_,
                                    "best_C": getattr(fitted, "best_c_", None), "timings": timings})
@@ -103,6 +103,15 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress)
         write_report(out, progress=progress)
     return RunResult(out, settings, metrics, fitted, codes, timings)
+
+
+def test_split_id(dataset) -> dict:
+    """What identifies a test split: its size and a hash of its item ids (stored in the model file)."""
+    import hashlib
+
+    ids = sorted(i for i, s in zip(dataset.ids, dataset.splits) if s == "test")
+    digest = hashlib.sha256("\n".join(ids).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"images": len(ids), "sha256": digest}
 
 
 def clear_run_folder(out: Path) -> None:
@@ -145,6 +154,10 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
     dataset = load_dataset(settings.data, **settings.dataset_options())
     if dataset.class_names != meta["class_names"]:
         raise CnnCodesError(f"the model knows classes {meta['class_names']} but the data has {dataset.class_names}")
+    if meta["test_split"] != test_split_id(dataset):
+        raise CnnCodesError(f"the test split of {settings.data or 'CIFAR-10'} is not the one this model was trained "
+                            f"beside ({test_split_id(dataset)['images']} test images here, "
+                            f"{meta['test_split']['images']} then): evaluating could score training images")
     codes, flipped = codes_of(dataset, settings, progress)
     proba = predict_codes(fitted, codes, flipped)
     metrics = run_metrics(codes, proba, settings, dataset.name)

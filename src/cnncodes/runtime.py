@@ -8,6 +8,7 @@ import sys
 
 from .errors import CnnCodesError
 
+PRECISION_ENV = "CNNCODES_PRECISION"  # fp32 or bf16: what --precision auto means on this machine
 TCMALLOC_ENV = "CNNCODES_MALLOC"  # set once the process runs with the fast allocator, so we re-exec only once
 
 
@@ -35,6 +36,8 @@ def cpu_has_bf16() -> bool:
 def resolve_precision(precision: str, device: str = "auto") -> str:
     if precision not in ("auto", "fp32", "bf16"):
         raise CnnCodesError(f"--precision must be auto, fp32 or bf16 (got {precision!r})")
+    if precision == "auto" and os.environ.get(PRECISION_ENV) in ("fp32", "bf16"):
+        precision = os.environ[PRECISION_ENV]  # a machine-wide choice, e.g. fp32 to check what fp32-only CPUs get
     if precision != "auto":
         return precision
     if resolve_device(device) != "cpu":
