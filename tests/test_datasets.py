@@ -65,3 +65,33 @@ def test_malformed_layouts_say_what_was_expected(tmp_path, make, message):
     make(tmp_path)
     with pytest.raises(CnnCodesError, match=message):
         image_folder(tmp_path)
+
+
+def test_a_manifest_gives_labels_and_splits_that_folders_cannot(tmp_path):
+    """path,label,split rows (paths relative to the CSV); rows without a split are carved; bad rows reported."""
+    from cnncodes import extract_codes, load_dataset
+
+    write_image_folder(tmp_path / "pool", 6, seed=0)
+    files = sorted((tmp_path / "pool").rglob("*.png"))
+    lines = ["path,label,split"]
+    for n, f in enumerate(files):
+        label = "round" if f.parent.name == "discs" else "straight"  # labels unrelated to the folder names
+        split = "test" if n % 6 == 0 else ("val" if n % 6 == 1 else "")
+        lines.append(f"{f.relative_to(tmp_path).as_posix()},{label},{split}")
+    lines.append(",straight,")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    ds = load_dataset(tmp_path / "labels.csv")
+    assert ds.class_names == ["round", "straight"] and len(ds) == 18
+    assert (ds.splits == "test").sum() == 3 and (ds.splits == "validation").sum() == 3
+    assert dict(ds.problems) == {"line 20": "no path or no label: row ignored"}
+    assert extract_codes(ds, "efficientnet_lite0", progress=False).vectors.shape == (18, 1280)
+
+
+@pytest.mark.parametrize("text,message", [("file,class\na.png,x\n", "not a manifest"),
+                                          ("path,label,split\na.png,x,holdout\nb.png,y,\n", "unknown split")])
+def test_malformed_manifests_are_named(tmp_path, text, message):
+    from cnncodes import load_dataset
+
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(CnnCodesError, match=message):
+        load_dataset(tmp_path / "m.csv")

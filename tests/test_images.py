@@ -131,12 +131,12 @@ def test_transient_read_errors_are_retried_never_cached_as_skips(tmp_path, monke
     ds = from_arrays(images, [0, 1, 0, 1, 0, 1], ["a", "b"], ["train"] * 6)
     calls = {"n": 0}
 
-    def flaky(i, _read=ds.reader):
+    def flaky(i, min_side=None, _read=ds.reader):
         if i == 2:
             calls["n"] += 1
             if calls["n"] <= failures:
                 raise OSError(errno.EIO, "Input/output error")
-        return _read(i)
+        return _read(i, min_side)
 
     ds.reader = flaky
     failures = 2  # fewer than the retries: read on the third try
@@ -148,3 +148,13 @@ def test_transient_read_errors_are_retried_never_cached_as_skips(tmp_path, monke
     assert not list((tmp_path / "b").glob("codes/*/shard_*.json"))
     calls["n"], failures = 0, 0
     assert len(extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False).ids) == 6
+
+
+def test_large_jpegs_decode_at_reduced_size_but_never_below_what_the_network_needs(tmp_path):
+    big = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "photo.jpg", quality=90)
+    Image.fromarray(big).save(tmp_path / "photo.png")
+    assert load_rgb(tmp_path / "photo.jpg").shape == (1500, 2000, 3)
+    assert load_rgb(tmp_path / "photo.jpg", min_side=256).shape == (375, 500, 3)  # 1/4 scale: 1/8 would be 187
+    assert load_rgb(tmp_path / "photo.jpg", min_side=1000).shape == (1500, 2000, 3)  # 1/2 would be 750
+    assert load_rgb(tmp_path / "photo.png", min_side=256).shape == (1500, 2000, 3)  # PNG has no reduced decode

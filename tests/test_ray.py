@@ -63,7 +63,7 @@ def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
 
     folder = image_folder(three_hundred)
     ds = dataclasses.replace(folder.subset(range(0, 300, 5)), content_key="inverted")
-    ds.reader = lambda i, _read=ds.reader: 255 - _read(i)
+    ds.reader = lambda i, min_side=None, _read=ds.reader: 255 - _read(i, min_side)
     try:
         via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
     finally:

@@ -23,13 +23,19 @@ def chromium() -> str:
 
 
 @pytest.mark.slow
-def test_report_renders_all_pictures_in_chromium(finished_run, tmp_path):  # noqa: F811
-    out, _ = finished_run
+def render(out, tmp_path):
+    """Open report.html in headless Chromium: (the page's DOM after load, stderr)."""
     browser = chromium()
     page = (out / "report.html").resolve().as_uri()
     result = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_report_renders_all_pictures_in_chromium(finished_run, tmp_path):  # noqa: F811
+    out, _ = finished_run
+    result = render(out, tmp_path)
     total = re.search(r'data-images-total="(\d+)"', result.stdout)
     shown = re.search(r'data-images-shown="(\d+)"', result.stdout)
     assert total and shown, "the page's load handler did not run"
@@ -37,6 +43,47 @@ def test_report_renders_all_pictures_in_chromium(finished_run, tmp_path):  # noq
     console_errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert not console_errors
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
+    page = (out / "report.html").resolve().as_uri()
+    subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
                     "--window-size=1200,2000", page], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_report_stays_readable_with_120_classes(tmp_path):
+    """Many classes: balanced accuracy, macro-F1 and top-5 in metrics.json and on the page; the confusion matrix
+    shows the most confused classes, the sample grid and the bars are capped; every picture renders."""
+    import colorsys
+    import json
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    from .conftest import cli
+
+    rng = np.random.default_rng(0)
+    for k in range(120):
+        folder = tmp_path / "data" / f"class_{k:03d}"
+        folder.mkdir(parents=True)
+        colour = np.array(colorsys.hsv_to_rgb(k / 120, 0.4 + 0.6 * (k % 3) / 2, 0.5 + 0.5 * (k % 2))) * 255
+        for i in range(6):
+            img = np.clip(colour + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    result = cli("run", "--data", tmp_path / "data", "--head", "sgd", "--test-percent", "30", "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["class_names"]) == 120
+    assert 0 <= metrics["balanced_accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
+    assert metrics["top5_accuracy"] >= metrics["accuracy"]
+    page = (out / "report.html").read_text()
+    assert "Balanced accuracy" in page and "top-5 accuracy" in page
+    samples = json.loads((out / "samples.json").read_text())
+    assert len(samples) == 20
+    for name in ("confusion.png", "per_class.png", "sample.png"):
+        width, height = struct.unpack(">II", (out / name).read_bytes()[16:24])
+        assert height < 3000 and width < 3000, (name, width, height)
+    dom = render(out, tmp_path).stdout
+    total = re.search(r'data-images-total="(\d+)"', dom).group(1)
+    assert re.search(r'data-images-shown="(\d+)"', dom).group(1) == total and int(total) >= 7

@@ -87,6 +87,8 @@ def _head_options(p):
                    "only); slower than a probe, see the README's table")
     g.add_argument("--normalize", default="none", choices=["none", "sqrt", "l2"],
                    help="transform codes before standardisation (default none)")
+    g.add_argument("--class-weight", default="none", choices=["none", "balanced"], help="balanced: every class "
+                   "weighs the same in the loss (imbalanced data); default none")
     g.add_argument("--eval-every", type=_positive_int, default=100, help="sgd: learning-curve point every N steps")
 
 
@@ -107,7 +109,7 @@ def _settings(a):
 
     chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
     return RunSettings(data=a.data, backbone=chosen["backbone"], head=chosen["head"], flip=chosen["flip"],
-                       normalize=a.normalize, eval_every=a.eval_every, **_data_kwargs(a), **_extract_kwargs(a))
+                       normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every, **_data_kwargs(a), **_extract_kwargs(a))
 
 
 def cmd_backbones(a):

@@ -30,7 +30,9 @@ class Dataset:
     ids: list[str]  # stable identity of each item: relative path, or "cifar10/train/123"
     labels: np.ndarray  # int64
     splits: np.ndarray  # "train" / "validation" / "test"
-    reader: Callable[[int], np.ndarray] = field(repr=False)  # item index -> (H, W, 3) uint8
+    # (item index, min_side) -> (H, W, 3) uint8; min_side: the decoder may shrink a large image (JPEG draft mode)
+    # as long as both sides stay at least this long; None: full size
+    reader: Callable[[int, int | None], np.ndarray] = field(repr=False)
     content_key: str = ""  # what changes when the images change (see fingerprint())
     root: Path | None = None
     problems: list[tuple[str, str]] = field(default_factory=list)  # (item, reason) found while listing
@@ -38,8 +40,8 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def read(self, i: int) -> np.ndarray:
-        return self.reader(i)
+    def read(self, i: int, min_side: int | None = None) -> np.ndarray:
+        return self.reader(i, min_side)
 
     def path(self, i: int) -> Path | None:
         return self.root / self.ids[i] if self.root is not None else None
@@ -56,7 +58,7 @@ class Dataset:
         return Dataset(
             name=self.name, class_names=self.class_names, ids=[self.ids[i] for i in index],
             labels=self.labels[index], splits=self.splits[index],
-            reader=lambda j, _r=self.reader, _i=index: _r(int(_i[j])),
+            reader=lambda j, min_side=None, _r=self.reader, _i=index: _r(int(_i[j]), min_side),
             content_key=self.content_key + f"|subset:{hashlib.sha1(index.tobytes()).hexdigest()}", root=self.root,
         )
 
@@ -187,15 +189,55 @@ def image_folder(root, test_percent: float = 20.0, validation_percent: float = 2
         splits = assign_splits(ids, test_percent, validation_percent, seed)
     if not ids:
         raise CnnCodesError(f"no images found under {str(root)!r}: expected {root}/<class name>/<image files>")
+    return _files_dataset(root, root.name, names, ids, labels, splits, problems)
+
+
+def _files_dataset(root: Path, name: str, names: list[str], ids: list[str], labels: list[int], splits,
+                   problems: list) -> Dataset:
+    """Image files under root (ids are their relative paths), fingerprinted by their sizes and times."""
     if len(names) < 2:
-        raise CnnCodesError(f"found only one class ({names[0]!r}) under {str(root)!r}: a classifier needs at least two")
+        raise CnnCodesError(f"found only one class ({names[0]!r}) in {name!r}: a classifier needs at least two")
     stats = [os.stat(root / i, follow_symlinks=True) if (root / i).exists() else None for i in ids]
     content = hashlib.sha256("".join(f"{s.st_size}:{s.st_mtime_ns};" if s else "missing;" for s in stats).encode())
     return Dataset(
-        name=root.name, class_names=names, ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=splits,
-        reader=lambda i: load_rgb(root / ids[i]), content_key=f"folder:{content.hexdigest()}", root=root,
-        problems=problems,
+        name=name, class_names=names, ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=np.asarray(splits),
+        reader=lambda i, min_side=None: load_rgb(root / ids[i], min_side), content_key=f"folder:{content.hexdigest()}",
+        root=root, problems=problems,
     )
+
+
+def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0) -> Dataset:
+    """A CSV with a header naming the columns path and label (and optionally split: train, val/validation, test):
+    for labels that do not live in folder names. Paths are relative to the CSV's folder; rows without a split
+    are carved as in a folder (test by id alone, validation seeded)."""
+    import csv
+
+    path = Path(path)
+    _check_percents(test_percent, validation_percent)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CnnCodesError(f"cannot read the manifest {str(path)!r}: {exc}") from None
+    columns = {c.strip().lower() for c in (rows[0].keys() if rows else [])}
+    if not rows or not {"path", "label"} <= columns:
+        raise CnnCodesError(f"{str(path)!r} is not a manifest: expected a CSV with a header row 'path,label[,split]' "
+                            "and one row per image")
+    rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in rows]
+    problems = [(f"line {n + 2}", "no path or no label: row ignored") for n, r in enumerate(rows)
+                if not r["path"] or not r["label"]]
+    rows = [r for r in rows if r["path"] and r["label"]]
+    names = sorted({r["label"] for r in rows})
+    ids = [Path(r["path"]).as_posix() for r in rows]
+    given = [SPLIT_FOLDERS.get(r.get("split", "").lower(), "") for r in rows]
+    bad = sorted({r["split"] for r, g in zip(rows, given) if r.get("split") and not g})
+    if bad:
+        raise CnnCodesError(f"{str(path)!r}: unknown split {bad[0]!r}; use train, val (or validation) or test")
+    carved = assign_splits(ids, 0.0 if "test" in given else test_percent,
+                           0.0 if "validation" in given else validation_percent, seed)
+    splits = np.array([g or c for g, c in zip(given, carved)], dtype=SPLIT_DTYPE)
+    return _files_dataset(path.parent, path.stem, names, ids, [names.index(r["label"]) for r in rows], splits,
+                          problems)
 
 
 def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name: str = "arrays",
@@ -212,7 +254,7 @@ def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name
         counters[s] += 1
     return Dataset(
         name=name, class_names=list(class_names), ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=splits,
-        reader=lambda i: images[i], content_key="arrays:" + hashlib.sha256(images.tobytes()).hexdigest(),
+        reader=lambda i, min_side=None: images[i], content_key="arrays:" + hashlib.sha256(images.tobytes()).hexdigest(),
     )
 
 
@@ -236,4 +278,6 @@ def load_dataset(data=None, *, cache_dir=None, test_percent: float = 20.0, valid
     """The dataset behind a --data value: None means CIFAR-10 (downloaded if absent)."""
     if data is None or cifar10.looks_like_cifar(data):
         return carve_validation(cifar10_dataset(data, cache_dir=cache_dir, download=download), validation_percent, seed)
+    if str(data).lower().endswith(".csv"):
+        return manifest(data, test_percent, validation_percent, seed)
     return image_folder(data, test_percent, validation_percent, seed)

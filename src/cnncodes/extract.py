@@ -16,7 +16,8 @@ from .errors import CnnCodesError
 def store_for(dataset: Dataset, backbone: Backbone, precision: str, cache_dir: Path,
               shard_size: int = SHARD_SIZE) -> CodeStore:
     key = fingerprint(dataset=dataset.fingerprint(), backbone=backbone.name, weights=backbone.weights_id(),
-                      preprocess=backbone.preprocess, precision=precision, shard_size=shard_size)
+                      preprocess=backbone.preprocess, precision=precision, shard_size=shard_size,
+                      **({"decode": "jpeg-draft"} if dataset.root is not None else {}))
     flip = "-flip" if backbone.preprocess.flip else ""
     meta = {"dataset": dataset.name, "backbone": backbone.name, "preprocess": vars(backbone.preprocess),
             "precision": precision, "fingerprint": key}

@@ -16,7 +16,7 @@ from .backbones import Backbone, load_model
 from .errors import CnnCodesError
 from .images import TRANSIENT_ERRNOS, BadImage
 
-Reader = Callable[[int], np.ndarray]  # item index -> (H, W, 3) uint8
+Reader = Callable[[int, int | None], np.ndarray]  # (item index, min_side) -> (H, W, 3) uint8: Dataset.read
 
 
 def inference_model(backbone: str, device: str) -> torch.nn.Module:
@@ -41,7 +41,7 @@ def prepare(read: Reader, i: int, spec: Backbone):
     recorded as a skip, it would be cached for good in the shard."""
     for wait in (*RETRY_SECONDS, None):
         try:
-            return spec.preprocess(read(i))
+            return spec.preprocess(read(i, spec.preprocess.min_decode_side))
         except BadImage as exc:
             return str(exc)
         except OSError as exc:  # unreadable file, symlink loop, vanished file

@@ -77,7 +77,8 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     if evaluate_test and not (codes.splits == "test").any():
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
     fitted = train_head(codes, settings.head, flipped, eval_every=settings.eval_every, seed=settings.seed,
-                        normalize=settings.normalize, progress=progress, backbone=settings.backbone)
+                        normalize=settings.normalize, class_weight=settings.class_weight, progress=progress,
+                        backbone=settings.backbone)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     clear_run_folder(out)
@@ -129,7 +130,7 @@ RUN_FILES = ["model.npz", "settings.json", "curve.json", "skipped.tsv", "metrics
 
 
 def run_metrics(codes: Codes, proba: np.ndarray, settings: RunSettings, dataset_name: str) -> dict:
-    metrics = classification_metrics(codes.part("test")[1], proba.argmax(1), codes.class_names)
+    metrics = classification_metrics(codes.part("test")[1], proba, codes.class_names)
     return metrics | {"backbone": settings.backbone, "head": settings.head, "normalize": settings.normalize,
                       "flip": settings.flip, "dataset": dataset_name, "skipped": len(codes.skipped)}
 

@@ -25,7 +25,13 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+MAX_LISTED = 20  # classes a legend, a confusion matrix or a sample grid shows before it picks
+
+
 def _colours(k: int):
+    if k > MAX_LISTED:
+        cmap = matplotlib.colormaps["turbo"]
+        return [cmap(i / (k - 1)) for i in range(k)]
     cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(k)]
 
@@ -87,8 +93,11 @@ def tsne_scatter(emb: np.ndarray, labels: np.ndarray, names: list[str], path: Pa
         m = labels == k
         ax.scatter(emb[m, 0], emb[m, 1], s=size, color=colours[k], label=name, alpha=0.7, linewidths=0)
     ax.set_xticks([]); ax.set_yticks([])
-    ax.set_title(f"t-SNE of CNN codes ({len(emb):,} images), coloured by class")
-    ax.legend(markerscale=max(1, 12 / size), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if len(names) <= MAX_LISTED:
+        ax.set_title(f"t-SNE of CNN codes ({len(emb):,} images), coloured by class")
+        ax.legend(markerscale=max(1, 12 / size), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    else:  # a legend of a hundred colours reads as noise: the image map and the report's table name the classes
+        ax.set_title(f"t-SNE of CNN codes ({len(emb):,} images), coloured by class ({len(names)} classes)")
     _save(fig, path)
 
 
@@ -105,7 +114,14 @@ def tsne_thumbnails(images: np.ndarray, cells: np.ndarray, path: Path, grid: int
 
 
 def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> None:
+    """The whole matrix up to MAX_LISTED classes; beyond, the classes involved in the most mistakes."""
     confusion = np.asarray(confusion)
+    title = "Confusion matrix (test)"
+    if len(names) > MAX_LISTED:
+        errors = confusion.sum(0) + confusion.sum(1) - 2 * np.diag(confusion)
+        keep = np.sort(np.argsort(-errors, kind="stable")[:MAX_LISTED])
+        confusion, names = confusion[np.ix_(keep, keep)], [names[i] for i in keep]
+        title = f"Confusion among the {MAX_LISTED} most confused classes (test)"
     k = len(names)
     fig, ax = _subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
     ax.imshow(confusion, cmap="Blues")
@@ -115,18 +131,24 @@ def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> No
             ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if confusion[i, j] > top / 2 else "black")
     ax.set_xticks(range(k), names, rotation=45, ha="right"); ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title("Confusion matrix (test)")
+    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title(title)
     _save(fig, path)
 
 
-def per_class_bars(per_class: dict, path: Path) -> None:
+def per_class_bars(per_class: dict, path: Path, most: int = 2 * MAX_LISTED) -> None:
+    """Accuracy per class; beyond `most` classes, the `most` least accurate ones."""
     names = list(per_class)
     acc = [(per_class[n]["accuracy"] or 0) * 100 for n in names]
+    title = "Per-class accuracy"
+    if len(names) > most:
+        order = np.argsort(acc, kind="stable")[:most]
+        names, acc = [names[i] for i in order], [acc[i] for i in order]
+        title = f"Per-class accuracy: the {most} least accurate of {len(per_class)} classes"
     fig, ax = _subplots(figsize=(7, 0.4 * len(names) + 1))
     ax.barh(names, acc, color="tab:blue"); ax.invert_yaxis()
     for y, a in enumerate(acc):
         ax.text(a + 0.5, y, f"{a:.1f}%", va="center", fontsize=8)
-    ax.set_xlim(0, 105); ax.set_xlabel("test accuracy (%)"); ax.set_title("Per-class accuracy")
+    ax.set_xlim(0, 105); ax.set_xlabel("test accuracy (%)"); ax.set_title(title)
     _save(fig, path)
 
 

@@ -26,9 +26,9 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
 
-    def read(i: int) -> np.ndarray:
+    def read(i: int, min_side: int | None = None) -> np.ndarray:
         item = images[i]
-        return load_rgb(item) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
+        return load_rgb(item, min_side) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
 
     parts, problems = [], {}
     for name in backbone_names(backbone):

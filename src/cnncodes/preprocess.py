@@ -28,6 +28,11 @@ class Preprocess:
     small_crop: float | None = None
     flip: bool = False
 
+    @property
+    def min_decode_side(self) -> int:
+        """The shortest side a decoded image may have without losing pixels the network would see."""
+        return int(self.size / self.crop) if self.crop else self.size
+
     def geometry(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(resized height, resized width, top, left) of the crop window for an image of this size."""
         fraction = self.crop if min(height, width) >= self.size else self.small_crop

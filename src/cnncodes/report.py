@@ -98,6 +98,8 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 figure{{margin:1.5em 0}}img{{max-width:100%}}.big{{font-size:2em;font-weight:bold}}</style></head><body>
 <h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
+<p>Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))},
+top-5 accuracy {percent(metrics.get('top5_accuracy'))}.</p>
 <p>Validation accuracy {percent(metrics.get('validation_accuracy'))} (the split the head's settings were chosen on).</p>
 <p>{metrics['images']} test images; split sizes {esc(json.dumps(metrics['split_sizes']))};
 {metrics['skipped']} files skipped (see skipped.tsv); codes {t.get('codes_seconds', '?')} s, head {t.get('head_seconds', '?')} s;

@@ -18,7 +18,7 @@ from .tsne import embed, select, thumbnail_cells
 FILES = ["tsne.npz", "data_efficiency.json", "thumbnails.npz", "samples.json"]
 DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
 MAP_CELL, PICTURE = 32, 96  # pixels: an image in a cell of the t-SNE image map; in the sample and mistake grids
-SAMPLES_PER_CLASS, MISTAKES, TSNE_POINTS = 8, 18, 10000
+SAMPLES_PER_CLASS, SAMPLE_CLASSES, MISTAKES, TSNE_POINTS = 8, 20, 18, 10000
 
 
 def data_efficiency(codes: Codes, best_c: float, seed: int) -> dict:
@@ -45,7 +45,7 @@ def thumbnails(dataset, ids: list[str], size: int) -> np.ndarray:
     index = {item_id: i for i, item_id in enumerate(dataset.ids)}
     out = np.zeros((len(ids), size, size, 3), np.uint8)
     for n, item_id in enumerate(ids):
-        out[n] = np.asarray(Image.fromarray(dataset.read(index[item_id])).resize((size, size), Image.BILINEAR))
+        out[n] = np.asarray(Image.fromarray(dataset.read(index[item_id], size)).resize((size, size), Image.BILINEAR))
     return out
 
 
@@ -63,7 +63,11 @@ def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_
     shown, map_ids = set(), []
     train = codes.splits == "train"
     samples = {}
-    for k, name in enumerate(codes.class_names):
+    classes = np.arange(len(codes.class_names))
+    if len(classes) > SAMPLE_CLASSES:  # a readable grid: a seeded draw of the classes
+        classes = np.sort(rng.choice(classes, SAMPLE_CLASSES, replace=False))
+    for k in classes:
+        name = codes.class_names[k]
         ids = codes.ids[train & (codes.labels == k)]
         samples[name] = [str(i) for i in rng.choice(ids, min(SAMPLES_PER_CLASS, len(ids)), replace=False)]
         shown.update(samples[name])

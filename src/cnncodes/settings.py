@@ -15,6 +15,7 @@ class RunSettings:
     head: str = "tuned"
     flip: bool = False
     normalize: str = "none"
+    class_weight: str = "none"  # or "balanced": each class weighs the same in the loss, however many images it has
     test_percent: float = 20.0
     validation_percent: float = 20.0
     seed: int = 0

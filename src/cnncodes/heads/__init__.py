@@ -9,18 +9,19 @@ HEADS = ("tuned", "sgd", "mlp", "finetune")
 
 
 def make_head(mode: str = "tuned", *, backbone: str | None = None, seed: int = 0, normalize: str = "none",
-              eval_every: int = 100, progress: bool = False) -> Head:
+              class_weight: str = "none", eval_every: int = 100, progress: bool = False) -> Head:
     """The head behind --head: tuned or sgd (softmax regression), mlp, or finetune (needs backbone=NAME:cut=K)."""
+    common = dict(seed=seed, normalize=normalize, class_weight=class_weight, progress=progress)
     if mode == "mlp":
         from .mlp import MLPHead
 
-        return MLPHead(seed=seed, normalize=normalize, progress=progress)
+        return MLPHead(**common)
     if mode == "finetune":
         from .finetune import FineTuneHead
 
-        return FineTuneHead(backbone, seed=seed, normalize=normalize, progress=progress)
+        return FineTuneHead(backbone, **common)
     if mode in ("tuned", "sgd"):
-        return SoftmaxHead(mode, eval_every=eval_every, seed=seed, normalize=normalize, progress=progress)
+        return SoftmaxHead(mode, eval_every=eval_every, **common)
     raise CnnCodesError(f"--head must be one of {', '.join(HEADS)} (got {mode!r})")
 
 

@@ -7,12 +7,31 @@ import numpy as np
 from ..errors import CnnCodesError
 
 NORMALIZATIONS = ("none", "sqrt", "l2")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 def check_normalization(how: str) -> str:
     if how not in NORMALIZATIONS:
         raise CnnCodesError(f"--normalize must be one of {', '.join(NORMALIZATIONS)} (got {how!r})")
     return how
+
+
+def check_class_weight(how: str) -> str:
+    if how not in CLASS_WEIGHTS:
+        raise CnnCodesError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)} (got {how!r})")
+    return how
+
+
+def class_weights(y: np.ndarray, n_classes: int, how: str):
+    """Loss weight per class: None, or for 'balanced' n / (classes * count), scikit-learn's rule, as a float32
+    tensor (absent classes get 0: they have no examples to weigh)."""
+    import torch
+
+    if how == "none":
+        return None
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(y) / ((counts > 0).sum() * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CnnCodesError
-from .base import EarlyStopping, Head, softmax, views_accuracy
+from .base import EarlyStopping, Head, check_class_weight, class_weights, softmax, views_accuracy
 
 
 _POOLED = 3  # net_[:3] is the top blocks, the pooling and the flattening: the fine-tuned features
@@ -22,12 +22,12 @@ class FineTuneHead(Head):
 
     def __init__(self, backbone: str, epochs: int = 6, learning_rate: float = 3e-4, weight_decay: float = 0.05,
                  batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1, patience: int = 2,
-                 seed: int = 0, progress: bool = False, normalize: str = "none"):
+                 seed: int = 0, progress: bool = False, normalize: str = "none", class_weight: str = "none"):
         if normalize != "none":
             raise CnnCodesError("--normalize does not apply to --finetune (the blocks take the raw activations)")
         self.backbone, self.epochs, self.learning_rate, self.weight_decay = backbone, epochs, learning_rate, weight_decay
         self.batch_size, self.dropout, self.label_smoothing, self.patience = batch_size, dropout, label_smoothing, patience
-        self.seed, self.progress = seed, progress
+        self.seed, self.progress, self.class_weight = seed, progress, check_class_weight(class_weight)
         self._build()  # fails now, before any training, when the backbone is not a cut backbone
 
     def _build(self, n_classes: int = 1) -> None:
@@ -85,6 +85,7 @@ class FineTuneHead(Head):
                                 f"{self.input_dim}: the codes do not match the backbone")
         torch.manual_seed(self.seed)
         self._build(self.n_classes_)
+        self.weight_ = class_weights(y, self.n_classes_, self.class_weight)
         self._linear_probe(x_train, y)
         stopper = EarlyStopping(self.patience)
         if val is not None:
@@ -103,7 +104,8 @@ class FineTuneHead(Head):
                 target = torch.from_numpy(y[idx])
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     logits = self.net_(batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+                loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=self.weight_,
+                                                       label_smoothing=self.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -138,7 +140,7 @@ class FineTuneHead(Head):
 
         def closure():
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(linear(feats), target) + 1e-4 * linear.weight.square().sum()
+            loss = torch.nn.functional.cross_entropy(linear(feats), target, weight=self.weight_) + 1e-4 * linear.weight.square().sum()
             loss.backward()
             return loss
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import EarlyStopping, Head, check_normalization, normalize_codes, softmax, views_accuracy
+from .base import (EarlyStopping, Head, check_class_weight, check_normalization, class_weights, normalize_codes,
+                   softmax, views_accuracy)
 
 
 class MLPHead(Head):
@@ -12,8 +13,9 @@ class MLPHead(Head):
 
     def __init__(self, hidden: int = 1024, dropout: float = 0.5, epochs: int = 60, learning_rate: float = 1e-3,
                  weight_decay: float = 0.05, batch_size: int = 256, patience: int = 10, seed: int = 0,
-                 normalize: str = "none", progress: bool = False):
+                 normalize: str = "none", class_weight: str = "none", progress: bool = False):
         self.normalize = check_normalization(normalize)
+        self.class_weight = check_class_weight(class_weight)
         self.hidden, self.dropout, self.epochs, self.learning_rate = hidden, dropout, epochs, learning_rate
         self.weight_decay, self.batch_size, self.patience, self.seed = weight_decay, batch_size, patience, seed
 
@@ -34,11 +36,12 @@ class MLPHead(Head):
         xt, yt = torch.from_numpy(self._standardized(x)), torch.from_numpy(y)
         val = None if val is None else [torch.from_numpy(self._standardized(v)) for v in val]
         gen = torch.Generator().manual_seed(self.seed)
+        weight = class_weights(y, self.n_classes_, self.class_weight)
         stopper = EarlyStopping(self.patience)
         for epoch in range(self.epochs):
             net.train()
             for idx in torch.randperm(len(xt), generator=gen).split(self.batch_size):
-                loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx], label_smoothing=0.1)
+                loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx], weight=weight, label_smoothing=0.1)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

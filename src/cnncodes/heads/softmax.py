@@ -11,7 +11,8 @@ import warnings
 import numpy as np
 
 from ..errors import CnnCodesError
-from .base import Head, check_normalization, normalize_codes, softmax, standardize, views_accuracy
+from .base import (Head, check_class_weight, check_normalization, class_weights, normalize_codes, softmax,
+                   standardize, views_accuracy)
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 SEARCH_MIN_ROWS, SEARCH_ROWS_PER_FEATURE = 10_000, 4
@@ -28,13 +29,14 @@ def search_sample_size(n_rows: int, n_features: int) -> int:
 class SoftmaxHead(Head):
     def __init__(self, mode: str = "tuned", c_grid=DEFAULT_C_GRID, learning_rate: float = 0.01, batch_size: int = 10,
                  epochs: int = 1, eval_every: int = 100, seed: int = 0, max_iter: int = 1000, normalize: str = "none",
-                 search_samples: int | None = None, progress: bool = False):
+                 search_samples: int | None = None, class_weight: str = "none", progress: bool = False):
         if mode not in ("tuned", "sgd"):
             raise CnnCodesError(f"--head must be tuned, sgd or mlp (got {mode!r})")
         self.normalize = check_normalization(normalize)  # rejects an unknown choice now, not after extraction
         self.mode, self.c_grid, self.learning_rate, self.batch_size = mode, tuple(c_grid), learning_rate, batch_size
         self.epochs, self.eval_every, self.seed, self.max_iter = epochs, eval_every, seed, max_iter
         self.search_samples, self.progress = search_samples, progress
+        self.class_weight = check_class_weight(class_weight)
 
     # learned: mean_, scale_, coef_ (D, K), intercept_ (K,), curve_ (sgd), search_ and best_c_ (tuned)
 
@@ -56,7 +58,7 @@ class SoftmaxHead(Head):
             xp, yp = (x, y) if pick is None else (x[pick], y[pick])
             mean, scale = xp.mean(0), xp.std(0) + 1e-6
             xs, vs = standardize(xp, mean, scale), [standardize(v, mean, scale) for v in val]
-            model = LogisticRegression(max_iter=self.max_iter, warm_start=True)
+            model = LogisticRegression(max_iter=self.max_iter, warm_start=True, class_weight=self._sklearn_weight())
             for c in tqdm(sorted(self.c_grid), desc="head: choosing C", disable=not self.progress, leave=False):
                 model.set_params(C=c)
                 with warnings.catch_warnings():
@@ -71,11 +73,14 @@ class SoftmaxHead(Head):
         if self.progress:
             print(f"head: refitting with C={best_c:g} on {len(x):,} rows", flush=True)
         self._fit_scaler(x)
-        model = LogisticRegression(C=best_c, max_iter=self.max_iter)
+        model = LogisticRegression(C=best_c, max_iter=self.max_iter, class_weight=self._sklearn_weight())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(standardize(x, self.mean_, self.scale_), y)
         self._set_linear(model.coef_, model.intercept_, model.classes_)
+
+    def _sklearn_weight(self):
+        return "balanced" if self.class_weight == "balanced" else None
 
     def _set_linear(self, coef, intercept, classes):
         """Store as (D, K) over all n_classes_, even when a class is absent from the training data."""
@@ -96,6 +101,7 @@ class SoftmaxHead(Head):
         torch.nn.init.trunc_normal_(linear.weight, std=0.001, generator=gen)  # as the original: truncated normal
         torch.nn.init.zeros_(linear.bias)
         opt = torch.optim.SGD(linear.parameters(), lr=self.learning_rate)
+        weight = class_weights(y, self.n_classes_, self.class_weight)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         probe = rng.choice(len(x), size=min(len(x), 2000), replace=False)
         step = 0
@@ -115,7 +121,7 @@ class SoftmaxHead(Head):
             order = torch.from_numpy(rng.permutation(len(x)))
             for start in range(0, len(x), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                loss = torch.nn.functional.cross_entropy(linear(xt[idx]), yt[idx])
+                loss = torch.nn.functional.cross_entropy(linear(xt[idx]), yt[idx], weight=weight)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
