@@ -247,3 +247,23 @@ def test_reexec_does_not_import_modules_from_the_current_folder(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert "imported the numpy.py" not in result.stderr + result.stdout
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_flipped_codes_are_aligned_with_the_codes_by_image_id(monkeypatch):
+    """An image usable in one view only is left out of both, and the rows of both views are the same images."""
+    import numpy as np
+
+    from cnncodes import pipeline
+    from cnncodes.codes import Codes
+    from cnncodes.settings import RunSettings
+
+    ids = np.array(["a.png", "b.png", "c.png", "d.png"])
+    plain = Codes(np.arange(4, dtype=np.float32)[:, None], np.array([0, 1, 0, 1]), ids, np.array(["train"] * 4),
+                  ["x", "y"], "efficientnet_lite0")
+    mirrored = plain.select(np.array([True, False, True, True]))  # b.png failed in the mirrored view
+    mirrored = Codes(mirrored.vectors[::-1] + 10, mirrored.labels[::-1], mirrored.ids[::-1], mirrored.splits[::-1],
+                     ["x", "y"], "efficientnet_lite0")  # and its rows come in another order
+    monkeypatch.setattr(pipeline, "extract_codes", lambda ds, name, flip=False, **kw: mirrored if flip else plain)
+    codes, flipped = pipeline.codes_of(None, RunSettings(flip=True), progress=False)
+    assert list(codes.ids) == list(flipped.ids) == ["a.png", "c.png", "d.png"]
+    assert np.array_equal(flipped.vectors - 10, codes.vectors)

@@ -32,9 +32,9 @@ class Codes:
     backbone: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
 
-    def select(self, mask: np.ndarray) -> "Codes":
-        """The rows where mask is true (a boolean array over the rows)."""
-        return Codes(self.vectors[mask], self.labels[mask], self.ids[mask], self.splits[mask], self.class_names,
+    def select(self, rows: np.ndarray) -> "Codes":
+        """Some rows: a boolean mask over the rows, or row indices (in the order wanted)."""
+        return Codes(self.vectors[rows], self.labels[rows], self.ids[rows], self.splits[rows], self.class_names,
                      self.backbone, self.skipped)
 
     def part(self, *splits: str) -> tuple[np.ndarray, np.ndarray]:

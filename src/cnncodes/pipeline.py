@@ -55,8 +55,9 @@ def codes_of(dataset, settings: RunSettings, progress: bool) -> tuple[Codes, Cod
     if not settings.flip:
         return codes, None
     flipped = extract_codes(dataset, settings.backbone, flip=True, progress=progress, **settings.extract_options())
-    common = np.intersect1d(codes.ids, flipped.ids)  # an image unusable in one view is left out of both
-    return codes.select(np.isin(codes.ids, common)), flipped.select(np.isin(flipped.ids, common))
+    codes = codes.select(np.isin(codes.ids, flipped.ids))  # an image unusable in one view is left out of both
+    row = {item_id: n for n, item_id in enumerate(flipped.ids)}
+    return codes, flipped.select(np.array([row[i] for i in codes.ids], dtype=np.int64))
 
 
 def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, report: bool = True,
