@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .codes import Codes
+from .datasets import load_dataset
 from .errors import CnnCodesError
 from .extract import extract_codes
 from .files import atomic_write, npz_bytes, write_json
@@ -67,8 +68,6 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     settings: a RunSettings (default: all defaults), with `changes` applied (run_experiment(data="...",
     backbone="...")). evaluate_test=False stops after training (the test split stays untouched): `cnncodes train`.
     """
-    from .datasets import load_dataset
-
     settings = (settings or RunSettings()).but(**changes)
     out = Path(out)
     dataset = load_dataset(settings.data, **settings.dataset_options())
@@ -145,14 +144,12 @@ def write_predictions(out: Path, codes: Codes, proba: np.ndarray) -> None:
 def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **changes) -> dict:
     """Test metrics of a saved model, on the splits its run used (the model file holds the run's settings);
     `data` and extraction `changes` (device, batch size...) may differ from the run's."""
-    from .datasets import load_dataset
-
     out = None if out is None else Path(out)
     if out is not None and ((out / "model.npz").exists() or (out / "settings.json").exists()):
         raise CnnCodesError(f"{out} is a run folder: evaluate's metrics.json and test_predictions.npz would mix "
                             "with the run's own; choose another --out")
     fitted, meta = load_model_file(model_path)
-    settings = RunSettings.from_dict(meta["settings"]).but(data=None if data is None else str(data), **changes)
+    settings = RunSettings.from_dict(meta["settings"]).but(data=data, **changes)
     dataset = load_dataset(settings.data, **settings.dataset_options())
     if dataset.class_names != meta["class_names"]:
         raise CnnCodesError(f"the model knows classes {meta['class_names']} but the data has {dataset.class_names}")

@@ -29,6 +29,12 @@ class RunSettings:
     address: str | None = None
     concurrency: int | None = None
 
+    def __post_init__(self):
+        for name in ("data", "cache_dir"):  # paths are stored as text: settings.json and model.npz hold them
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, str(value))
+
     def dataset_options(self) -> dict:
         return dict(cache_dir=self.cache_dir, test_percent=self.test_percent,
                     validation_percent=self.validation_percent, seed=self.seed)
