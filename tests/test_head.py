@@ -143,6 +143,8 @@ def test_c_search_on_a_subsample_then_refit_on_everything():
     head = SoftmaxHead(search_samples=200).fit(x[:800], y[:800], x[800:1000], y[800:1000])
     assert head.search_rows_ == 200 and head.mean_.shape == (20,)
     assert head.score(x[1000:], y[1000:]) > 0.9
+    scores = independent_search(x[:800], y[:800], [x[800:1000]], y[800:1000], (head.best_c_,))
+    assert head.validation_accuracy_ == pytest.approx(scores[head.best_c_], abs=0.006)  # the chosen C, all rows
 
 
 @pytest.mark.parametrize("mode", ["tuned", "sgd", "mlp"])

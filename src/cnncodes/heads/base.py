@@ -87,8 +87,8 @@ class EarlyStopping:
 class Head:
     """fit / decision_function / predict_proba / predict / score, scikit-learn style.
 
-    Settings live in the constructor; learned state in attributes ending in '_' (validation_accuracy_ is the
-    accuracy on the validation split that the head's own choices were made on, None without one).
+    Settings live in the constructor; learned state in attributes ending in '_' (validation_accuracy_: the
+    validation accuracy of the model the head chose, trained on the training split only; None without validation).
     Subclasses write _fit(x, y, val_views, y_val), _logits(x), input_dim, state() and from_state().
     """
 

@@ -68,6 +68,14 @@ class SoftmaxHead(Head):
                                      "train_accuracy": float(model.score(xs, yp))})
             best = max(self.search_, key=lambda r: r["validation_accuracy"])
             best_c, self.validation_accuracy_ = best["C"], best["validation_accuracy"]
+            if pick is not None:  # the chosen C on all training rows: the validation score comparable across heads
+                mean, scale = x.mean(0), x.std(0) + 1e-6
+                model.set_params(C=best_c)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    model.fit(standardize(x, mean, scale), y)
+                self.validation_accuracy_ = views_accuracy(model.predict_proba, [standardize(v, mean, scale)
+                                                                                for v in val], y_val)
             x, y = np.vstack([x, *val]), np.concatenate([y] + [y_val] * len(val))
         self.best_c_ = best_c
         if self.progress:
