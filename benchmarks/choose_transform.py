@@ -23,7 +23,9 @@ GROUPS = {
         ("squash, TF1 bilinear", "small_crop=none:resize=tf1_bilinear"),
         ("centre crop 0.875, TF1 bilinear", "small_crop=0.875:resize=tf1_bilinear"),
     ],
-    "size": [(f"{size} px", f"size={size}") for size in (160, 192, 224, 256)],
+    # 224 px is the registry's size, the same codes as "squash, bicubic" above (and its cache)
+    "size": [(f"{size} px", f"size={size}" if size != 224 else "small_crop=none:resize=bicubic")
+             for size in (160, 192, 224, 256)],
 }
 
 
