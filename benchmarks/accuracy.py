@@ -2,8 +2,9 @@
 
     python benchmarks/accuracy.py --data ../shared/data/cifar-10-python.tar.gz --suite backbones
     python benchmarks/accuracy.py --data ../shared/data/cifar-10-python.tar.gz --suite options
-    python benchmarks/accuracy.py --data ../shared/data/cifar-10-python.tar.gz --suite best \
-        --also results/acc_backbones.json,results/acc_options.json
+    python benchmarks/accuracy.py --data ../shared/data/cifar-10-python.tar.gz --suite best --json results/acc_best.json
+    python benchmarks/accuracy.py --data ../shared/data/cifar-10-python.tar.gz --choose-only \
+        --also results/acc_backbones.json,results/acc_options.json,results/acc_finetune.json,results/acc_best.json
 
 Each row is one `run_experiment` (the same as `cnncodes run --no-report`; extract the codes first with
 extract_all.py, whose timings file gives the extraction column). The validation column is the accuracy on the
@@ -60,14 +61,16 @@ def main():
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--rows", default=None, help="only these rows of the suite, 1-based, e.g. 1,2,5")
     p.add_argument("--also", default="", help="JSON files of earlier runs of this script whose rows join the choice")
+    p.add_argument("--choose-only", action="store_true", help="run no configuration: choose among the --also rows")
     args = p.parse_args()
-    suite = SUITES[args.suite]
-    if args.rows:
+    suite = [] if args.choose_only else SUITES[args.suite]
+    if args.rows and suite:
         suite = [suite[int(n) - 1] for n in args.rows.split(",")]
     times = json.loads(Path(args.times).read_text()) if Path(args.times).exists() else {}
     rows = []
-    print("| configuration | backbone | head | flip | validation | test | extraction (s) | head training (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    if suite:
+        print("| configuration | backbone | head | flip | validation | test | extraction (s) | head training (s) |")
+        print("|---|---|---|---|---|---|---|---|")
     for label, backbone, head, flip, normalize in suite:
         out = Path(args.runs) / Path(args.data).name / label.replace(" ", "_").replace("/", "_").replace(",", "")
         r = run_experiment(RunSettings(data=args.data, backbone=backbone, head=head, flip=flip, normalize=normalize),
