@@ -77,7 +77,7 @@ def _extract_options(p, backbone=True):
 def _head_options(p):
     g = p.add_argument_group("head")
     g.add_argument("--preset", default=None, choices=["fast", "best", "original"], help="fast (default): Lite0 codes, "
-                   "tuned head; best: four backbones' codes with flips (highest accuracy); original: Inception-2015 "
+                   "tuned head; best: the configuration chosen on validation (README); original: Inception-2015 "
                    "codes with the original SGD protocol. Explicit --backbone/--head/--flip override it")
     g.add_argument("--head", default=None, choices=["tuned", "sgd", "mlp"], help="tuned: L-BFGS with L2 chosen "
                    "on validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch); mlp: one "
