@@ -52,6 +52,11 @@ def standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
     return out
 
 
+def scaler_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of each feature; the 1e-6 keeps constant features finite."""
+    return x.mean(0), x.std(0) + 1e-6
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -131,7 +136,7 @@ class Head:
 
     # the standardised input of the softmax and MLP heads
     def _fit_scaler(self, x: np.ndarray) -> None:
-        self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
+        self.mean_, self.scale_ = scaler_stats(x)
 
     def _standardized(self, x) -> np.ndarray:
         return standardize(normalize_codes(x, self.normalize), self.mean_, self.scale_)

@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 
 from ..errors import CnnCodesError
-from .base import (Head, check_class_weight, check_normalization, class_weights, normalize_codes, softmax,
-                   standardize, views_accuracy)
+from .base import (Head, check_class_weight, check_normalization, class_weights, normalize_codes, scaler_stats,
+                   softmax, standardize, views_accuracy)
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 SEARCH_MIN_ROWS, SEARCH_ROWS_PER_FEATURE = 10_000, 4
@@ -24,6 +24,15 @@ def search_sample_size(n_rows: int, n_features: int) -> int:
     C (the weight of the summed loss) carries over from the sample to the refit on all rows; with fewer than
     about 4 rows per feature every C separates the sample perfectly and the search picks by noise."""
     return min(n_rows, max(SEARCH_MIN_ROWS, SEARCH_ROWS_PER_FEATURE * n_features))
+
+
+def _quiet_fit(model, x, y) -> None:
+    """Fit a scikit-learn model; stopping at max_iter before full convergence is expected here, not news."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
 
 
 class SoftmaxHead(Head):
@@ -46,7 +55,6 @@ class SoftmaxHead(Head):
         (self._fit_sgd if self.mode == "sgd" else self._fit_tuned)(x, y, val, y_val)
 
     def _fit_tuned(self, x, y, val, y_val):
-        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
         from tqdm import tqdm
 
@@ -56,24 +64,18 @@ class SoftmaxHead(Head):
             self.search_rows_ = n
             pick = np.sort(np.random.default_rng(self.seed).choice(len(x), n, replace=False)) if n < len(x) else None
             xp, yp = (x, y) if pick is None else (x[pick], y[pick])
-            mean, scale = xp.mean(0), xp.std(0) + 1e-6
+            mean, scale = scaler_stats(xp)
             xs, vs = standardize(xp, mean, scale), [standardize(v, mean, scale) for v in val]
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True, class_weight=self._sklearn_weight())
             for c in tqdm(sorted(self.c_grid), desc="head: choosing C", disable=not self.progress, leave=False):
-                model.set_params(C=c)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(xs, yp)
+                _quiet_fit(model.set_params(C=c), xs, yp)
                 self.search_.append({"C": c, "validation_accuracy": views_accuracy(model.predict_proba, vs, y_val),
                                      "train_accuracy": float(model.score(xs, yp))})
             best = max(self.search_, key=lambda r: r["validation_accuracy"])
             best_c, self.validation_accuracy_ = best["C"], best["validation_accuracy"]
             if pick is not None:  # the chosen C on all training rows: the validation score comparable across heads
-                mean, scale = x.mean(0), x.std(0) + 1e-6
-                model.set_params(C=best_c)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    model.fit(standardize(x, mean, scale), y)
+                mean, scale = scaler_stats(x)
+                _quiet_fit(model.set_params(C=best_c), standardize(x, mean, scale), y)
                 self.validation_accuracy_ = views_accuracy(model.predict_proba, [standardize(v, mean, scale)
                                                                                 for v in val], y_val)
             x, y = np.vstack([x, *val]), np.concatenate([y] + [y_val] * len(val))
@@ -82,9 +84,7 @@ class SoftmaxHead(Head):
             print(f"head: refitting with C={best_c:g} on {len(x):,} rows", flush=True)
         self._fit_scaler(x)
         model = LogisticRegression(C=best_c, max_iter=self.max_iter, class_weight=self._sklearn_weight())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(standardize(x, self.mean_, self.scale_), y)
+        _quiet_fit(model, standardize(x, self.mean_, self.scale_), y)
         self._set_linear(model.coef_, model.intercept_, model.classes_)
 
     def _sklearn_weight(self):
