@@ -19,7 +19,8 @@ def top1(name, preprocess=None):
     return checks.imagenet_top1(name, need_shared("imagenet-sample"), preprocess)
 
 
-# The reference implementation names 90 / 88 / 90 of the 100 photos with the published transform; before the
+# The reference implementation names 90 of the 100 photos with Lite0 and the published transform
+# (../shared/data/README.md); ours names 90 / 88 / 90 (benchmarks/backbone_checks.py); before the
 # "SAME" padding and the centre crop, ours named 82 / 82 / 86.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
