@@ -1,12 +1,17 @@
-"""Extraction speed: the original protocol, a plain batched loop, and `cnncodes extract`, on the same images.
+"""Extraction speed: the original protocol, a plain batched loop, and `cnncodes extract` on each runtime, on the
+same images.
 
-    python benchmarks/extract_speed.py [--images 2000] [--repeats 3] [--backbones efficientnet_lite0,inception_v3_2015]
+    python benchmarks/extract_speed.py [--images 2000] [--repeats 3] [--backbones efficientnet_lite0]
+                                       [--runtimes torch,onnx,onnx-int8]
 
 Each measurement runs in a fresh process (the memory allocator is chosen per process, and `cnncodes extract`
 as shipped re-executes itself with tcmalloc); all of them run in this one invocation, one after another, on
-N images drawn (seeded) from the 4,000 training PNGs of ../shared/data/cifar10-exact (exact CIFAR-10 pixels). Reported: median images/s over the repeats after a
-warm-up, ratios, the cosine similarity between (3)'s and (2)'s codes, and the share of the machine's measured
-matrix-multiply ceiling that (3) reaches.
+N images drawn (seeded) from the 4,000 training PNGs of ../shared/data/cifar10-exact (exact CIFAR-10 pixels).
+Reported: median images/s over the repeats after a warm-up, ratios to (1), the lowest cosine similarity between
+each runtime's codes and (2)'s fp32 codes, and the share of the machine's measured matrix-multiply ceiling each
+reaches (torch: fp32 or bf16, whichever `--precision auto` picks here; onnx: ONNX Runtime fp32 MatMul; onnx-int8:
+ONNX Runtime MatMulInteger). The ONNX graphs are built (and int8 calibrated) by the warm-up run and reused, as
+they are by every later extraction; the warm-up's time is printed.
 """
 from __future__ import annotations
 
@@ -72,25 +77,49 @@ def worker(mode: str, backbone: str, files: list[str], out: str) -> None:
     np.save(out, codes)
 
 
-def measure_ceiling() -> dict:
-    """Matrix-multiply rate PyTorch reaches here (GFLOP/s), fp32 and bf16, 2048 x 2048 operands."""
-    import torch
+def _rate(multiply) -> float:
+    """GFLOP/s (GOP/s for int8) of one 2048 x 2048 x 2048 product: median of 7 timings of 5 after a warm-up."""
+    for _ in range(3):
+        multiply()
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        for _ in range(5):
+            multiply()
+        times.append((time.perf_counter() - t) / 5)
+    return 2 * 2048**3 / statistics.median(times) / 1e9
 
+
+def measure_ceiling() -> dict:
+    """Matrix-multiply rates here: PyTorch fp32 and bf16, ONNX Runtime fp32 MatMul and uint8 x int8 MatMulInteger."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from cnncodes.onnx_graphs import Session
     from cnncodes.runtime import cpu_count
 
     torch.set_num_threads(cpu_count())
     rates = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-        for _ in range(3):
-            a @ b
-        times = []
-        for _ in range(7):
-            t = time.perf_counter()
-            for _ in range(5):
-                a @ b
-            times.append((time.perf_counter() - t) / 5)
-        rates[name] = 2 * 2048**3 / statistics.median(times) / 1e9
+        rates[name] = _rate(lambda: a @ b)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, op, a_type, a, b in (
+                ("onnx", "MatMul", TensorProto.FLOAT, rng.standard_normal((2048, 2048), np.float32),
+                 rng.standard_normal((2048, 2048), np.float32)),
+                ("onnx-int8", "MatMulInteger", TensorProto.UINT8, rng.integers(0, 255, (2048, 2048), np.uint8),
+                 rng.integers(-127, 127, (2048, 2048), np.int8))):
+            out_type = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
+            graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "ceiling",
+                                      [helper.make_tensor_value_info("a", a_type, [2048, 2048])],
+                                      [helper.make_tensor_value_info("c", out_type, [2048, 2048])],
+                                      [onnx.numpy_helper.from_array(b, "b")])
+            path = Path(tmp) / f"{name}.onnx"
+            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+            session = Session(path)
+            rates[name] = _rate(lambda: session(a))
     return rates
 
 
@@ -125,9 +154,12 @@ def main():
     p.add_argument("--per-image-images", type=int, default=300, help="the one-image-per-call protocol is slow: "
                    "it is timed on the first N of the same images")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--backbones", default="efficientnet_lite0,inception_v3_2015")
+    p.add_argument("--backbones", default="efficientnet_lite0")
+    p.add_argument("--runtimes", default="torch,onnx,onnx-int8")
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     args = p.parse_args()
+    from cnncodes.runtime import resolve_precision
+
     files = image_list(args.images)
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CNNCODES_MALLOC", "GLIBC_TUNABLES")}
     ceiling = measure_ceiling()
@@ -148,37 +180,45 @@ def main():
                                           str(tmp / f"{mode}.npy")], env=env, capture_output=True, text=True, check=True)
                     rates.append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
                 row[mode] = statistics.median(rates)
-            rates = []
-            for r in range(args.repeats + 1):  # the first run is the warm-up (page cache, weights)
-                cache = tmp / f"cache{r}"
-                t = time.perf_counter()
-                subprocess.run(["cnncodes", "--quiet", "extract", "--data", str(tmp / "images"), "--backbone", backbone,
-                                "--cache-dir", str(cache), "--out", str(tmp / "codes")], env=env, check=True,
-                               capture_output=True)
-                if r:
-                    rates.append(len(files) / (time.perf_counter() - t))
-                shutil.rmtree(cache)
-            row["cnncodes"] = statistics.median(rates)
-            with np.load(tmp / "codes" / "codes.npz") as z:
-                ids = list(z["ids"])
-                ours = z["codes"]
-            order = [ids.index(f"{f.parent.name}/{f.name}") for f in files]
-            ours, plain = ours[order], np.load(tmp / "batched.npy")
-            cos = (ours * plain).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(plain, axis=1)
-            row["min_cosine"] = float(cos.min())
+            plain = np.load(tmp / "batched.npy")
             row["macs"] = macs_per_image(backbone)
-            from cnncodes.runtime import resolve_precision
-
-            precision = resolve_precision("auto", "cpu")  # what `cnncodes extract` chooses on this CPU
-            row["ceiling_share"] = row["cnncodes"] * 2 * row["macs"] / 1e9 / ceiling[precision]
+            warmup = row["warmup_seconds"] = {}
+            for rt in args.runtimes.split(","):
+                rates, cache = [], tmp / f"cache-{rt}"
+                for r in range(args.repeats + 1):  # the first run is the warm-up (page cache, weights, graphs)
+                    t = time.perf_counter()
+                    subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", "extract", "--data", str(tmp / "images"),
+                                    "--backbone", backbone, "--runtime", rt, "--cache-dir", str(cache),
+                                    "--out", str(tmp / "codes")], env=env, check=True, capture_output=True)
+                    elapsed = time.perf_counter() - t
+                    if r:
+                        rates.append(len(files) / elapsed)
+                    else:
+                        warmup[rt] = elapsed
+                    shutil.rmtree(cache / "codes")  # the codes go; the runtime's graphs stay, as in use
+                with np.load(tmp / "codes" / "codes.npz") as z:
+                    ids = list(z["ids"])
+                    ours = z["codes"]
+                ours = ours[[ids.index(f"{f.parent.name}/{f.name}") for f in files]]
+                cos = (ours * plain).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(plain, axis=1)
+                unit = resolve_precision("auto", "cpu") if rt == "torch" else rt  # what `cnncodes extract` runs here
+                row[rt] = {"images_per_s": statistics.median(rates), "min_cosine": float(cos.min()),
+                           "ceiling_share": statistics.median(rates) * 2 * row["macs"] / 1e9 / ceiling[unit],
+                           "ceiling": unit}
             results["backbones"][backbone] = row
-    print(f"matmul ceiling here: fp32 {ceiling['fp32']:.0f} GFLOP/s, bf16 {ceiling['bf16']:.0f} GFLOP/s")
-    print(f"{'backbone':<20} {'(1) per-image':>14} {'(2) batched':>12} {'(3) cnncodes':>13} {'3/1':>6} {'3/2':>6} "
-          f"{'min cos':>8} {'GMAC/img':>9} {'ceiling':>8}")
+    print("matmul ceiling here (GFLOP/s; int8: GOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items()))
     for name, r in results["backbones"].items():
-        print(f"{name:<20} {r['per-image']:>14.1f} {r['batched']:>12.1f} {r['cnncodes']:>13.1f} "
-              f"{r['cnncodes'] / r['per-image']:>6.1f} {r['cnncodes'] / r['batched']:>6.1f} {r['min_cosine']:>8.4f} "
-              f"{r['macs'] / 1e9:>9.2f} {r['ceiling_share'] * 100:>7.0f}%")
+        print(f"\n{name}: {r['macs'] / 1e9:.2f} GMAC per image")
+        print("| protocol | images/s | x (1) | x (2) | min cosine to (2) | share of its matmul ceiling |")
+        print("|---|---|---|---|---|---|")
+        print(f"| (1) one image per call, fp32 | {r['per-image']:.1f} | 1.0 | | | |")
+        print(f"| (2) plain batched loop, fp32 | {r['batched']:.1f} | {r['batched'] / r['per-image']:.1f} | 1.0 | | |")
+        for rt in args.runtimes.split(","):
+            m = r[rt]
+            print(f"| `cnncodes extract --runtime {rt}` | {m['images_per_s']:.1f} | "
+                  f"{m['images_per_s'] / r['per-image']:.1f} | {m['images_per_s'] / r['batched']:.1f} | "
+                  f"{m['min_cosine']:.4f} | {m['ceiling_share'] * 100:.0f}% ({m['ceiling']}) |")
+        print("warm-up runs (s), graphs built there: " + ", ".join(f"{k} {v:.0f}" for k, v in r["warmup_seconds"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -27,10 +27,13 @@ def cli(*args, cwd=None):
                           text=True, env=env, cwd=cwd, timeout=600)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test writes codes to a cache of the session, never to the user's."""
-    monkeypatch.setenv("CNNCODES_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Every test writes codes to a cache of the session, never to the user's (session-wide, so that module
+    fixtures, which start before any function-scoped fixture, are isolated too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNCODES_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 def make_image(kind: int, rng, size: int = 32) -> np.ndarray:

@@ -201,7 +201,8 @@ def test_presets_resolve_and_explicit_flags_win():
     from cnncodes.presets import resolve
 
     assert resolve(None) == {"backbone": "efficientnet_lite0", "head": "tuned", "flip": False}
-    assert resolve("best") == {"backbone": "efficientnet_lite0", "head": "mlp", "flip": False}
+    assert resolve("best") == {"backbone": "efficientnet_lite0:layers=multi+efficientnet_lite1+efficientnet_lite2"
+                                           "+inception_v3_2015", "head": "tuned", "flip": False}
     assert resolve("original", head="tuned") == {"backbone": "inception_v3_2015", "head": "tuned", "flip": False}
     with pytest.raises(CnnCodesError, match="known: fast"):
         resolve("turbo")

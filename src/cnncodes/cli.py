@@ -69,6 +69,9 @@ def _extract_options(p, backbone=True):
     g.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda[:N]")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 where the hardware has it (codes within 0.3 points of fp32)")
+    g.add_argument("--runtime", default=None, choices=["torch", "onnx", "onnx-int8"], help="what computes the "
+                   "codes: torch (default), onnx (ONNX Runtime, fp32) or onnx-int8 (quantised, calibrated on "
+                   "training images); see the README's speed table")
     g.add_argument("--engine", default="local", choices=["local", "ray"], help="local threads or a Ray cluster")
     g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     g.add_argument("--concurrency", type=_positive_int, default=None, help="Ray actors (default: one per 2 CPUs)")
@@ -94,7 +97,7 @@ def _head_options(p):
 
 def _extract_kwargs(a) -> dict:
     return dict(batch_size=a.batch_size, threads=a.threads, device=a.device, precision=a.precision,
-                engine=a.engine, address=a.address, concurrency=a.concurrency)
+                runtime=a.runtime, engine=a.engine, address=a.address, concurrency=a.concurrency)
 
 
 def _data_kwargs(a) -> dict:
@@ -109,7 +112,8 @@ def _settings(a):
 
     chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
     return RunSettings(data=a.data, backbone=chosen["backbone"], head=chosen["head"], flip=chosen["flip"],
-                       normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every, **_data_kwargs(a), **_extract_kwargs(a))
+                       normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every,
+                       **_data_kwargs(a), **{**_extract_kwargs(a), "runtime": a.runtime or "torch"})
 
 
 def cmd_backbones(a):
@@ -158,7 +162,7 @@ def cmd_extract(a):
 
     dataset = load_dataset(a.data, **_data_kwargs(a))
     codes = extract_codes(dataset, a.backbone or DEFAULT_BACKBONE, flip=a.flip, cache_dir=a.cache_dir,
-                          progress=not a.quiet, **_extract_kwargs(a))
+                          progress=not a.quiet, **{**_extract_kwargs(a), "runtime": a.runtime or "torch"})
     out = Path(a.out)
     codes.save(out / "codes.npz")
     if codes.skipped:
@@ -199,6 +203,14 @@ def cmd_predict(a):
             print(f"{path}: " + ", ".join(f"{name} {p * 100:.1f}%" for name, p in res), flush=True)
     if failed == len(images):
         raise CnnCodesError("no image could be read")
+
+
+def cmd_export(a):
+    from .export import export_model
+
+    path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir)
+    print(f"{'int8 ' if a.int8 else ''}ONNX model: {path} ({path.stat().st_size / 1e6:.1f} MB); "
+          f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (README)")
 
 
 def cmd_report(a):
@@ -250,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="folder for metrics.json (default: print only)")
 
     sp = add("predict", cmd_predict, "top classes of new images")
-    sp.add_argument("model", help="model.npz from run or train")
+    sp.add_argument("model", help="model.npz from run or train, or model.onnx from export")
     sp.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     sp.add_argument("--top-k", type=_positive_int, default=3)
     sp.add_argument("--out", default=None, help="write the predictions to this file (streamed, any number of "
@@ -258,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", default="csv", choices=["csv", "json"], help="format of --out (default csv)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+
+    sp = add("export", cmd_export, "one ONNX file (uint8 pixels in, class probabilities out) for ONNX Runtime")
+    sp.add_argument("model", help="RUN_DIR or its model.npz")
+    sp.add_argument("--out", required=True, help="the .onnx file to write")
+    sp.add_argument("--int8", action="store_true", help="quantise the backbone to int8, calibrated on the run's "
+                    "training images (its --data must be readable here)")
+    sp.add_argument("--cache-dir", default=None, help="where the backbone graphs are cached (default: the run's)")
 
     add("backbones", cmd_backbones, "list the registered networks")
 

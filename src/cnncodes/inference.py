@@ -19,13 +19,20 @@ from .images import TRANSIENT_ERRNOS, BadImage
 Reader = Callable[[int, int | None], np.ndarray]  # (item index, min_side) -> (H, W, 3) uint8: Dataset.read
 
 
-def inference_model(backbone: str, device: str) -> torch.nn.Module:
-    """The process's one instance of a backbone, on the device, in the channels_last layout forward() feeds it."""
+def inference_model(backbone: str, device: str, graph=None):
+    """The process's one instance of a backbone, on the device, in the channels_last layout forward() feeds it;
+    or, given an ONNX graph of it (file or bytes, see onnx_graphs.codes_graph), an ONNX Runtime session."""
+    if graph is not None:
+        from .onnx_graphs import Session
+
+        return Session(graph)
     return load_model(backbone).to(device).to(memory_format=torch.channels_last)
 
 
-def forward(model: torch.nn.Module, batch: torch.Tensor, device: str, precision: str) -> np.ndarray:
+def forward(model, batch: torch.Tensor, device: str, precision: str) -> np.ndarray:
     """Codes of one batch; bf16 autocast and channels_last are what make the CPU fast (benchmarks/)."""
+    if not isinstance(model, torch.nn.Module):  # an ONNX Runtime session: its precision is in the graph
+        return model(batch.numpy())
     batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(batch).float().cpu().numpy()

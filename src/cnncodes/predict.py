@@ -16,13 +16,15 @@ from .errors import CnnCodesError
 from .images import load_rgb
 from .inference import encode, inference_model
 from .model_file import load_model_file
+from .settings import RunSettings
 
 CHUNK = 256  # images per step of prediction: memory stays the same however many images there are
 
 
 def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str = "auto", precision: str = "auto",
-                batch_size: int = 64):
-    """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason})."""
+                batch_size: int = 64, graphs: dict | None = None):
+    """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason}).
+    graphs: {backbone name: ONNX graph} for codes computed by ONNX Runtime (see codes_graphs)."""
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
 
@@ -34,7 +36,8 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
     for name in backbone_names(backbone):
         spec = get_backbone(name).with_flip(flip)
         rows = np.zeros((len(images), spec.feature_dim), np.float32)
-        for chunk, codes, bad in encode(read, range(len(images)), spec, inference_model(name, device), device=device,
+        model = inference_model(name, device, (graphs or {}).get(name))
+        for chunk, codes, bad in encode(read, range(len(images)), spec, model, device=device,
                                         precision=precision, batch_size=batch_size, threads=runtime.cpu_count()):
             rows[chunk.start:chunk.stop] = codes
             problems.update(bad)
@@ -43,34 +46,69 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
     return np.hstack(parts)[usable], problems
 
 
-def _predict_chunk(head, meta: dict, images: Sequence, top_k: int, device: str, precision: str) -> list:
-    codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision)
+def codes_graphs(settings) -> dict:
+    """The ONNX graphs that computed a run's codes (none for the torch runtime): prediction must compute the same.
+    The int8 graph is the one calibrated on the run's training images, rebuilt from its data where not cached."""
+    from .cifar10 import default_cache_dir
+    from .datasets import load_dataset
+    from .extract import Calibration
+    from .onnx_graphs import codes_graph
+
+    if settings.runtime == "torch":
+        return {}
+    cache = Path(settings.cache_dir or default_cache_dir())
+    graphs = {}
+    for name in backbone_names(settings.backbone):
+        spec = get_backbone(name)
+        calibration = None
+        if settings.runtime == "onnx-int8":
+            calibration = Calibration(load_dataset(settings.data, **settings.dataset_options()), spec)
+        graphs[name] = codes_graph(spec, settings.runtime, cache, calibration)
+    return graphs
+
+
+def _predict_chunk(head, meta: dict, images: Sequence, top_k: int, device: str, precision: str, graphs: dict) -> list:
+    if head is None:  # an exported ONNX model
+        return _results(meta.predict_images(images), meta.class_names, top_k)
+    codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision, graphs=graphs)
     if codes.shape[0] and codes.shape[1] != head.input_dim:
         raise CnnCodesError(f"the model expects {head.input_dim}-d codes but {meta['backbone']} gives "
                             f"{codes.shape[1]}: the model file does not match its backbone")
     proba = head.predict_proba(codes) if len(codes) else np.zeros((0, len(meta["class_names"])))
     if meta.get("flip_average") and len(codes):
         mirrored, _ = image_codes(meta["backbone"], [x for n, x in enumerate(images) if n not in problems], flip=True,
-                                  device=device, precision=precision)
+                                  device=device, precision=precision, graphs=graphs)
         proba = (proba + head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
+    return _results((proba, problems), meta["class_names"], top_k)
+
+
+def _results(predicted, class_names: list, top_k: int) -> list:
+    """(probabilities of the usable images, {position: reason}) -> per image: top-k (name, p) or the reason."""
+    proba, problems = predicted
     results, rows = [], iter(proba)
-    for n in range(len(images)):
+    for n in range(len(proba) + len(problems)):
         if n in problems:
             results.append(problems[n])
             continue
         p = next(rows)
-        results.append([(meta["class_names"][k], float(p[k])) for k in np.argsort(-p)[:top_k]])
+        results.append([(class_names[k], float(p[k])) for k in np.argsort(-p)[:top_k]])
     return results
 
 
 def predict_stream(model_path, images: Sequence, top_k: int = 5, device: str = "auto",
                    precision: str = "auto") -> Iterator:
     """For each image in order: a list of (class name, probability), best first, or the reason it was skipped;
-    computed CHUNK images at a time."""
-    head, meta = load_model_file(model_path)
-    backbone_names(meta["backbone"])
+    computed CHUNK images at a time. model_path: model.npz, or a model.onnx from `cnncodes export` (run by
+    ONNX Runtime alone)."""
+    if Path(model_path).suffix.lower() == ".onnx":
+        from .export import OnnxModel
+
+        head, meta, graphs = None, OnnxModel(model_path), {}
+    else:
+        head, meta = load_model_file(model_path)
+        graphs = codes_graphs(RunSettings.from_dict(meta["settings"]))
     for start in range(0, len(images), CHUNK):
-        yield from _predict_chunk(head, meta, images[start:start + CHUNK], top_k, device, precision)
+        yield from _predict_chunk(head, meta, images[start:start + CHUNK], top_k, device, precision, graphs)
 
 
 def predict_images(model_path, images: Sequence, top_k: int = 5, device: str = "auto", precision: str = "auto"):

@@ -45,6 +45,16 @@ class Preprocess:
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> (3, size, size) float32, normalised."""
+        return (self.resized(rgb) - self.mean) / self.std
+
+    def pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (size, size, 3) uint8: the input of an exported model, which normalises itself.
+
+        Exact for bicubic resizing (Pillow's output is uint8); TF1 bilinear values are rounded to the nearest level."""
+        return self.resized(rgb).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def resized(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (3, size, size) float32 pixel values (0-255): flipped, resized and cropped."""
         if self.flip:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
         h, w, top, left = self.geometry(*rgb.shape[:2])
@@ -56,8 +66,7 @@ class Preprocess:
             x = tf1_resize_bilinear(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float(), h, w)
         else:
             raise ValueError(f"unknown resize method {self.resize!r}")
-        x = x[:, top:top + self.size, left:left + self.size]
-        return (x - self.mean) / self.std
+        return x[:, top:top + self.size, left:left + self.size]
 
 
 @lru_cache(maxsize=64)

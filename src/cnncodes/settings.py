@@ -25,6 +25,7 @@ class RunSettings:
     threads: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "torch"  # or onnx / onnx-int8: ONNX Runtime computes the codes (onnx_graphs)
     engine: str = "local"
     address: str | None = None
     concurrency: int | None = None
@@ -41,7 +42,7 @@ class RunSettings:
 
     def extract_options(self) -> dict:
         return dict(cache_dir=self.cache_dir, batch_size=self.batch_size, threads=self.threads, device=self.device,
-                    precision=self.precision, engine=self.engine, address=self.address,
+                    precision=self.precision, runtime=self.runtime, engine=self.engine, address=self.address,
                     concurrency=self.concurrency)
 
     def to_dict(self) -> dict:

@@ -7,7 +7,7 @@ from ..inference import encode, inference_model
 
 
 def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar) -> None:
-    model = inference_model(spec.name, settings["device"])
+    model = inference_model(spec.name, settings["device"], settings.get("graph"))
     for k in shards:
         r = store.shard_range(k)
         parts, skipped = [], {}

@@ -24,7 +24,8 @@ class CodesActor:
     """One per Ray worker: builds the backbone once, then turns batches of item indices into codes, reading each
     item with the dataset's own reader (the same decode, skip and forward as the local engine)."""
 
-    def __init__(self, dataset_ref: list, backbone: str, flip: bool, device: str, precision: str, threads: int):
+    def __init__(self, dataset_ref: list, backbone: str, flip: bool, device: str, precision: str, threads: int,
+                 graph_ref: list):
         import ray
         import torch
 
@@ -34,7 +35,8 @@ class CodesActor:
         torch.set_num_threads(threads)
         self.dataset = ray.get(dataset_ref[0])  # wrapped in a list so that Ray hands over the reference itself
         self.spec = get_backbone(backbone).with_flip(flip)
-        self.model = inference_model(backbone, device)
+        graph = ray.get(graph_ref[0]) if graph_ref else None  # an ONNX graph's bytes: no file on the worker
+        self.model = inference_model(backbone, device, graph)
         self.device, self.precision = device, precision
 
     def __call__(self, batch: dict) -> dict:
@@ -61,11 +63,12 @@ def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar)
     threads = max(1, cpus // actors)
     indices = [i for k in shards for i in store.shard_range(k)]
     dataset_ref = [ray.put(dataset)]  # the items travel as indices; folders must be at the same path on every node
+    graph_ref = [ray.put(settings["graph"].read_bytes())] if settings.get("graph") else []
     # Ray Data restarts a failed actor and retries its batches (max_restarts=-1 is its default for actor pools).
     codes = ray.data.from_items([{"index": i} for i in indices]).map_batches(
         CodesActor, fn_constructor_kwargs=dict(dataset_ref=dataset_ref, backbone=spec.name, flip=spec.preprocess.flip,
                                                device=settings["device"], precision=settings["precision"],
-                                               threads=threads),
+                                               threads=threads, graph_ref=graph_ref),
         batch_size=settings["batch_size"], compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0,
     )

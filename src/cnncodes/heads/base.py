@@ -94,7 +94,8 @@ class Head:
 
     Settings live in the constructor; learned state in attributes ending in '_' (validation_accuracy_: the
     validation accuracy of the model the head chose, trained on the training split only; None without validation).
-    Subclasses write _fit(x, y, val_views, y_val), _logits(x), input_dim, state() and from_state().
+    Subclasses write _fit(x, y, val_views, y_val), _logits(x), input_dim, state(), from_state() and
+    torch_module() (codes -> logits as a PyTorch module: what `cnncodes export` puts in the ONNX graph).
     """
 
     mode = ""

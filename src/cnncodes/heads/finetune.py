@@ -155,6 +155,13 @@ class FineTuneHead(Head):
     def state(self) -> dict[str, np.ndarray]:
         return {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
 
+    def torch_module(self):
+        import copy
+
+        import torch
+
+        return torch.nn.Sequential(torch.nn.Unflatten(1, self.shape_), *copy.deepcopy(self.net_)).eval()
+
     @classmethod
     def from_state(cls, state: dict, backbone: str) -> "FineTuneHead":
         import torch

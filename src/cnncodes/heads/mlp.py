@@ -74,6 +74,17 @@ class MLPHead(Head):
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "w1": self.w1_, "b1": self.b1_, "w2": self.w2_, "b2": self.b2_}
 
+    def torch_module(self):
+        import torch
+
+        from .modules import standardized_network
+
+        second = torch.nn.Linear(*self.w2_.shape)
+        with torch.no_grad():
+            second.weight.copy_(torch.from_numpy(self.w2_.T.copy()))
+            second.bias.copy_(torch.from_numpy(self.b2_))
+        return standardized_network(self.normalize, self.mean_, self.scale_, self.w1_, self.b1_, torch.nn.ReLU(), second)
+
     @classmethod
     def from_state(cls, state: dict, normalize: str = "none") -> "MLPHead":
         head = cls(normalize=normalize)

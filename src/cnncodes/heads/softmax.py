@@ -152,6 +152,11 @@ class SoftmaxHead(Head):
     def state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_}
 
+    def torch_module(self):
+        from .modules import standardized_network
+
+        return standardized_network(self.normalize, self.mean_, self.scale_, self.coef_, self.intercept_)
+
     @classmethod
     def from_state(cls, state: dict, mode: str = "tuned", normalize: str = "none") -> "SoftmaxHead":
         head = cls(mode=mode, normalize=normalize)

@@ -1,0 +1,22 @@
+import json, sys
+import numpy as np, onnxruntime as ort
+from PIL import Image
+
+session = ort.InferenceSession(sys.argv[1])
+recipe = json.loads(session.get_modelmeta().custom_metadata_map["cnncodes"])
+size, crop, small_crop = (recipe["preprocess"][k] for k in ("size", "crop", "small_crop"))
+for path in sys.argv[2:]:
+    img = Image.open(path).convert("RGB")
+    keep = crop if min(img.size) >= size else small_crop  # share of the shorter side kept; None: squash
+    short = int(size / keep) if keep else size
+    scale = short / min(img.size)
+    if not keep:
+        w, h = size, size
+    elif img.height <= img.width:
+        w, h = max(size, int(img.width * scale)), short
+    else:
+        w, h = short, max(size, int(img.height * scale))
+    left, top = round((w - size) / 2), round((h - size) / 2)
+    img = img.resize((w, h), Image.BICUBIC).crop((left, top, left + size, top + size))
+    p = session.run(None, {"pixels": np.asarray(img)[None]})[0][0]
+    print(path, recipe["class_names"][p.argmax()], f"{p.max():.3f}")

@@ -1,0 +1,152 @@
+"""`cnncodes export`: a trained model as one ONNX file, uint8 pixels in, class probabilities out, that runs with
+ONNX Runtime alone. The graph is three parts joined: normalisation (and the mirror image when the model averages
+over flips), the backbone's codes graph (fp32, or the int8 one extraction uses), and the head with its
+standardisation folded into its first layer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backbones import backbone_names, get_backbone
+from .datasets import load_dataset
+from .errors import CnnCodesError
+from .extract import Calibration
+from .images import BadImage, load_rgb
+from .model_file import load_model_file
+from .onnx_graphs import Session, atomic_graph, codes_graph, write_onnx
+from .preprocess import Preprocess
+from .settings import RunSettings
+
+METADATA_KEY = "cnncodes"
+
+
+def _modules(mean: float, std: float, flip_average: bool, head):
+    """(pixels -> network input, codes -> probabilities) as PyTorch modules."""
+    import torch
+
+    class Normalize(torch.nn.Module):
+        def forward(self, pixels):  # (N, H, W, 3) uint8 -> (N or 2N, 3, H, W) float
+            x = (pixels.permute(0, 3, 1, 2).float() - mean) / std
+            return torch.cat([x, x.flip(3)]) if flip_average else x
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head.torch_module()
+
+        def forward(self, codes):
+            proba = torch.softmax(self.head(codes), 1)
+            return proba.view(2, -1, proba.shape[1]).mean(0) if flip_average else proba
+
+    return Normalize(), Probabilities()
+
+
+def export_model(model_path, out, *, int8: bool = False, cache_dir=None) -> Path:
+    """Write the model at model_path (model.npz of a run, or the run folder) as one ONNX file at `out`.
+
+    int8: the backbone statically quantised, calibrated on the run's training images (its data must be here)."""
+    import onnx
+    import torch
+
+    model_path = Path(model_path)
+    head, meta = load_model_file(model_path / "model.npz" if model_path.is_dir() else model_path)
+    settings = RunSettings.from_dict(meta["settings"])
+    names = backbone_names(meta["backbone"])
+    if len(names) > 1:
+        raise CnnCodesError(f"export takes a model on one backbone; this one concatenates {', '.join(names)}, "
+                            "whose inputs differ in size")
+    spec = get_backbone(names[0])
+    pre = spec.preprocess
+    cache = Path(cache_dir or settings.cache_dir or _default_cache())
+    calibration = None
+    if int8:
+        calibration = Calibration(load_dataset(settings.data, **settings.dataset_options()), spec)
+    backbone = onnx.load(str(codes_graph(spec, "onnx-int8" if int8 else "onnx", cache, calibration)))
+    normalize, probabilities = _modules(pre.mean, pre.std, bool(meta.get("flip_average")), head)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def build(tmp: Path) -> None:
+        first, last = tmp.with_suffix(".in.onnx"), tmp.with_suffix(".head.onnx")
+        try:
+            write_onnx(normalize, torch.zeros(2, pre.size, pre.size, 3, dtype=torch.uint8), first, "pixels", "x")
+            write_onnx(probabilities, torch.zeros(2, spec.feature_dim), last, "codes", "probabilities")
+            graph = _join(onnx.load(str(first)), backbone, onnx.load(str(last)))
+        finally:
+            first.unlink(missing_ok=True)
+            last.unlink(missing_ok=True)
+        recipe = {"format": "cnncodes-onnx", "version": 1, "backbone": spec.name, "head": meta["mode"],
+                  "int8": int8, "flip_average": bool(meta.get("flip_average")), "class_names": meta["class_names"],
+                  "input": "pixels: (N, size, size, 3) uint8 RGB, resized and cropped as preprocess says",
+                  "preprocess": {k: v for k, v in vars(pre).items() if k != "flip"}}
+        onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(recipe)})
+        onnx.save(graph, str(tmp))
+
+    out.unlink(missing_ok=True)
+    return atomic_graph(build, out)
+
+
+def _join(normalize, backbone, probabilities):
+    """One graph: normalize's x feeds the backbone, whose codes feed the head (names prefixed: no clashes)."""
+    from onnx import compose
+
+    opset = max(_opset(m) for m in (normalize, backbone, probabilities))
+    first = compose.add_prefix(_at_opset(normalize, opset), "in/", rename_inputs=False)  # keeps "pixels"
+    middle = compose.add_prefix(_at_opset(backbone, opset), "net/")
+    last = compose.add_prefix(_at_opset(probabilities, opset), "head/", rename_outputs=False)  # "probabilities"
+    joined = compose.merge_models(first, middle, io_map=[("in/x", "net/x")])
+    return compose.merge_models(joined, last, io_map=[("net/codes", "head/codes")])
+
+
+def _opset(model) -> int:
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _at_opset(model, opset: int):
+    import onnx
+
+    if _opset(model) == opset and model.ir_version:
+        return model
+    return onnx.version_converter.convert_version(model, opset)
+
+
+def _default_cache() -> Path:
+    from .cifar10 import default_cache_dir
+
+    return default_cache_dir()
+
+
+class OnnxModel:
+    """An exported model: its session, class names and the preprocessing that makes its input pixels."""
+
+    def __init__(self, path):
+        self.session = Session(Path(path))
+        try:
+            recipe = json.loads(self.session.metadata[METADATA_KEY])
+            self.class_names = list(recipe["class_names"])
+            self.preprocess = Preprocess(**recipe["preprocess"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CnnCodesError(f"{path} is not a model exported by `cnncodes export` (metadata: {exc})") from None
+        self.recipe = recipe
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) uint8 pixels (Preprocess.pixels) -> (N, classes) probabilities."""
+        return self.session(np.ascontiguousarray(pixels, np.uint8))
+
+    def predict_images(self, images: Sequence) -> tuple[np.ndarray, dict]:
+        """Paths or (H, W, 3) uint8 arrays -> (probabilities of the usable ones, {position: reason})."""
+        pixels, problems = [], {}
+        for n, item in enumerate(images):
+            try:
+                rgb = load_rgb(item, self.preprocess.min_decode_side) if isinstance(item, (str, Path)) else item
+                pixels.append(self.preprocess.pixels(np.asarray(rgb, np.uint8)))
+            except BadImage as exc:
+                problems[n] = str(exc)
+            except OSError as exc:
+                problems[n] = f"cannot read: {exc.strerror or exc}"
+        if not pixels:
+            return np.zeros((0, len(self.class_names)), np.float32), problems
+        return self.predict_proba(np.stack(pixels)), problems

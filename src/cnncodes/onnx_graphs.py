@@ -1,0 +1,147 @@
+"""Networks as ONNX graphs run by ONNX Runtime, fp32 or statically quantised to int8.
+
+Why a second runtime: ONNX Runtime's fp32 kernels ran EfficientNet-Lite0 faster than PyTorch's bf16 loop on our
+CPUs (benchmarks/extract_speed.py), and a graph file deploys without PyTorch.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from . import runtime as process
+from .errors import CnnCodesError
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+# int8: every operator between the pixels and the codes is quantised (quantising only the convolutions left the
+# stem's padding in float and cost accuracy: cosine 0.72 against fp32 codes, 0.985 with every operator); the head
+# stays float (its MatMul/Gemm are not listed): its weights are small and its precision is the accuracy.
+INT8_OPERATORS = ["Conv", "Pad", "Clip", "Relu", "Add", "Mul", "Sub", "Div", "Transpose", "ReduceMean",
+                  "GlobalAveragePool", "Concat", "Reshape", "Flatten", "MaxPool", "AveragePool", "Resize"]
+
+
+def check_runtime(name: str) -> str:
+    if name not in RUNTIMES:
+        raise CnnCodesError(f"--runtime must be one of {', '.join(RUNTIMES)} (got {name!r})")
+    if name != "torch":
+        _require()
+    return name
+
+
+def _require():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise CnnCodesError("ONNX export and the onnx runtimes need ONNX Runtime: pip install 'cnncodes[onnx]' "
+                            "(or pip install onnx onnxruntime onnxscript)") from None
+
+
+def write_onnx(module, example, path: Path, input_name: str, output_name: str) -> None:
+    """Trace the module on an example batch into an ONNX graph whose batch axis is free."""
+    import torch
+
+    _require()
+    batch = torch.export.Dim("batch", min=1)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns about torchvision operators it skips
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # and reports its steps on stdout
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name],
+                              dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+        except Exception as exc:  # the exporter raises many types; the message is what a user can act on
+            raise CnnCodesError(f"this network cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
+        finally:
+            quiet.setLevel(level)
+
+
+def quantize_int8(src: Path, dst: Path, batches: Iterable[np.ndarray], input_name: str) -> None:
+    """Static int8 quantisation, QDQ format, per-channel weights, activation ranges from the calibration batches."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared))
+        quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=INT8_OPERATORS)
+
+
+class Session:
+    """One ONNX Runtime session on the CPUs this process may use: array in, first output out."""
+
+    def __init__(self, graph: Path | bytes):
+        """graph: a file, or its bytes (what Ray ships to its workers)."""
+        import onnxruntime as ort
+
+        _require()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = process.cpu_count()
+        options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
+        try:
+            self.session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # InvalidProtobuf, NoSuchFile, Fail...: onnxruntime's own exception types
+            where = "the graph" if isinstance(graph, bytes) else graph
+            raise CnnCodesError(f"{where} is not an ONNX model ONNX Runtime can run ({str(exc).splitlines()[0]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def atomic_graph(build, path: Path) -> Path:
+    """Build a graph file once: written beside its final name and renamed, so a crash leaves no half file."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        build(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales
+
+
+def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None:
+    """The ONNX graph (normalised NCHW input -> codes) a runtime runs for a backbone, built once into the cache;
+    None for the torch runtime. calibration(): batches of network inputs (int8 only), called only when building."""
+    import torch
+
+    from .backbones import load_model
+    from .codes import fingerprint
+
+    if check_runtime(runtime) == "torch":
+        return None
+    size = spec.preprocess.size
+    key = fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size, runtime=runtime,
+                      calibration=calibration.identity if runtime == "onnx-int8" else None)
+    folder = Path(cache_dir) / "onnx"
+    fp32 = atomic_graph(lambda tmp: write_onnx(load_model(spec.name), torch.zeros(2, 3, size, size), tmp, "x", "codes"),
+                        folder / f"{spec.name}-fp32-{fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size)}.onnx")
+    if runtime == "onnx":
+        return fp32
+    return atomic_graph(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), folder / f"{spec.name}-int8-{key}.onnx")

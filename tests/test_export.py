@@ -1,0 +1,115 @@
+"""`cnncodes export` and the ONNX runtimes: the exported file predicts what model.npz predicts, runs with ONNX
+Runtime, numpy and Pillow alone (the README's snippet), and ONNX Runtime codes are the torch codes."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnncodes import CnnCodesError
+from cnncodes.pipeline import run_experiment
+from cnncodes.predict import list_images, predict_images
+from cnncodes.settings import RunSettings
+
+from .conftest import cli
+
+pytest.importorskip("onnxruntime")
+SNIPPET = Path(__file__).resolve().parents[1] / "docs" / "onnx_predict.py"
+
+
+@pytest.fixture(scope="module")
+def flip_run(tiny_folder, tmp_path_factory):
+    """A run whose model averages an image and its mirror image: the graph must do the same."""
+    out = tmp_path_factory.mktemp("flip_run")
+    run_experiment(RunSettings(data=str(tiny_folder), flip=True, normalize="sqrt", precision="fp32"),
+                   out, report=False, progress=False)
+    return out
+
+
+def test_head_modules_compute_the_heads_logits():
+    from cnncodes.heads import make_head
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 1.0, (300, 24)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    for mode, normalize in (("tuned", "none"), ("tuned", "sqrt"), ("mlp", "l2"), ("sgd", "none")):
+        head = make_head(mode, normalize=normalize).fit(x[:200], y[:200], x[200:], y[200:])
+        with torch.no_grad():
+            logits = head.torch_module()(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(logits, head.decision_function(x), atol=1e-4, err_msg=f"{mode} {normalize}")
+
+
+def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run, tiny_folder, tmp_path):
+    from cnncodes.export import OnnxModel
+
+    result = cli("export", flip_run, "--out", tmp_path / "model.onnx")
+    assert result.returncode == 0, result.stderr
+    test_images = [Path(tiny_folder) / i for i in np.load(flip_run / "test_predictions.npz")["ids"]]
+    assert len(test_images) >= 5
+    ours = predict_images(flip_run / "model.npz", test_images, top_k=3, precision="fp32")
+    exported = predict_images(tmp_path / "model.onnx", test_images, top_k=3)
+    for a, b in zip(ours, exported):
+        assert [name for name, _ in a] == [name for name, _ in b]
+        np.testing.assert_allclose([p for _, p in a], [p for _, p in b], atol=1e-3)
+    model = OnnxModel(tmp_path / "model.onnx")
+    assert model.class_names == ["bars", "checkers", "discs"] and model.recipe["flip_average"]
+
+    # the README's snippet: ONNX Runtime, numpy and Pillow, no cnncodes
+    run = subprocess.run([sys.executable, str(SNIPPET), str(tmp_path / "model.onnx"), *map(str, test_images)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    for line, top in zip(run.stdout.splitlines(), ours):
+        path, name, p = line.rsplit(" ", 2)
+        assert name == top[0][0] and abs(float(p) - top[0][1]) < 2e-3, line
+
+
+def test_int8_export_keeps_the_predictions_and_is_smaller(flip_run, tiny_folder, tmp_path):
+    from cnncodes.export import export_model
+
+    fp32 = export_model(flip_run, tmp_path / "fp32.onnx")
+    int8 = export_model(flip_run, tmp_path / "int8.onnx", int8=True)
+    # Lite0's 3.4 M weights take 13.6 MB as float32 and a quarter of that as int8; the head stays float
+    assert fp32.stat().st_size - int8.stat().st_size > 8e6
+    images = list_images([tiny_folder])
+    top = [[r[0][0] for r in predict_images(path, images, top_k=1)] for path in (fp32, int8)]
+    assert np.mean(np.array(top[0]) == np.array(top[1])) >= 0.95
+
+
+def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_folder):
+    from cnncodes.datasets import load_dataset
+    from cnncodes.extract import extract_codes
+
+    ds = load_dataset(str(tiny_folder))
+    codes = {rt: extract_codes(ds, runtime=rt, precision="fp32", progress=False) for rt in ("torch", "onnx", "onnx-int8")}
+    np.testing.assert_allclose(codes["onnx"].vectors, codes["torch"].vectors, rtol=1e-3, atol=1e-3)
+    a, b = codes["onnx-int8"].vectors, codes["torch"].vectors
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert np.median(cosine) > 0.95 and not np.allclose(a, b, atol=1e-3)  # quantised, and close
+
+
+def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
+    settings = RunSettings(data=str(tiny_folder), runtime="onnx-int8")
+    run_experiment(settings, tmp_path, report=False, progress=False)
+    images = list_images([tiny_folder])[:6]
+    from cnncodes.predict import codes_graphs
+
+    graphs = codes_graphs(settings)
+    assert [p.name.split("-")[1] for p in graphs.values()] == ["int8"]
+    assert all(isinstance(r, list) for r in predict_images(tmp_path / "model.npz", images))
+
+
+def test_export_refuses_what_it_cannot_export(tiny_folder, tmp_path):
+    from cnncodes.export import OnnxModel, export_model
+
+    run_experiment(RunSettings(data=str(tiny_folder), backbone="efficientnet_lite0+efficientnet_lite1"), tmp_path / "two",
+                   report=False, progress=False)
+    with pytest.raises(CnnCodesError, match="one backbone"):
+        export_model(tmp_path / "two", tmp_path / "two.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a graph")
+    with pytest.raises(CnnCodesError, match="not an ONNX model"):
+        OnnxModel(tmp_path / "junk.onnx")
+    result = cli("extract", "--data", tiny_folder, "--out", tmp_path / "x", "--runtime", "tensorrt")
+    assert result.returncode == 2 and "--runtime" in result.stderr
