@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from .test_cli import finished_run  # noqa: F401 - the shared finished run fixture
@@ -40,6 +41,10 @@ def test_report_renders_all_pictures_in_chromium(finished_run, tmp_path):  # noq
     shown = re.search(r'data-images-shown="(\d+)"', result.stdout)
     assert total and shown, "the page's load handler did not run"
     assert int(total.group(1)) >= 7 and shown.group(1) == total.group(1)
+    # the interactive map: every test point drawn with its image, and a hover showing image, label and prediction
+    test_images = len(np.load(out / "test_predictions.npz")["ids"])
+    assert re.search(r'data-map-points="(\d+)"', result.stdout).group(1) == str(test_images)
+    assert 'data-map-hover="@img,@label,@pred"' in result.stdout
     console_errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert not console_errors
     shot = tmp_path / "shot.png"

@@ -213,6 +213,36 @@ def cmd_export(a):
           f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (README)")
 
 
+def cmd_audit(a):
+    from .pipeline import audit_run
+
+    settings = None
+    if a.run_dir is None:
+        if a.data is None or a.out is None:
+            raise CnnCodesError("audit needs RUN_DIR, or --data (and --backbone) with --out")
+        settings = _settings(a)
+    page, result = audit_run(a.run_dir, a.out, settings=settings, threshold=a.threshold, folds=a.folds,
+                             progress=not a.quiet)
+    print(f"{len(result.label_issues):,} likely label errors, {len(result.pairs):,} near-duplicate pairs "
+          f"({len(result.leaks):,} train/test), {len(result.outliers):,} outliers -> {page}")
+
+
+def cmd_similar(a):
+    from .predict import list_images
+    from .similar import similar_images, write_similar_page
+
+    images = list_images(a.images)
+    if not images:
+        raise CnnCodesError(f"no image files in {', '.join(a.images)}")
+    found, codes, dataset = similar_images(a.source, images, a.k)
+    for path, result in zip(images, found):
+        if isinstance(result, str):
+            print(f"{path}: skipped ({result})")
+        else:
+            print(f"{path}: " + ", ".join(f"{codes.ids[row]} {sim:.3f}" for row, sim in result))
+    print(f"page: {write_similar_page(images, found, codes, dataset, a.out)}")
+
+
 def cmd_report(a):
     from .report import write_report
 
@@ -271,6 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 
+    sp = add("audit", cmd_audit, "likely label errors, near-duplicates and train/test leaks, outliers: "
+             "audit.html and ranked CSV files")
+    sp.add_argument("run_dir", nargs="?", default=None, help="a finished run (its data, codes and test predictions); "
+                    "or give --data, --backbone and --out")
+    _data_options(sp); _extract_options(sp)
+    sp.add_argument("--out", default=None, help="folder for the audit (default RUN_DIR/audit)")
+    sp.add_argument("--threshold", type=float, default=None, help="cosine similarity of centred codes from which "
+                    "two images are near-duplicates (default 0.95)")
+    sp.add_argument("--folds", type=_positive_int, default=5, help="folds of the out-of-fold probabilities")
+    sp.set_defaults(preset=None, head=None, finetune=None, normalize="none", class_weight="none", eval_every=100)
+
+    sp = add("similar", cmd_similar, "the images of a collection most like some query images (exact search over "
+             "the codes), with an HTML page")
+    sp.add_argument("source", help="a run folder (its data and codes) or a codes.npz from `cnncodes extract`")
+    sp.add_argument("images", nargs="+", help="query image files or folders")
+    sp.add_argument("--k", type=_positive_int, default=12, help="neighbours per query (default 12)")
+    sp.add_argument("--out", default="similar.html", help="the page to write (default similar.html)")
+
     sp = add("export", cmd_export, "one ONNX file (uint8 pixels in, class probabilities out) for ONNX Runtime")
     sp.add_argument("model", help="RUN_DIR or its model.npz")
     sp.add_argument("--out", required=True, help="the .onnx file to write")
@@ -298,7 +346,7 @@ def main(argv=None) -> int:
     if a.command is None:
         parser.print_help()
         return 2
-    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict"):
+    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict", "audit", "similar"):
         from .runtime import reexec_with_fast_malloc
 
         reexec_with_fast_malloc()

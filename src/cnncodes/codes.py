@@ -31,11 +31,33 @@ class Codes:
     class_names: list[str]
     backbone: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason)
+    _unit: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)  # nearest()'s matrix
 
     def select(self, rows: np.ndarray) -> "Codes":
         """Some rows: a boolean mask over the rows, or row indices (in the order wanted)."""
         return Codes(self.vectors[rows], self.labels[rows], self.ids[rows], self.splits[rows], self.class_names,
                      self.backbone, self.skipped)
+
+    def nearest(self, queries: np.ndarray, k: int = 12) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, similarities), each (queries, k), best first: the codes most similar to each query code, by the
+        cosine of codes centred on these codes' mean (raw pooled activations are all positive, so every raw pair
+        looks alike). Exact: one matrix product, no index (60,000 x 1,280 codes take milliseconds per query)."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        if queries.shape[1] != self.vectors.shape[1]:
+            raise CnnCodesError(f"query codes have {queries.shape[1]} features, these codes {self.vectors.shape[1]}")
+        if self._unit is None:
+            self._mean = self.vectors.mean(0, dtype=np.float64).astype(np.float32)
+            unit = np.subtract(self.vectors, self._mean, dtype=np.float32)
+            unit /= np.linalg.norm(unit, axis=1, keepdims=True) + 1e-12
+            self._unit = unit
+        q = queries - self._mean
+        q /= np.linalg.norm(q, axis=1, keepdims=True) + 1e-12
+        sims = q @ self._unit.T
+        k = min(k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(-sims, top, 1).argsort(1, kind="stable")
+        rows = np.take_along_axis(top, order, 1)
+        return rows, np.take_along_axis(sims, rows, 1)
 
     def part(self, *splits: str) -> tuple[np.ndarray, np.ndarray]:
         mask = np.isin(self.splits, splits)

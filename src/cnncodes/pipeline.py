@@ -1,6 +1,7 @@
 """The whole experiment as a few functions: codes -> head -> metrics -> run directory (prediction: predict.py)."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -164,3 +165,35 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
         write_predictions(out, codes, proba)
         write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, threshold: float | None = None,
+              folds: int = 5, progress: bool = True) -> tuple[Path, "AuditResult"]:
+    """`cnncodes audit`: the audit of a run's data (its settings, codes and test predictions), or of any data and
+    backbone given as settings. Writes audit.html and the CSV tables to `out` (default RUN_DIR/audit)."""
+    from .audit import DUPLICATE_SIMILARITY, audit_codes
+    from .audit_page import write_audit
+
+    test_proba = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        try:
+            settings = RunSettings.from_dict(json.loads((run_dir / "settings.json").read_text()))
+        except (OSError, ValueError) as exc:
+            raise CnnCodesError(f"{run_dir} is not a finished run folder ({exc})") from None
+        out = Path(out) if out is not None else run_dir / "audit"
+    elif settings is None or out is None:
+        raise CnnCodesError("audit needs a run folder, or --data (and --backbone) with --out")
+    dataset = load_dataset(settings.data, **settings.dataset_options())
+    codes = extract_codes(dataset, settings.backbone, progress=progress, **settings.extract_options())
+    if run_dir is not None and (run_dir / "test_predictions.npz").exists():
+        with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as z:
+            row = {i: n for n, i in enumerate(z["ids"])}
+            test_ids = codes.ids[codes.splits == "test"]
+            if all(str(i) in row for i in test_ids):  # the run's own predictions, for the same test images
+                test_proba = z["proba"][[row[str(i)] for i in test_ids]]
+    if progress:
+        print(f"audit: {len(codes.ids):,} images", flush=True)
+    result = audit_codes(codes, test_proba, folds=folds, threshold=threshold or DUPLICATE_SIMILARITY,
+                         seed=settings.seed)
+    return write_audit(result, dataset, out), result

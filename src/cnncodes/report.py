@@ -77,10 +77,25 @@ def write_report(run_dir, progress: bool = True) -> Path:
                         run_dir / "mistakes.png")
     efficiency = _read_json(run_dir / "data_efficiency.json")
     plots.data_efficiency(efficiency["sizes"], efficiency["test_accuracy"], run_dir / "data_efficiency.png")
-    return _write_html(run_dir, settings, metrics, curve)
+    return _write_html(run_dir, settings, metrics, curve, _map(run_dir, thumbs, ids, pred, names))
 
 
-def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict) -> Path:
+def _map(run_dir: Path, thumbs: dict, ids: np.ndarray, pred: np.ndarray, names: list[str]) -> str:
+    """The interactive map's HTML, for the map points the run kept images of (none for runs without them)."""
+    from .interactive_map import map_fragment
+
+    if not (run_dir / "tsne.npz").exists() or not len(thumbs.get("hover_ids", [])):
+        return ""
+    tsne = _read_npz(run_dir / "tsne.npz")
+    where = {i: n for n, i in enumerate(tsne["ids"])}
+    predicted = dict(zip(ids, pred))
+    rows = [where[i] for i in thumbs["hover_ids"]]
+    return map_fragment(tsne["embedding"][rows], tsne["labels"][rows],
+                        np.array([predicted[i] for i in thumbs["hover_ids"]]), names, thumbs["hover_ids"],
+                        thumbs["hover_images"])
+
+
+def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, interactive: str) -> Path:
     esc = html.escape
     rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in settings.items())
     def percent(value):
@@ -105,6 +120,7 @@ top-5 accuracy {percent(metrics.get('top5_accuracy'))}.</p>
 {metrics['skipped']} files skipped (see skipped.tsv); codes {t.get('codes_seconds', '?')} s, head {t.get('head_seconds', '?')} s;
 flipped codes: {'yes' if metrics.get('flip') else 'no'}; chosen C: {esc(str(curve.get('best_C')))}.</p>
 <h2>Per-class accuracy</h2><table><tr><th>class</th><th>accuracy</th><th>test images</th></tr>{class_rows}</table>
+{"<h2>Interactive map</h2>" + interactive if interactive else ""}
 <h2>Pictures</h2>{figures}
 <h2>Settings</h2><table>{rows}</table>
 <script>/* records on the page how many pictures rendered: the browser test reads it */
@@ -112,6 +128,15 @@ window.addEventListener("load", () => {{
   const imgs = [...document.images];
   document.body.dataset.imagesTotal = imgs.length;
   document.body.dataset.imagesShown = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const mapped = () => {{  /* the interactive map: how many points it drew, with images for the hover */
+    const doc = window.Bokeh && Bokeh.documents[0];
+    if (!doc) return setTimeout(mapped, 100);
+    const points = doc.get_model_by_name("map_points");
+    document.body.dataset.mapPoints = points ? points.data.img.filter(s => s.startsWith("data:image/")).length : 0;
+    const hover = doc.get_model_by_name("map_hover");
+    document.body.dataset.mapHover = hover ? ["@img", "@label", "@pred"].filter(f => hover.tooltips.includes(f)).join(",") : "";
+  }};
+  if (document.querySelector("div[id][data-root-id]")) mapped();
 }});</script>
 </body></html>
 """

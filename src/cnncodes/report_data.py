@@ -19,6 +19,7 @@ FILES = ["tsne.npz", "data_efficiency.json", "thumbnails.npz", "samples.json"]
 DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
 MAP_CELL, PICTURE = 32, 96  # pixels: an image in a cell of the t-SNE image map; in the sample and mistake grids
 SAMPLES_PER_CLASS, SAMPLE_CLASSES, MISTAKES, TSNE_POINTS = 8, 20, 18, 10000
+HOVER_POINTS = 2000  # points of the interactive map, each carrying its image into report.html (about 1.5 kB each)
 
 
 def data_efficiency(codes: Codes, best_c: float, seed: int) -> dict:
@@ -60,7 +61,7 @@ def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_
                       progress: bool = True) -> None:
     """codes: what the head saw (for a fine-tuned head, its pooled features); proba: test probabilities."""
     rng = np.random.default_rng(seed)
-    shown, map_ids = set(), []
+    shown, map_ids, hover_ids = set(), [], []
     train = codes.splits == "train"
     samples = {}
     classes = np.arange(len(codes.class_names))
@@ -83,11 +84,13 @@ def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_
         atomic_write(out / "tsne.npz", npz_bytes(embedding=emb.astype(np.float32), ids=codes.ids[idx].astype(str),
                                                  labels=codes.labels[idx], cells=cells))
         map_ids = [str(i) for i in codes.ids[idx[cells[:, 0]]]]
+        hover_ids = [str(i) for i in codes.ids[np.sort(rng.permutation(idx)[:HOVER_POINTS])]]
     if progress:
         print("report: accuracy against training set size", flush=True)
     write_json(out / "data_efficiency.json", data_efficiency(codes, best_c or DATA_EFFICIENCY_C, seed))
     shown = sorted(shown)
     atomic_write(out / "thumbnails.npz", npz_bytes(
         ids=np.array(shown, dtype=str), images=thumbnails(dataset, shown, PICTURE),
-        map_ids=np.array(map_ids, dtype=str), map_images=thumbnails(dataset, map_ids, MAP_CELL)))
+        map_ids=np.array(map_ids, dtype=str), map_images=thumbnails(dataset, map_ids, MAP_CELL),
+        hover_ids=np.array(hover_ids, dtype=str), hover_images=thumbnails(dataset, hover_ids, MAP_CELL)))
     write_json(out / "samples.json", samples)

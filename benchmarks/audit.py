@@ -1,0 +1,146 @@
+"""The audit against planted ground truth, and its cost.
+
+    python benchmarks/audit.py --data ../shared/data/cifar-10-python.tar.gz [--gallery docs/audit_test_label_issues.jpg]
+    python benchmarks/audit.py --data ../shared/data/cifar10-exact
+
+Label noise: 5% of the training and validation labels flipped to another class (seeded); recall of the flipped
+images within the first 5% of the ranking (label quality, lowest first, over the same images) and precision at that
+cut, and the same for cleanlab's flagged set. Duplicates (CIFAR-10 archive only): exact, resized (48 px, bicubic) and
+re-encoded (JPEG, Pillow's default quality 75) copies of 1% of the training images added to the test split; the
+share of each kind found as a train/test pair at each threshold, beside the number of pairs the unmodified data
+gives at that threshold. Times: `audit_codes` on cached codes, and the whole `cnncodes audit` command.
+"""
+import argparse
+import io
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from cnncodes.audit import CANDIDATE_MARGIN, audit_codes, centred_unit, principal_components, scan
+from cnncodes.codes import Codes
+from cnncodes.datasets import load_dataset
+from cnncodes.extract import extract_codes
+from cnncodes.predict import image_codes
+
+THRESHOLDS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+
+
+def planted_noise(codes: Codes, share: float = 0.05, seed: int = 0) -> None:
+    labelled = np.flatnonzero(codes.splits != "test")
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(labelled, int(round(share * len(labelled))), replace=False)
+    noisy = codes.labels.copy()
+    noisy[flipped] = (noisy[flipped] + rng.integers(1, len(codes.class_names), len(flipped))) % len(codes.class_names)
+    t = time.perf_counter()
+    result = audit_codes(Codes(codes.vectors, noisy, codes.ids, codes.splits, codes.class_names, codes.backbone))
+    seconds = time.perf_counter() - t
+    ranked = labelled[np.argsort(result.quality[labelled], kind="stable")][:len(flipped)]
+    hit = np.isin(ranked, flipped).sum()
+    flagged = result.label_issues[np.isin(result.label_issues, labelled)]
+    caught = np.isin(flagged, flipped).sum()
+    print(f"planted label noise: {len(flipped):,} of {len(labelled):,} labels flipped")
+    print(f"  first 5% of the ranking: recall {hit / len(flipped):.3f}, precision {hit / len(ranked):.3f}")
+    print(f"  cleanlab's flagged set ({len(flagged):,} images): recall {caught / len(flipped):.3f}, "
+          f"precision {caught / max(1, len(flagged)):.3f}")
+    print(f"  audit_codes on {len(codes.ids):,} cached codes: {seconds:.1f} s ("
+          + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()) + ")")
+    return result
+
+
+def copies(dataset, rows, kind: str) -> list[np.ndarray]:
+    out = []
+    for i in rows:
+        img = Image.fromarray(dataset.read(int(i)))
+        if kind == "resized":
+            img = img.resize((48, 48), Image.BICUBIC)
+        elif kind == "re-encoded":
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=75)
+            img = Image.open(buf)
+        out.append(np.asarray(img.convert("RGB")))
+    return out
+
+
+def planted_duplicates(dataset, codes: Codes, share: float = 0.01, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    train_rows = np.flatnonzero(codes.splits == "train")
+    sources = np.sort(rng.choice(train_rows, int(round(share * len(train_rows))), replace=False))
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    data_rows = [index[str(codes.ids[r])] for r in sources]
+    kinds = ("exact", "resized", "re-encoded")
+    planted = [image_codes(codes.backbone, copies(dataset, data_rows, kind))[0] for kind in kinds]
+    n = len(codes.ids)
+    x = np.vstack([codes.vectors, *planted])
+    first = {kind: n + k * len(sources) for k, kind in enumerate(kinds)}
+    reduced = centred_unit(principal_components(x), 0)
+    candidates, _, _ = scan(reduced, min(THRESHOLDS) - CANDIDATE_MARGIN)
+    v = centred_unit(x, x.mean(0))
+    exact = np.einsum("ij,ij->i", v[candidates[:, 0]], v[candidates[:, 1]])
+    pair_set = {}
+    for (a, b), s in zip(candidates.tolist(), exact.tolist()):
+        pair_set[(a, b)] = s
+    splits = np.concatenate([codes.splits, np.full(len(x) - n, "test")])
+    print(f"\nplanted duplicates: {len(sources):,} training images, each copied 3 ways into the test split")
+    print("| threshold | " + " | ".join(f"{k} found" for k in kinds) + " | train/test pairs in the unmodified data "
+          "| test images with one | all pairs in the unmodified data |")
+    print("|---|" + "---|" * (len(kinds) + 3))
+    for t in THRESHOLDS:
+        found = []
+        for kind in kinds:
+            hits = sum(pair_set.get((int(src), first[kind] + k), -1) >= t for k, src in enumerate(sources))
+            found.append(hits / len(sources))
+        natural = [(a, b) for (a, b), s in pair_set.items() if s >= t and a < n and b < n]
+        leaks = [(a, b) for a, b in natural if (splits[a] == "test") != (splits[b] == "test")]
+        leaked = {r for pair in leaks for r in pair if splits[r] == "test"}
+        print(f"| {t} | " + " | ".join(f"{f:.3f}" for f in found) + f" | {len(leaks):,} | {len(leaked):,} | "
+              f"{len(natural):,} |")
+
+
+def gallery(result, dataset, path: str, n: int = 100) -> None:
+    """The first n test-split label issues as one picture: image, given -> suggested."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    codes = result.codes
+    test = result.label_issues[codes.splits[result.label_issues] == "test"][:n]
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    cols = 10
+    fig, axes = plt.subplots(-(-len(test) // cols), cols, figsize=(cols * 1.5, -(-len(test) // cols) * 1.75))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), test):
+        ax.imshow(dataset.read(index[str(codes.ids[r])]))
+        given, suggested = codes.class_names[codes.labels[r]], codes.class_names[result.proba[r].argmax()]
+        ax.set_title(f"{given}\n-> {suggested}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, pil_kwargs={"quality": 85})
+    print(f"\ngallery of the first {len(test)} test-split label issues: {path}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--gallery", default=None, help="write the first 100 test-split label issues here (an image)")
+    args = p.parse_args()
+    dataset = load_dataset(args.data)
+    codes = extract_codes(dataset, "efficientnet_lite0", progress=False)
+    planted_noise(codes)
+    if len(codes.ids) >= 50000:
+        planted_duplicates(dataset, codes)
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", "audit", "--data", args.data, "--out", out],
+                       check=True, capture_output=True)
+        print(f"\n`cnncodes audit --data {args.data}` (cached codes): {time.perf_counter() - t:.1f} s")
+    if args.gallery:
+        gallery(audit_codes(codes), dataset, args.gallery)
+
+
+if __name__ == "__main__":
+    main()

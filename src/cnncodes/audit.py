@@ -1,0 +1,167 @@
+"""Know your data from its codes: likely label errors, near-duplicates (and train/test leaks), outliers.
+
+Everything runs on cached codes in seconds: out-of-fold probabilities from a softmax probe, ranked by cleanlab's
+confident learning; duplicates by exact cosine similarity of centred codes; outliers by their distance to their
+nearest neighbours.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codes import Codes
+from .errors import CnnCodesError
+
+PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
+DUPLICATE_SIMILARITY = 0.95  # cosine of centred codes above which two images are reported as near-duplicates
+CANDIDATE_MARGIN = 0.05  # pairs are first searched in the principal components, this much below the threshold
+OUTLIER_SHARE = 0.01  # the most atypical 1% of the images are listed
+NEIGHBOURS = 10  # an image's outlier score: 1 - its mean cosine to this many nearest images
+
+
+@dataclass
+class AuditResult:
+    """Ranked findings; each list holds row indices into `codes` (pairs for duplicates) with scores."""
+
+    codes: Codes
+    proba: np.ndarray  # (N, K): out-of-fold for train/validation rows, the run's (or a probe's) for test rows
+    quality: np.ndarray  # (N,) cleanlab label quality: low = the given label is likely wrong
+    label_issues: np.ndarray  # row indices cleanlab flags, most likely first
+    pairs: np.ndarray  # (P, 2) row indices of near-duplicate pairs, most similar first
+    similarity: np.ndarray  # (P,) their cosine similarity
+    outlier_scores: np.ndarray  # (N,) 1 - mean cosine to the nearest images (principal components): high = atypical
+    outliers: np.ndarray  # row indices of the lowest OUTLIER_SHARE of outlier_scores, most atypical first
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def leaks(self) -> np.ndarray:
+        """The pairs that join a test image to a training or validation image."""
+        test = self.codes.splits[self.pairs] == "test"
+        return np.flatnonzero(test.sum(1) == 1) if len(self.pairs) else np.zeros(0, np.int64)
+
+
+def principal_components(x: np.ndarray, n: int = PROBE_DIMENSIONS, seed: int = 0) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    n = min(n, x.shape[0], x.shape[1])
+    return PCA(n, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
+
+
+def fit_softmax(x, y, n_classes: int, c: float = 0.01, iterations: int = 100):
+    """L2-regularised softmax regression on standardised x (scikit-learn's objective: C x summed loss + |W|^2 / 2),
+    fitted full-batch with L-BFGS in torch: seconds for tens of thousands of rows. Returns x -> probabilities."""
+    import torch
+
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y, dtype=torch.int64)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    w = torch.zeros(z.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = c * torch.nn.functional.cross_entropy(z @ w + b, y, reduction="sum") + 0.5 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def proba(q) -> np.ndarray:
+        with torch.no_grad():
+            q = (torch.as_tensor(q, dtype=torch.float32) - mean) / scale
+            return torch.softmax(q @ w + b, 1).numpy()
+
+    return proba
+
+
+def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each row's class probabilities from a probe that never saw it (K folds, stratified)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y, minlength=n_classes)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        raise CnnCodesError("out-of-fold probabilities need at least 2 labelled images of every class")
+    out = np.zeros((len(x), n_classes), np.float32)
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        out[held] = fit_softmax(x[train], y[train], n_classes)(x[held])
+    return out
+
+
+def scan(x: np.ndarray, threshold: float, k: int = NEIGHBOURS, block: int = 2048):
+    """One pass of exact blockwise products over unit rows: every pair (i < j) with cosine >= threshold (most similar
+    first), and each row's mean cosine to its k nearest other rows. Written here because the one scan serves both:
+    cleanlab's nearest-neighbour outlier score took 180 s on 60,000 codes through scikit-learn."""
+    import torch
+
+    v = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    k = min(k, len(v) - 1)
+    pairs, sims, knn = [], [], np.zeros(len(v), np.float32)
+    for start in range(0, len(v), block):
+        s = v[start:start + block] @ v.T
+        rows = torch.arange(len(s))
+        s[rows, rows + start] = -2.0  # not its own neighbour
+        knn[start:start + len(s)] = s.topk(k, dim=1).values.mean(1).numpy()
+        r, c = torch.nonzero(s >= threshold, as_tuple=True)
+        keep = c > r + start
+        pairs.append(torch.stack([r[keep] + start, c[keep]], 1).numpy())
+        sims.append(s[r[keep], c[keep]].numpy())
+    pairs, sims = np.concatenate(pairs).astype(np.int64), np.concatenate(sims)
+    order = np.argsort(-sims, kind="stable")
+    return pairs[order], sims[order], knn
+
+
+def centred_unit(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Codes minus the collection's mean, scaled to unit length: cosine similarity becomes a dot product. Centring
+    matters: pooled ReLU activations are all positive, so raw codes of any two images have a high cosine."""
+    v = np.asarray(x, np.float32) - mean
+    return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
+
+
+def near_duplicates(x: np.ndarray, candidates: np.ndarray, threshold: float = DUPLICATE_SIMILARITY):
+    """The candidate pairs (found in the principal components) whose full centred codes have cosine >= threshold."""
+    if not len(candidates):
+        return candidates, np.zeros(0, np.float32)
+    v = centred_unit(x, x.mean(0))
+    exact = np.einsum("ij,ij->i", v[candidates[:, 0]], v[candidates[:, 1]])
+    keep = exact >= threshold
+    order = np.argsort(-exact[keep], kind="stable")
+    return candidates[keep][order], exact[keep][order]
+
+
+def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, folds: int = 5,
+                threshold: float = DUPLICATE_SIMILARITY, seed: int = 0) -> AuditResult:
+    """Audit a dataset's codes. test_proba: the run's probabilities for the test rows (in their order); without it a
+    probe trained on every non-test row gives them."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    x, y, k = codes.vectors, codes.labels, len(codes.class_names)
+    if len(x) < 10:
+        raise CnnCodesError(f"an audit needs at least 10 images with codes (got {len(x)})")
+    seconds, t = {}, time.perf_counter()
+    reduced = principal_components(x, seed=seed)
+    seconds["principal components"] = time.perf_counter() - t
+    t = time.perf_counter()
+    test = codes.splits == "test"
+    proba = np.zeros((len(x), k), np.float32)
+    proba[~test] = out_of_fold_proba(reduced[~test], y[~test], k, folds, seed)
+    if test.any():
+        proba[test] = test_proba if test_proba is not None else fit_softmax(reduced[~test], y[~test], k)(reduced[test])
+    seconds["out-of-fold probabilities"] = time.perf_counter() - t
+    t = time.perf_counter()
+    quality = get_label_quality_scores(y, proba, method="self_confidence")
+    issues = find_label_issues(y, proba, return_indices_ranked_by="self_confidence")
+    seconds["label issues"] = time.perf_counter() - t
+    t = time.perf_counter()
+    candidates, _, knn = scan(centred_unit(reduced, 0), threshold - CANDIDATE_MARGIN)
+    pairs, similarity = near_duplicates(x, candidates, threshold)
+    scores = 1 - knn  # far from its nearest neighbours: far from every class
+    outliers = np.argsort(-scores, kind="stable")[:max(1, int(round(OUTLIER_SHARE * len(x))))]
+    seconds["near-duplicates and outliers"] = time.perf_counter() - t
+    return AuditResult(codes, proba, quality, np.asarray(issues, np.int64), pairs, similarity, scores, outliers,
+                       seconds)

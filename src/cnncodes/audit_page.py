@@ -1,0 +1,100 @@
+"""An audit's findings as files a person reads: ranked CSV tables and audit.html with image galleries."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .audit import AuditResult
+from .files import atomic_write
+from .report_data import thumbnails
+
+GALLERY = 100  # images (pairs) per gallery
+THUMB = 64
+
+
+def _uri(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _csv(path: Path, header: list[str], rows) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue().encode("utf-8", "surrogateescape"))
+
+
+def write_audit(result: AuditResult, dataset, out) -> Path:
+    """label_issues.csv, duplicates.csv, outliers.csv and audit.html in `out`; returns the page's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    codes, names = result.codes, result.codes.class_names
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+
+    def path(row: int) -> str:
+        p = dataset.path(index[str(codes.ids[row])])
+        return "" if p is None else str(p)
+
+    suggested = result.proba.argmax(1)
+    leak = set(result.leaks.tolist())
+    _csv(out / "label_issues.csv", ["rank", "id", "path", "split", "given", "suggested", "label_quality",
+                                     "suggested_probability"],
+         ([n + 1, codes.ids[r], path(r), codes.splits[r], names[codes.labels[r]], names[suggested[r]],
+           f"{result.quality[r]:.5f}", f"{result.proba[r, suggested[r]]:.5f}"] for n, r in enumerate(result.label_issues)))
+    _csv(out / "duplicates.csv", ["rank", "id_a", "path_a", "split_a", "label_a", "id_b", "path_b", "split_b",
+                                  "label_b", "similarity", "train_test_leak"],
+         ([n + 1, codes.ids[a], path(a), codes.splits[a], names[codes.labels[a]], codes.ids[b], path(b),
+           codes.splits[b], names[codes.labels[b]], f"{s:.5f}", "yes" if n in leak else "no"]
+          for n, ((a, b), s) in enumerate(zip(result.pairs, result.similarity))))
+    _csv(out / "outliers.csv", ["rank", "id", "path", "split", "label", "outlier_score"],
+         ([n + 1, codes.ids[r], path(r), codes.splits[r], names[codes.labels[r]], f"{result.outlier_scores[r]:.5f}"]
+          for n, r in enumerate(result.outliers)))
+
+    leaks = result.pairs[result.leaks[:GALLERY]]
+    others = result.pairs[[n for n in range(len(result.pairs)) if n not in leak][:GALLERY]]
+    shown = np.unique(np.concatenate([result.label_issues[:GALLERY], leaks.ravel(), others.ravel(),
+                                      result.outliers[:GALLERY]]).astype(np.int64))
+    pictures = dict(zip(shown.tolist(), thumbnails(dataset, [str(codes.ids[r]) for r in shown], THUMB)))
+
+    def card(row: int, caption: str) -> str:
+        return (f'<figure><img src="{_uri(pictures[row])}" alt=""><figcaption>{html.escape(str(codes.ids[row]))}'
+                f'<br>{caption}</figcaption></figure>')
+
+    def pair_cards(pairs, sims) -> str:
+        return "".join(f'<div class="pair">{card(a, codes.splits[a] + ": " + html.escape(names[codes.labels[a]]))}'
+                       f'{card(b, codes.splits[b] + ": " + html.escape(names[codes.labels[b]]))}'
+                       f'<span>{s:.3f}</span></div>' for (a, b), s in zip(pairs, sims))
+
+    issues = "".join(card(r, f"given <b>{html.escape(names[codes.labels[r]])}</b>, suggested "
+                             f"<b>{html.escape(names[suggested[r]])}</b><br>quality {result.quality[r]:.3f}")
+                     for r in result.label_issues[:GALLERY])
+    outliers = "".join(card(r, f"{html.escape(names[codes.labels[r]])}, score {result.outlier_scores[r]:.3f}")
+                       for r in result.outliers[:GALLERY])
+    n_test = int((codes.splits == "test").sum())
+    leaked_test = len({int(r) for r in result.pairs[result.leaks].ravel() if codes.splits[r] == "test"})
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes audit</title><style>
+body{{font-family:sans-serif;margin:2em;max-width:1400px}} figure{{display:inline-block;margin:4px;width:150px;
+font-size:11px;vertical-align:top}} img{{width:96px;height:96px;image-rendering:pixelated}}
+.pair{{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px}} .pair span{{font-size:12px}}</style></head>
+<body><h1>Audit of {html.escape(codes.backbone)} codes: {len(codes.ids):,} images</h1>
+<p>{len(result.label_issues):,} likely label errors; {len(result.pairs):,} near-duplicate pairs (cosine of centred
+codes at least the threshold), of which {len(result.leaks):,} join a test image to a training image
+({leaked_test:,} of the {n_test:,} test images have a near-duplicate outside the test split); the {len(result.outliers):,} most atypical images.
+Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}.</p>
+<h2>Likely label errors (most likely first)</h2>{issues or "<p>none</p>"}
+<h2>Train/test near-duplicates (leaks)</h2>{pair_cards(leaks, result.similarity[result.leaks[:GALLERY]]) or "<p>none</p>"}
+<h2>Other near-duplicates</h2>{pair_cards(others, [result.similarity[n] for n in range(len(result.pairs)) if n not in leak][:GALLERY]) or "<p>none</p>"}
+<h2>Outliers (most atypical first)</h2>{outliers}
+</body></html>"""
+    atomic_write(out / "audit.html", page.encode())
+    return out / "audit.html"

@@ -1,0 +1,83 @@
+"""`cnncodes similar`: the images of a collection most like some query images, by their codes, as an HTML page."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .audit_page import THUMB, _uri
+from .codes import Codes
+from .datasets import load_dataset
+from .errors import CnnCodesError
+from .extract import extract_codes
+from .images import BadImage, load_rgb
+from .predict import codes_graphs, image_codes
+from .settings import RunSettings
+
+
+def collection(source) -> tuple[Codes, object, RunSettings | None]:
+    """(codes, dataset or None, settings or None) of a run folder, or of a codes.npz from `cnncodes extract`."""
+    source = Path(source)
+    if source.is_dir():
+        try:
+            settings = RunSettings.from_dict(json.loads((source / "settings.json").read_text()))
+        except (OSError, ValueError) as exc:
+            raise CnnCodesError(f"{source} is not a finished run folder ({exc})") from None
+        dataset = load_dataset(settings.data, **settings.dataset_options())
+        return extract_codes(dataset, settings.backbone, progress=False, **settings.extract_options()), dataset, settings
+    return Codes.load(source), None, None
+
+
+def similar_images(source, images: Sequence, k: int = 12) -> tuple[list, Codes, object]:
+    """For each query image: the k most similar images of the collection as (row, similarity), or the reason the
+    query could not be read."""
+    codes, dataset, settings = collection(source)
+    graphs = codes_graphs(settings) if settings else {}
+    query, problems = image_codes(codes.backbone, list(images), graphs=graphs,
+                                  **({"precision": settings.precision} if settings else {}))
+    rows, sims = codes.nearest(query, k) if len(query) else (np.zeros((0, k), int), np.zeros((0, k)))
+    found, usable = [], iter(zip(rows, sims))
+    for n in range(len(images)):
+        found.append(problems[n] if n in problems else list(zip(*next(usable))))
+    return found, codes, dataset
+
+
+def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out) -> Path:
+    """One strip per query: the query image, then its neighbours with id, label and similarity."""
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)} if dataset is not None else {}
+
+    def thumb(rgb) -> str:
+        from PIL import Image
+
+        return _uri(np.asarray(Image.fromarray(rgb).resize((THUMB, THUMB), Image.BILINEAR)))
+
+    strips = []
+    for path, result in zip(images, found):
+        if isinstance(result, str):
+            strips.append(f"<h3>{html.escape(str(path))}</h3><p>skipped: {html.escape(result)}</p>")
+            continue
+        try:
+            query = f'<figure><img src="{thumb(load_rgb(path, THUMB))}" alt=""><figcaption>query</figcaption></figure>'
+        except (BadImage, OSError):
+            query = ""
+        cells = []
+        for row, sim in result:
+            item = str(codes.ids[row])
+            img = f'<img src="{thumb(dataset.read(index[item], THUMB))}" alt="">' if item in index else ""
+            cells.append(f"<figure>{img}<figcaption>{html.escape(item)}<br>{html.escape(codes.class_names[codes.labels[row]])}"
+                         f" ({codes.splits[row]})<br>{sim:.3f}</figcaption></figure>")
+        strips.append(f"<h3>{html.escape(str(path))}</h3><div class=strip>{query}{''.join(cells)}</div>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes: similar images</title><style>
+body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:4px;width:130px;font-size:11px;
+vertical-align:top}} img{{width:96px;height:96px;image-rendering:pixelated}} .strip figure:first-child img{{outline:3px
+solid #36c}}</style></head><body><h1>Similar images in {html.escape(codes.backbone)} codes of {len(codes.ids):,}
+images</h1><p>Cosine similarity of codes centred on the collection's mean; exact search.</p>{''.join(strips)}</body></html>"""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .files import atomic_write
+
+    atomic_write(out, page.encode())
+    return out

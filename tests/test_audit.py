@@ -1,0 +1,129 @@
+"""`cnncodes audit`: label errors, near-duplicates and leaks, outliers, each checked against planted ground truth."""
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnncodes.audit import audit_codes, centred_unit, scan
+from cnncodes.codes import Codes
+
+from .conftest import cli, need_shared
+
+
+def clustered_codes(n_per_class=200, classes=4, dim=32, seed=0) -> Codes:
+    """Gaussian clusters: a linear probe separates them, so a flipped label stands out."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, dim))
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = (centres[y] + rng.normal(0, 1, (len(y), dim))).astype(np.float32)
+    splits = rng.choice(["train", "validation", "test"], len(y), p=[0.6, 0.2, 0.2]).astype("<U10")
+    ids = np.array([f"img{i}" for i in range(len(y))])
+    return Codes(x, y, ids, splits, [f"c{k}" for k in range(classes)], "synthetic")
+
+
+def test_scan_finds_every_pair_and_neighbour_mean_of_a_brute_force_search():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(700, 12)).astype(np.float32)
+    v[600:] = v[:100] + rng.normal(0, 0.05, (100, 12))  # 100 near copies
+    u = centred_unit(v, 0)
+    pairs, sims, knn = scan(u, 0.9, k=5, block=128)
+    full = u @ u.T
+    i, j = np.nonzero(np.triu(full >= 0.9, 1))
+    assert {tuple(p) for p in pairs.tolist()} == set(zip(i.tolist(), j.tolist()))
+    assert np.all(np.diff(sims) <= 0)
+    np.fill_diagonal(full, -2)
+    np.testing.assert_allclose(knn, np.sort(full, 1)[:, -5:].mean(1), atol=1e-5)
+
+
+def test_audit_finds_planted_label_errors_duplicates_and_an_outlier():
+    codes = clustered_codes()
+    rng = np.random.default_rng(2)
+    flipped = rng.choice(len(codes.labels), 40, replace=False)
+    truth = codes.labels.copy()
+    codes.labels[flipped] = (codes.labels[flipped] + 1) % 4
+    train = np.flatnonzero(codes.splits == "train")[:10]
+    test = np.flatnonzero(codes.splits == "test")[:10]
+    codes.vectors[test] = codes.vectors[train] * 1.001  # leaks: test images that are training images
+    codes.labels[test] = codes.labels[train]
+    codes.vectors[-1] = rng.normal(0, 12, codes.vectors.shape[1])  # far from every cluster
+    result = audit_codes(codes, threshold=0.99)
+    top = set(np.argsort(result.quality)[:len(flipped)].tolist())
+    assert len(top & set(flipped.tolist())) >= 0.8 * len(flipped)
+    assert len(set(result.label_issues.tolist()) & set(flipped.tolist())) >= 0.8 * len(flipped)
+    assert (result.proba.argmax(1)[flipped] == truth[flipped]).mean() >= 0.8  # the suggestion is the true class
+    leaks = {tuple(sorted(p)) for p in result.pairs[result.leaks].tolist()}
+    assert leaks >= {tuple(sorted(p)) for p in zip(train.tolist(), test.tolist())}
+    assert result.outliers[0] == len(codes.labels) - 1
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def copied_run(tmp_path_factory):
+    """A run on real CIFAR-10 photos whose test split holds an exact copy, a resized copy and a JPEG re-encoding
+    of training images."""
+    exact = need_shared("cifar10-exact")
+    tmp_path = tmp_path_factory.mktemp("copied")
+    data = tmp_path / "data"
+    for cls in ("cat", "ship", "truck"):
+        for split, files in (("train", sorted((exact / "train" / cls).glob("*.png"))[:20]),
+                             ("test", sorted((exact / "test" / cls).glob("*.png"))[:5])):
+            (data / split / cls).mkdir(parents=True)
+            for f in files:
+                (data / split / cls / f.name).write_bytes(f.read_bytes())
+    originals = sorted((data / "train" / "cat").glob("*.png"))[:3]
+    Image.open(originals[0]).save(data / "test" / "cat" / "copy.png")
+    Image.open(originals[1]).resize((48, 48), Image.BICUBIC).save(data / "test" / "cat" / "resized.png")
+    Image.open(originals[2]).save(data / "test" / "cat" / "reencoded.jpg", quality=75)
+    run = tmp_path / "run"
+    assert cli("run", "--data", data, "--out", run, "--no-report").returncode == 0
+    return data, run
+
+
+def test_audit_command_writes_galleries_and_finds_copied_images_in_test(copied_run):
+    data, run = copied_run
+    result = cli("audit", run)
+    assert result.returncode == 0, result.stderr
+    out = run / "audit"
+    page = (out / "audit.html").read_text()
+    assert page.count("data:image/png;base64") >= 10 and "Likely label errors" in page
+    leaks = [r for r in _rows(out / "duplicates.csv") if r["train_test_leak"] == "yes"]
+    found = {r["id_a"] if r["split_a"] == "test" else r["id_b"] for r in leaks}
+    assert found >= {"test/cat/copy.png", "test/cat/resized.png", "test/cat/reencoded.jpg"}
+    assert _rows(out / "label_issues.csv")[0].keys() >= {"given", "suggested", "label_quality", "path"}
+    assert len(_rows(out / "outliers.csv")) >= 1
+
+
+def test_audit_without_a_run_needs_data_and_out(tmp_path):
+    result = cli("audit")
+    assert result.returncode == 2 and "RUN_DIR" in result.stderr
+    result = cli("audit", tmp_path)
+    assert result.returncode == 2 and "not a finished run" in result.stderr
+
+
+def test_nearest_is_an_exact_search_by_centred_cosine():
+    codes = clustered_codes()
+    queries = codes.vectors[[3, 50, 700]] + 0.01
+    rows, sims = codes.nearest(queries, k=7)
+    v = centred_unit(codes.vectors, codes.vectors.mean(0))
+    q = centred_unit(queries, codes.vectors.mean(0))
+    brute = np.argsort(-(q @ v.T), axis=1)[:, :7]
+    np.testing.assert_array_equal(rows, brute)
+    np.testing.assert_allclose(sims, np.take_along_axis(q @ v.T, brute, 1), atol=1e-5)
+    assert list(rows[:, 0]) == [3, 50, 700]
+
+
+def test_similar_command_finds_the_original_of_a_copy(copied_run, tmp_path):
+    data, run = copied_run
+    result = cli("similar", run, data / "test" / "cat" / "resized.png", tmp_path / "missing.png", "--k", "3",
+                 "--out", tmp_path / "similar.html")
+    assert result.returncode == 0, result.stderr
+    neighbours = result.stdout.splitlines()[0].split(": ", 1)[1].split(", ")
+    assert neighbours[0].startswith("test/cat/resized.png 1.000")  # itself: it is in the collection
+    assert neighbours[1].startswith("train/cat/")  # then its original
+    assert "skipped" in result.stdout and (tmp_path / "similar.html").read_text().count("<img") >= 4
