@@ -8,7 +8,9 @@ images within the first 5% of the ranking (label quality, lowest first, over the
 cut, and the same for cleanlab's flagged set. Duplicates (CIFAR-10 archive only): exact, resized (48 px, bicubic) and
 re-encoded (JPEG, Pillow's default quality 75) copies of 1% of the training images added to the test split; the
 share of each kind found as a train/test pair at each threshold, beside the number of pairs the unmodified data
-gives at that threshold. Times: `audit_codes` on cached codes, and the whole `cnncodes audit` command.
+gives at that threshold (the audit's own test: code cosine, or code neighbours whose grey thumbnails
+correlate). Times: `audit_codes` on cached codes, the whole `cnncodes audit` command, and
+`Codes.nearest` (what `cnncodes similar` searches with) per query.
 """
 import argparse
 import io
@@ -20,7 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from cnncodes.audit import CANDIDATE_MARGIN, audit_codes, centred_unit, principal_components, scan
+from cnncodes.audit import COPY_CORRELATION, audit_codes, dataset_thumbnails, grey_thumbnail
 from cnncodes.codes import Codes
 from cnncodes.datasets import load_dataset
 from cnncodes.extract import extract_codes
@@ -72,32 +74,36 @@ def planted_duplicates(dataset, codes: Codes, share: float = 0.01, seed: int = 0
     index = {item_id: i for i, item_id in enumerate(dataset.ids)}
     data_rows = [index[str(codes.ids[r])] for r in sources]
     kinds = ("exact", "resized", "re-encoded")
-    planted = [image_codes(codes.backbone, copies(dataset, data_rows, kind))[0] for kind in kinds]
-    n = len(codes.ids)
-    x = np.vstack([codes.vectors, *planted])
-    first = {kind: n + k * len(sources) for k, kind in enumerate(kinds)}
-    reduced = centred_unit(principal_components(x), 0)
-    candidates, _, _ = scan(reduced, min(THRESHOLDS) - CANDIDATE_MARGIN)
-    v = centred_unit(x, x.mean(0))
-    exact = np.einsum("ij,ij->i", v[candidates[:, 0]], v[candidates[:, 1]])
-    pair_set = {}
-    for (a, b), s in zip(candidates.tolist(), exact.tolist()):
-        pair_set[(a, b)] = s
-    splits = np.concatenate([codes.splits, np.full(len(x) - n, "test")])
-    print(f"\nplanted duplicates: {len(sources):,} training images, each copied 3 ways into the test split")
-    print("| threshold | " + " | ".join(f"{k} found" for k in kinds) + " | train/test pairs in the unmodified data "
-          "| test images with one | all pairs in the unmodified data |")
-    print("|---|" + "---|" * (len(kinds) + 3))
+    images = {kind: copies(dataset, data_rows, kind) for kind in kinds}
+    planted = [image_codes(codes.backbone, images[kind])[0] for kind in kinds]
+    n, m = len(codes.ids), len(sources)
+    augmented = Codes(np.vstack([codes.vectors, *planted]), np.concatenate([codes.labels] + [codes.labels[sources]] * 3),
+                      np.concatenate([codes.ids] + [[f"planted/{kind}/{i}" for i in range(m)] for kind in kinds]),
+                      np.concatenate([codes.splits, np.full(3 * m, "test", "<U10")]), codes.class_names, codes.backbone)
+    thumbnails = np.vstack([dataset_thumbnails(dataset, codes.ids)]
+                           + [np.stack([grey_thumbnail(i) for i in images[kind]]) for kind in kinds])
+    result = audit_codes(augmented, thumbnails=thumbnails, threshold=min(THRESHOLDS))
+    found = {tuple(p): (s, c) for p, s, c in zip(result.pairs.tolist(), result.similarity, result.correlation)}
+    first = {kind: n + k * m for k, kind in enumerate(kinds)}
+    print(f"\nplanted duplicates: {m:,} training images, each copied 3 ways into the test split; found by the audit "
+          f"(code cosine >= threshold, or thumbnails correlating >= {COPY_CORRELATION}), and by codes alone")
+    print("| threshold | " + " | ".join(f"{k} found" for k in kinds) + " | re-encoded, codes alone | train/test pairs "
+          "in the unmodified data | test images in one | all pairs in the unmodified data |")
+    print("|---|" + "---|" * (len(kinds) + 4))
     for t in THRESHOLDS:
-        found = []
-        for kind in kinds:
-            hits = sum(pair_set.get((int(src), first[kind] + k), -1) >= t for k, src in enumerate(sources))
-            found.append(hits / len(sources))
-        natural = [(a, b) for (a, b), s in pair_set.items() if s >= t and a < n and b < n]
-        leaks = [(a, b) for a, b in natural if (splits[a] == "test") != (splits[b] == "test")]
-        leaked = {r for pair in leaks for r in pair if splits[r] == "test"}
-        print(f"| {t} | " + " | ".join(f"{f:.3f}" for f in found) + f" | {len(leaks):,} | {len(leaked):,} | "
-              f"{len(natural):,} |")
+        def hit(pair, codes_only=False):
+            s, c = found.get(pair, (-1.0, -1.0))
+            return s >= t or (not codes_only and c >= COPY_CORRELATION)
+
+        shares = [np.mean([hit((int(src), first[kind] + k)) for k, src in enumerate(sources)]) for kind in kinds]
+        alone = np.mean([hit((int(src), first["re-encoded"] + k), True) for k, src in enumerate(sources)])
+        natural = [pair for pair in found if pair[1] < n and hit(pair)]
+        leaks = [(a, b) for a, b in natural if (codes.splits[a] == "test") != (codes.splits[b] == "test")]
+        leaked = {r for pair in leaks for r in pair if codes.splits[r] == "test"}
+        print(f"| {t} | " + " | ".join(f"{f:.3f}" for f in shares) + f" | {alone:.3f} | {len(leaks):,} | "
+              f"{len(leaked):,} | {len(natural):,} |")
+    copies_only = [pair for pair, (s, c) in found.items() if pair[1] < n and c >= COPY_CORRELATION]
+    print(f"pairs in the unmodified data found by thumbnails: {len(copies_only):,}")
 
 
 def gallery(result, dataset, path: str, n: int = 100) -> None:
@@ -138,6 +144,17 @@ def main():
         subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", "audit", "--data", args.data, "--out", out],
                        check=True, capture_output=True)
         print(f"\n`cnncodes audit --data {args.data}` (cached codes): {time.perf_counter() - t:.1f} s")
+    queries = codes.vectors[np.random.default_rng(0).choice(len(codes.ids), 100, replace=False)]
+    t = time.perf_counter()
+    codes.nearest(queries[:1])
+    prepare = time.perf_counter() - t
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        codes.nearest(q, 12)
+        times.append(time.perf_counter() - t)
+    print(f"Codes.nearest over {len(codes.ids):,} x {codes.vectors.shape[1]:,} codes: first call {prepare:.2f} s "
+          f"(centres and normalises the matrix once), then a median {np.median(times) * 1000:.1f} ms per query")
     if args.gallery:
         gallery(audit_codes(codes), dataset, args.gallery)
 

@@ -76,3 +76,8 @@ def test_the_package_has_no_import_cycles():
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_public_name_resolves():
+    for name in cnncodes.__all__:
+        assert getattr(cnncodes, name) is not None, name

@@ -85,6 +85,7 @@ def copied_run(tmp_path_factory):
     return data, run
 
 
+@pytest.mark.slow  # real photos through the network
 def test_audit_command_writes_galleries_and_finds_copied_images_in_test(copied_run):
     data, run = copied_run
     result = cli("audit", run)
@@ -118,6 +119,7 @@ def test_nearest_is_an_exact_search_by_centred_cosine():
     assert list(rows[:, 0]) == [3, 50, 700]
 
 
+@pytest.mark.slow  # real photos through the network
 def test_similar_command_finds_the_original_of_a_copy(copied_run, tmp_path):
     data, run = copied_run
     result = cli("similar", run, data / "test" / "cat" / "resized.png", tmp_path / "missing.png", "--k", "3",

@@ -42,6 +42,7 @@ def test_head_modules_compute_the_heads_logits():
         np.testing.assert_allclose(logits, head.decision_function(x), atol=1e-4, err_msg=f"{mode} {normalize}")
 
 
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run, tiny_folder, tmp_path):
     from cnncodes.export import OnnxModel
 
@@ -66,6 +67,7 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
         assert name == top[0][0] and abs(float(p) - top[0][1]) < 2e-3, line
 
 
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_int8_export_keeps_the_predictions_and_is_smaller(flip_run, tiny_folder, tmp_path):
     from cnncodes.export import export_model
 
@@ -90,6 +92,7 @@ def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_fold
     assert np.median(cosine) > 0.95 and not np.allclose(a, b, atol=1e-3)  # quantised, and close
 
 
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
     settings = RunSettings(data=str(tiny_folder), runtime="onnx-int8")
     run_experiment(settings, tmp_path, report=False, progress=False)
@@ -101,6 +104,7 @@ def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
     assert all(isinstance(r, list) for r in predict_images(tmp_path / "model.npz", images))
 
 
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_export_refuses_what_it_cannot_export(tiny_folder, tmp_path):
     from cnncodes.export import OnnxModel, export_model
 

@@ -12,6 +12,7 @@ _EXPORTS = {
     "Dataset": "datasets", "from_arrays": "datasets", "image_folder": "datasets", "load_dataset": "datasets",
     "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
     "predict_images": "predict", "make_head": "heads",
+    "audit_run": "pipeline", "audit_codes": "audit", "export_model": "export", "similar_images": "similar",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -15,7 +15,9 @@ from .codes import Codes
 from .errors import CnnCodesError
 
 PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
-DUPLICATE_SIMILARITY = 0.95  # cosine of centred codes above which two images are reported as near-duplicates
+DUPLICATE_SIMILARITY = 0.85  # cosine of centred codes from which two images are near-duplicates (README, audit)
+COPY_CORRELATION = 0.99  # copies (resized, re-encoded) are pairs whose 16 x 16 grey thumbnails correlate this much
+THUMBNAIL_SIDE = 16
 CANDIDATE_MARGIN = 0.05  # pairs are first searched in the principal components, this much below the threshold
 OUTLIER_SHARE = 0.01  # the most atypical 1% of the images are listed
 NEIGHBOURS = 10  # an image's outlier score: 1 - its mean cosine to this many nearest images
@@ -29,10 +31,11 @@ class AuditResult:
     proba: np.ndarray  # (N, K): out-of-fold for train/validation rows, the run's (or a probe's) for test rows
     quality: np.ndarray  # (N,) cleanlab label quality: low = the given label is likely wrong
     label_issues: np.ndarray  # row indices cleanlab flags, most likely first
-    pairs: np.ndarray  # (P, 2) row indices of near-duplicate pairs, most similar first
-    similarity: np.ndarray  # (P,) their cosine similarity
+    pairs: np.ndarray  # (P, 2) row indices of near-duplicate pairs: near in codes, or copies by their pixels
+    similarity: np.ndarray  # (P,) cosine similarity of their centred codes
+    correlation: np.ndarray  # (P,) correlation of their grey thumbnails (nan where not compared)
     outlier_scores: np.ndarray  # (N,) 1 - mean cosine to the nearest images (principal components): high = atypical
-    outliers: np.ndarray  # row indices of the lowest OUTLIER_SHARE of outlier_scores, most atypical first
+    outliers: np.ndarray  # row indices of the highest OUTLIER_SHARE of outlier_scores, most atypical first
     seconds: dict = field(default_factory=dict)
 
     @property
@@ -94,7 +97,7 @@ def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int =
 
 def scan(x: np.ndarray, threshold: float, k: int = NEIGHBOURS, block: int = 2048):
     """One pass of exact blockwise products over unit rows: every pair (i < j) with cosine >= threshold (most similar
-    first), and each row's mean cosine to its k nearest other rows. Written here because the one scan serves both:
+    first), and each row's mean cosine to its k nearest other rows. Written here because one scan serves both:
     cleanlab's nearest-neighbour outlier score took 180 s on 60,000 codes through scikit-learn."""
     import torch
 
@@ -122,21 +125,41 @@ def centred_unit(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-12)
 
 
-def near_duplicates(x: np.ndarray, candidates: np.ndarray, threshold: float = DUPLICATE_SIMILARITY):
-    """The candidate pairs (found in the principal components) whose full centred codes have cosine >= threshold."""
-    if not len(candidates):
-        return candidates, np.zeros(0, np.float32)
+def grey_thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """An image as a 16 x 16 grey thumbnail, zero mean and unit length: correlation is a dot product. Compression
+    and resizing change a network's codes far more than these few low frequencies (benchmarks/audit.py)."""
+    from PIL import Image
+
+    g = np.asarray(Image.fromarray(rgb).convert("L").resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BOX),
+                   np.float32).ravel()
+    g -= g.mean()
+    return g / (np.linalg.norm(g) + 1e-6)
+
+
+def near_duplicates(x: np.ndarray, candidates: np.ndarray, threshold: float, thumbnails: np.ndarray | None):
+    """(pairs, code similarity, thumbnail correlation): candidate pairs (found in the principal components) whose
+    full centred codes have cosine >= threshold, and pairs whose thumbnails correlate at least COPY_CORRELATION
+    (copies whose codes moved, such as JPEG re-encodings of small images), by an exact scan of the thumbnails."""
+    found = {tuple(p) for p in candidates.tolist()}
+    if thumbnails is not None:
+        found |= {tuple(p) for p in scan(thumbnails, COPY_CORRELATION)[0].tolist()}
+    if not found:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    pairs = np.array(sorted(found), np.int64)
     v = centred_unit(x, x.mean(0))
-    exact = np.einsum("ij,ij->i", v[candidates[:, 0]], v[candidates[:, 1]])
-    keep = exact >= threshold
-    order = np.argsort(-exact[keep], kind="stable")
-    return candidates[keep][order], exact[keep][order]
+    code = np.einsum("ij,ij->i", v[pairs[:, 0]], v[pairs[:, 1]])
+    pixels = (np.einsum("ij,ij->i", thumbnails[pairs[:, 0]], thumbnails[pairs[:, 1]]) if thumbnails is not None
+              else np.full(len(pairs), np.nan, np.float32))
+    keep = (code >= threshold) | (pixels >= COPY_CORRELATION)
+    order = np.argsort(-np.where(pixels[keep] >= COPY_CORRELATION, 2.0, 0.0) - code[keep], kind="stable")
+    return pairs[keep][order], code[keep][order], pixels[keep][order]
 
 
-def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, folds: int = 5,
-                threshold: float = DUPLICATE_SIMILARITY, seed: int = 0) -> AuditResult:
+def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnails: np.ndarray | None = None,
+                folds: int = 5, threshold: float = DUPLICATE_SIMILARITY, seed: int = 0) -> AuditResult:
     """Audit a dataset's codes. test_proba: the run's probabilities for the test rows (in their order); without it a
-    probe trained on every non-test row gives them."""
+    probe trained on every non-test row gives them. thumbnails: grey_thumbnail of every row's image, to find copies
+    whose codes moved (without them only codes compare images)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -159,9 +182,26 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, folds: in
     seconds["label issues"] = time.perf_counter() - t
     t = time.perf_counter()
     candidates, _, knn = scan(centred_unit(reduced, 0), threshold - CANDIDATE_MARGIN)
-    pairs, similarity = near_duplicates(x, candidates, threshold)
+    pairs, similarity, correlation = near_duplicates(x, candidates, threshold, thumbnails)
     scores = 1 - knn  # far from its nearest neighbours: far from every class
     outliers = np.argsort(-scores, kind="stable")[:max(1, int(round(OUTLIER_SHARE * len(x))))]
     seconds["near-duplicates and outliers"] = time.perf_counter() - t
-    return AuditResult(codes, proba, quality, np.asarray(issues, np.int64), pairs, similarity, scores, outliers,
-                       seconds)
+    return AuditResult(codes, proba, quality, np.asarray(issues, np.int64), pairs, similarity, correlation, scores,
+                       outliers, seconds)
+
+
+def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:
+    """grey_thumbnail of each image (by id), decoded at reduced size where the format allows; an unreadable image
+    gets a zero thumbnail (it correlates with nothing)."""
+    from tqdm import tqdm
+
+    from .images import BadImage
+
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    out = np.zeros((len(ids), THUMBNAIL_SIDE * THUMBNAIL_SIDE), np.float32)
+    for n, item_id in enumerate(tqdm(ids, desc="audit: thumbnails", unit="img", disable=not progress, leave=False)):
+        try:
+            out[n] = grey_thumbnail(dataset.read(index[str(item_id)], THUMBNAIL_SIDE))
+        except (BadImage, OSError):
+            pass
+    return out

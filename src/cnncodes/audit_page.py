@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import AuditResult
+from .audit import COPY_CORRELATION, AuditResult
 from .files import atomic_write
 from .report_data import thumbnails
 
@@ -51,10 +51,11 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
          ([n + 1, codes.ids[r], path(r), codes.splits[r], names[codes.labels[r]], names[suggested[r]],
            f"{result.quality[r]:.5f}", f"{result.proba[r, suggested[r]]:.5f}"] for n, r in enumerate(result.label_issues)))
     _csv(out / "duplicates.csv", ["rank", "id_a", "path_a", "split_a", "label_a", "id_b", "path_b", "split_b",
-                                  "label_b", "similarity", "train_test_leak"],
+                                  "label_b", "code_similarity", "pixel_correlation", "kind", "train_test_leak"],
          ([n + 1, codes.ids[a], path(a), codes.splits[a], names[codes.labels[a]], codes.ids[b], path(b),
-           codes.splits[b], names[codes.labels[b]], f"{s:.5f}", "yes" if n in leak else "no"]
-          for n, ((a, b), s) in enumerate(zip(result.pairs, result.similarity))))
+           codes.splits[b], names[codes.labels[b]], f"{s:.5f}", "" if np.isnan(c) else f"{c:.5f}",
+           "copy" if c >= COPY_CORRELATION else "near-duplicate", "yes" if n in leak else "no"]
+          for n, ((a, b), s, c) in enumerate(zip(result.pairs, result.similarity, result.correlation))))
     _csv(out / "outliers.csv", ["rank", "id", "path", "split", "label", "outlier_score"],
          ([n + 1, codes.ids[r], path(r), codes.splits[r], names[codes.labels[r]], f"{result.outlier_scores[r]:.5f}"]
           for n, r in enumerate(result.outliers)))
@@ -88,7 +89,8 @@ font-size:11px;vertical-align:top}} img{{width:96px;height:96px;image-rendering:
 .pair{{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px}} .pair span{{font-size:12px}}</style></head>
 <body><h1>Audit of {html.escape(codes.backbone)} codes: {len(codes.ids):,} images</h1>
 <p>{len(result.label_issues):,} likely label errors; {len(result.pairs):,} near-duplicate pairs (cosine of centred
-codes at least the threshold), of which {len(result.leaks):,} join a test image to a training image
+codes at least the threshold, or copies: code neighbours whose small grey thumbnails correlate at
+{COPY_CORRELATION} or more), of which {len(result.leaks):,} join a test image to a training image
 ({leaked_test:,} of the {n_test:,} test images have a near-duplicate outside the test split); the {len(result.outliers):,} most atypical images.
 Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}.</p>
 <h2>Likely label errors (most likely first)</h2>{issues or "<p>none</p>"}

@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(sp); _extract_options(sp)
     sp.add_argument("--out", default=None, help="folder for the audit (default RUN_DIR/audit)")
     sp.add_argument("--threshold", type=float, default=None, help="cosine similarity of centred codes from which "
-                    "two images are near-duplicates (default 0.95)")
+                    "two images are near-duplicates (default 0.85)")
     sp.add_argument("--folds", type=_positive_int, default=5, help="folds of the out-of-fold probabilities")
     sp.set_defaults(preset=None, head=None, finetune=None, normalize="none", class_weight="none", eval_every=100)
 

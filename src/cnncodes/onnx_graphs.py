@@ -96,6 +96,8 @@ class Session:
         options = ort.SessionOptions()
         options.intra_op_num_threads = process.cpu_count()
         options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
+        # its threads spin between operators by default, taking the cores the decoding threads need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
                                                 providers=["CPUExecutionProvider"])

@@ -171,7 +171,7 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
               folds: int = 5, progress: bool = True) -> tuple[Path, "AuditResult"]:
     """`cnncodes audit`: the audit of a run's data (its settings, codes and test predictions), or of any data and
     backbone given as settings. Writes audit.html and the CSV tables to `out` (default RUN_DIR/audit)."""
-    from .audit import DUPLICATE_SIMILARITY, audit_codes
+    from .audit import DUPLICATE_SIMILARITY, audit_codes, dataset_thumbnails
     from .audit_page import write_audit
 
     test_proba = None
@@ -185,7 +185,9 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
     elif settings is None or out is None:
         raise CnnCodesError("audit needs a run folder, or --data (and --backbone) with --out")
     dataset = load_dataset(settings.data, **settings.dataset_options())
-    codes = extract_codes(dataset, settings.backbone, progress=progress, **settings.extract_options())
+    # a fine-tuned run's codes are activation maps: the audit compares images by the network's pooled codes
+    backbone = "+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+"))
+    codes = extract_codes(dataset, backbone, progress=progress, **settings.extract_options())
     if run_dir is not None and (run_dir / "test_predictions.npz").exists():
         with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as z:
             row = {i: n for n, i in enumerate(z["ids"])}
@@ -194,6 +196,6 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
                 test_proba = z["proba"][[row[str(i)] for i in test_ids]]
     if progress:
         print(f"audit: {len(codes.ids):,} images", flush=True)
-    result = audit_codes(codes, test_proba, folds=folds, threshold=threshold or DUPLICATE_SIMILARITY,
-                         seed=settings.seed)
+    result = audit_codes(codes, test_proba, thumbnails=dataset_thumbnails(dataset, codes.ids, progress), folds=folds,
+                         threshold=threshold or DUPLICATE_SIMILARITY, seed=settings.seed)
     return write_audit(result, dataset, out), result
