@@ -97,7 +97,7 @@ def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
     settings = RunSettings(data=str(tiny_folder), runtime="onnx-int8")
     run_experiment(settings, tmp_path, report=False, progress=False)
     images = list_images([tiny_folder])[:6]
-    from cnncodes.predict import codes_graphs
+    from cnncodes.extract import codes_graphs
 
     graphs = codes_graphs(settings)
     assert [p.name.split("-")[1] for p in graphs.values()] == ["int8"]

@@ -61,7 +61,8 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
           for n, r in enumerate(result.outliers)))
 
     leaks = result.pairs[result.leaks[:GALLERY]]
-    others = result.pairs[[n for n in range(len(result.pairs)) if n not in leak][:GALLERY]]
+    other_rows = [n for n in range(len(result.pairs)) if n not in leak][:GALLERY]
+    others = result.pairs[other_rows]
     shown = np.unique(np.concatenate([result.label_issues[:GALLERY], leaks.ravel(), others.ravel(),
                                       result.outliers[:GALLERY]]).astype(np.int64))
     pictures = dict(zip(shown.tolist(), thumbnails(dataset, [str(codes.ids[r]) for r in shown], THUMB)))
@@ -95,7 +96,7 @@ codes at least the threshold, or copies: code neighbours whose small grey thumbn
 Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}.</p>
 <h2>Likely label errors (most likely first)</h2>{issues or "<p>none</p>"}
 <h2>Train/test near-duplicates (leaks)</h2>{pair_cards(leaks, result.similarity[result.leaks[:GALLERY]]) or "<p>none</p>"}
-<h2>Other near-duplicates</h2>{pair_cards(others, [result.similarity[n] for n in range(len(result.pairs)) if n not in leak][:GALLERY]) or "<p>none</p>"}
+<h2>Other near-duplicates</h2>{pair_cards(others, result.similarity[other_rows]) or "<p>none</p>"}
 <h2>Outliers (most atypical first)</h2>{outliers}
 </body></html>"""
     atomic_write(out / "audit.html", page.encode())

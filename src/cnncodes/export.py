@@ -11,12 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from .backbones import backbone_names, get_backbone
-from .datasets import load_dataset
 from .errors import CnnCodesError
-from .extract import Calibration
-from .images import BadImage, load_rgb
+from .extract import codes_graphs
+from .images import item_reader
+from .inference import prepare
 from .model_file import load_model_file
-from .onnx_graphs import Session, atomic_graph, codes_graph, write_onnx
+from .onnx_graphs import Session, atomic_graph, write_onnx
 from .preprocess import Preprocess
 from .settings import RunSettings
 
@@ -60,11 +60,8 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None) -> Path
                             "whose inputs differ in size")
     spec = get_backbone(names[0])
     pre = spec.preprocess
-    cache = Path(cache_dir or settings.cache_dir or _default_cache())
-    calibration = None
-    if int8:
-        calibration = Calibration(load_dataset(settings.data, **settings.dataset_options()), spec)
-    backbone = onnx.load(str(codes_graph(spec, "onnx-int8" if int8 else "onnx", cache, calibration)))
+    graphs = codes_graphs(settings.but(runtime="onnx-int8" if int8 else "onnx", cache_dir=cache_dir))
+    backbone = onnx.load(str(graphs[spec.name]))
     normalize, probabilities = _modules(pre.mean, pre.std, bool(meta.get("flip_average")), head)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +110,6 @@ def _at_opset(model, opset: int):
     return onnx.version_converter.convert_version(model, opset)
 
 
-def _default_cache() -> Path:
-    from .cifar10 import default_cache_dir
-
-    return default_cache_dir()
-
-
 class OnnxModel:
     """An exported model: its session, class names and the preprocessing that makes its input pixels."""
 
@@ -138,15 +129,10 @@ class OnnxModel:
 
     def predict_images(self, images: Sequence) -> tuple[np.ndarray, dict]:
         """Paths or (H, W, 3) uint8 arrays -> (probabilities of the usable ones, {position: reason})."""
-        pixels, problems = [], {}
-        for n, item in enumerate(images):
-            try:
-                rgb = load_rgb(item, self.preprocess.min_decode_side) if isinstance(item, (str, Path)) else item
-                pixels.append(self.preprocess.pixels(np.asarray(rgb, np.uint8)))
-            except BadImage as exc:
-                problems[n] = str(exc)
-            except OSError as exc:
-                problems[n] = f"cannot read: {exc.strerror or exc}"
+        read = item_reader(images)
+        items = [prepare(read, n, self, pixels=True) for n in range(len(images))]  # the same skips as extraction
+        problems = {n: item for n, item in enumerate(items) if isinstance(item, str)}
+        pixels = [item for item in items if not isinstance(item, str)]
         if not pixels:
             return np.zeros((0, len(self.class_names)), np.float32), problems
         return self.predict_proba(np.stack(pixels)), problems

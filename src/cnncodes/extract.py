@@ -8,7 +8,7 @@ import numpy as np
 from . import runtime as process
 from .backbones import DEFAULT_BACKBONE, Backbone, backbone_names, get_backbone
 from .codes import SHARD_SIZE, CodeStore, Codes, fingerprint
-from .datasets import Dataset
+from .datasets import Dataset, load_dataset
 from .engines import get_engine
 from .errors import CnnCodesError
 from .inference import prepare
@@ -98,3 +98,20 @@ class Calibration:
             good = [x for x in items if not isinstance(x, str)]
             if good:
                 yield torch.stack(good).numpy()
+
+
+def codes_graphs(settings) -> dict:
+    """The ONNX graphs that computed a run's codes (none for the torch runtime): prediction must compute the same.
+    The int8 graph is the one calibrated on the run's training images, rebuilt from its data where not cached."""
+    from .cifar10 import default_cache_dir
+
+    if settings.runtime == "torch":
+        return {}
+    cache = Path(settings.cache_dir or default_cache_dir())
+    dataset = load_dataset(settings.data, **settings.dataset_options()) if settings.runtime == "onnx-int8" else None
+    graphs = {}
+    for name in backbone_names(settings.backbone):
+        spec = get_backbone(name)
+        calibration = Calibration(dataset, spec) if dataset is not None else None
+        graphs[name] = codes_graph(spec, settings.runtime, cache, calibration)
+    return graphs

@@ -68,3 +68,14 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise BadImage(f"unexpected decoded shape {arr.shape}")
     return arr
+
+
+def item_reader(items):
+    """A dataset-style reader (i, min_side) -> RGB over a list of image paths or (H, W, 3) uint8 arrays."""
+    from pathlib import Path
+
+    def read(i: int, min_side: int | None = None) -> np.ndarray:
+        item = items[i]
+        return load_rgb(item, min_side) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
+
+    return read

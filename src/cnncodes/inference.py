@@ -41,14 +41,16 @@ def forward(model, batch: torch.Tensor, device: str, precision: str) -> np.ndarr
 RETRY_SECONDS = (0.2, 1.0, 3.0)  # waits before retrying a transient read error
 
 
-def prepare(read: Reader, i: int, spec: Backbone):
-    """Item i as a network input tensor, or the reason it cannot be used (a string).
+def prepare(read: Reader, i: int, spec: Backbone, pixels: bool = False):
+    """Item i as a network input tensor (pixels: as the uint8 pixels an exported model takes), or the reason it
+    cannot be used (a string). spec: anything with a `preprocess` (a Backbone, an exported model).
 
     A transient read error (EIO, EMFILE, a time-out) is retried and, if it persists, stops the extraction:
     recorded as a skip, it would be cached for good in the shard."""
     for wait in (*RETRY_SECONDS, None):
         try:
-            return spec.preprocess(read(i, spec.preprocess.min_decode_side))
+            rgb = read(i, spec.preprocess.min_decode_side)
+            return spec.preprocess.pixels(rgb) if pixels else spec.preprocess(rgb)
         except BadImage as exc:
             return str(exc)
         except OSError as exc:  # unreadable file, symlink loop, vanished file

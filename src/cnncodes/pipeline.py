@@ -1,7 +1,6 @@
 """The whole experiment as a few functions: codes -> head -> metrics -> run directory (prediction: predict.py)."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -177,10 +176,7 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
     test_proba = None
     if run_dir is not None:
         run_dir = Path(run_dir)
-        try:
-            settings = RunSettings.from_dict(json.loads((run_dir / "settings.json").read_text()))
-        except (OSError, ValueError) as exc:
-            raise CnnCodesError(f"{run_dir} is not a finished run folder ({exc})") from None
+        settings = RunSettings.of_run(run_dir)
         out = Path(out) if out is not None else run_dir / "audit"
     elif settings is None or out is None:
         raise CnnCodesError("audit needs a run folder, or --data (and --backbone) with --out")

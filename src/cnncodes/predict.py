@@ -13,7 +13,8 @@ from . import runtime
 from .backbones import backbone_names, get_backbone
 from .datasets import IMAGE_SUFFIXES
 from .errors import CnnCodesError
-from .images import load_rgb
+from .images import item_reader
+from .extract import codes_graphs
 from .inference import encode, inference_model
 from .model_file import load_model_file
 from .settings import RunSettings
@@ -28,10 +29,7 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
 
-    def read(i: int, min_side: int | None = None) -> np.ndarray:
-        item = images[i]
-        return load_rgb(item, min_side) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
-
+    read = item_reader(images)
     parts, problems = [], {}
     for name in backbone_names(backbone):
         spec = get_backbone(name).with_flip(flip)
@@ -44,27 +42,6 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
         parts.append(rows)
     usable = [i for i in range(len(images)) if i not in problems]
     return np.hstack(parts)[usable], problems
-
-
-def codes_graphs(settings) -> dict:
-    """The ONNX graphs that computed a run's codes (none for the torch runtime): prediction must compute the same.
-    The int8 graph is the one calibrated on the run's training images, rebuilt from its data where not cached."""
-    from .cifar10 import default_cache_dir
-    from .datasets import load_dataset
-    from .extract import Calibration
-    from .onnx_graphs import codes_graph
-
-    if settings.runtime == "torch":
-        return {}
-    cache = Path(settings.cache_dir or default_cache_dir())
-    graphs = {}
-    for name in backbone_names(settings.backbone):
-        spec = get_backbone(name)
-        calibration = None
-        if settings.runtime == "onnx-int8":
-            calibration = Calibration(load_dataset(settings.data, **settings.dataset_options()), spec)
-        graphs[name] = codes_graph(spec, settings.runtime, cache, calibration)
-    return graphs
 
 
 def _predict_chunk(head, meta: dict, images: Sequence, top_k: int, device: str, precision: str, graphs: dict) -> list:

@@ -49,6 +49,17 @@ class RunSettings:
         return asdict(self)
 
     @classmethod
+    def of_run(cls, run_dir) -> "RunSettings":
+        """The settings a finished run folder was made with (its settings.json)."""
+        import json
+        from pathlib import Path
+
+        try:
+            return cls.from_dict(json.loads((Path(run_dir) / "settings.json").read_text()))
+        except (OSError, ValueError) as exc:
+            raise CnnCodesError(f"{run_dir} is not a finished run folder ({exc})") from None
+
+    @classmethod
     def from_dict(cls, values: dict) -> "RunSettings":
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -11,10 +10,10 @@ import numpy as np
 from .audit_page import THUMB, _uri
 from .codes import Codes
 from .datasets import load_dataset
-from .errors import CnnCodesError
-from .extract import extract_codes
+from .files import atomic_write
+from .extract import codes_graphs, extract_codes
 from .images import BadImage, load_rgb
-from .predict import codes_graphs, image_codes
+from .predict import image_codes
 from .settings import RunSettings
 
 
@@ -22,10 +21,7 @@ def collection(source) -> tuple[Codes, object, RunSettings | None]:
     """(codes, dataset or None, settings or None) of a run folder, or of a codes.npz from `cnncodes extract`."""
     source = Path(source)
     if source.is_dir():
-        try:
-            settings = RunSettings.from_dict(json.loads((source / "settings.json").read_text()))
-        except (OSError, ValueError) as exc:
-            raise CnnCodesError(f"{source} is not a finished run folder ({exc})") from None
+        settings = RunSettings.of_run(source)
         dataset = load_dataset(settings.data, **settings.dataset_options())
         return extract_codes(dataset, settings.backbone, progress=False, **settings.extract_options()), dataset, settings
     return Codes.load(source), None, None
@@ -77,7 +73,5 @@ solid #36c}}</style></head><body><h1>Similar images in {html.escape(codes.backbo
 images</h1><p>Cosine similarity of codes centred on the collection's mean; exact search.</p>{''.join(strips)}</body></html>"""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from .files import atomic_write
-
     atomic_write(out, page.encode())
     return out
