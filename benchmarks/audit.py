@@ -1,6 +1,7 @@
 """The audit against planted ground truth, and its cost.
 
     python benchmarks/audit.py --data ../shared/data/cifar-10-python.tar.gz [--gallery docs/audit_test_label_issues.jpg]
+                               [--pairs results/audit_pair_bands.png]
     python benchmarks/audit.py --data ../shared/data/cifar10-exact
 
 Label noise: 5% of the training and validation labels flipped to another class (seeded); recall of the flipped
@@ -129,10 +130,28 @@ def gallery(result, dataset, path: str, n: int = 100) -> None:
     print(f"\ngallery of the first {len(test)} test-split label issues: {path}")
 
 
+def pair_bands(dataset, codes: Codes, path: str, bands=((0.75, 0.8), (0.8, 0.85), (0.85, 0.9), (0.9, 0.95)),
+               per_band: int = 16) -> None:
+    """A seeded sample of near-duplicate pairs from each band of code similarity, one row per band, for a person to
+    judge where pairs stop being the same photograph (how the default threshold was set)."""
+    result = audit_codes(codes, threshold=bands[0][0])
+    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    rng = np.random.default_rng(0)
+    sheet = Image.new("RGB", (per_band * 70, len(bands) * 75), "white")
+    for b, (lo, hi) in enumerate(bands):
+        in_band = np.flatnonzero((result.similarity >= lo) & (result.similarity < hi))
+        for k, n in enumerate(rng.choice(in_band, min(per_band, len(in_band)), replace=False)):
+            for side, row in enumerate(result.pairs[n]):
+                sheet.paste(Image.fromarray(dataset.read(index[str(codes.ids[row])])), (k * 70 + side * 33, b * 75))
+    sheet.resize((sheet.width * 2, sheet.height * 2)).save(path)
+    print(f"\npairs sampled per similarity band {bands} (one row each): {path}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True)
     p.add_argument("--gallery", default=None, help="write the first 100 test-split label issues here (an image)")
+    p.add_argument("--pairs", default=None, help="write 16 sampled near-duplicate pairs per similarity band here")
     args = p.parse_args()
     dataset = load_dataset(args.data)
     codes = extract_codes(dataset, "efficientnet_lite0", progress=False)
@@ -157,6 +176,8 @@ def main():
           f"(centres and normalises the matrix once), then a median {np.median(times) * 1000:.1f} ms per query")
     if args.gallery:
         gallery(audit_codes(codes), dataset, args.gallery)
+    if args.pairs:
+        pair_bands(dataset, codes, args.pairs)
 
 
 if __name__ == "__main__":

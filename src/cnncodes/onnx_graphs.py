@@ -20,9 +20,9 @@ from . import runtime as process
 from .errors import CnnCodesError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
-# int8: every operator between the pixels and the codes is quantised (quantising only the convolutions left the
-# stem's padding in float and cost accuracy: cosine 0.72 against fp32 codes, 0.985 with every operator); the head
-# stays float (its MatMul/Gemm are not listed): its weights are small and its precision is the accuracy.
+# int8: every operator between the pixels and the codes is quantised, so that no float padding or activation sits
+# between the int8 convolutions; the head stays float (its MatMul/Gemm are not listed): its weights are small and
+# its precision is the accuracy.
 INT8_OPERATORS = ["Conv", "Pad", "Clip", "Relu", "Add", "Mul", "Sub", "Div", "Transpose", "ReduceMean",
                   "GlobalAveragePool", "Concat", "Reshape", "Flatten", "MaxPool", "AveragePool", "Resize"]
 
