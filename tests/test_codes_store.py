@@ -1,4 +1,6 @@
 """Codes survive interruption, damage and changed settings: resumed codes equal uninterrupted ones."""
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -12,7 +14,9 @@ import pytest
 from PIL import Image
 
 from cnncodes import extract_codes, image_folder
+from cnncodes.code_matrix import CodeMatrix
 from cnncodes.codes import Codes
+from cnncodes.files import npz_bytes
 
 
 def shards(cache: Path) -> list[Path]:
@@ -42,19 +46,47 @@ def stamps(cache: Path) -> dict[str, int]:
 
 def test_damaged_shard_is_recomputed_not_loaded(tiny_folder, tmp_path, reference):
     extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, progress=False)
-    data = sorted(tmp_path.glob("codes/*/shard_00002.npz"))[0]
-    raw = bytearray(data.read_bytes())
-    raw[-100] ^= 0xFF
-    data.write_bytes(bytes(raw))
-    truncated = sorted(tmp_path.glob("codes/*/shard_00003.npz"))[0]
-    truncated.write_bytes(truncated.read_bytes()[:50])
+    store = sorted(tmp_path.glob("codes/*/codes.npy"))[0]
+    header = np.lib.format.open_memmap(store, mode="r").offset
+    raw = bytearray(store.read_bytes())
+    raw[header + (2 * 8 + 3) * 1280 * 4 + 17] ^= 0xFF  # one byte of a code in shard 2
+    store.write_bytes(bytes(raw))
+    commit = sorted(tmp_path.glob("codes/*/shard_00003.json"))[0]
+    commit.write_bytes(commit.read_bytes()[:20])  # a torn commit
     before = stamps(tmp_path)
     again = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
                           progress=False)
     after = stamps(tmp_path)
     rewritten = {name for name in before if after[name] != before[name]}
-    assert rewritten == {"shard_00002.npz", "shard_00002.json", "shard_00003.npz", "shard_00003.json"}
+    assert rewritten == {"shard_00002.json", "shard_00003.json"}
     np.testing.assert_allclose(again.vectors, reference.vectors, atol=1e-6)
+
+
+def test_codes_are_read_from_disk_and_open_with_numpy(tiny_folder, tmp_path, reference):
+    assert isinstance(reference.vectors, CodeMatrix)  # nothing is held in memory until a step reads rows
+    codes = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
+                          progress=False)
+    on_disk = np.load(sorted(tmp_path.glob("codes/*/codes.npy"))[0], mmap_mode="r")
+    np.testing.assert_array_equal(on_disk, np.asarray(codes.vectors))
+
+
+def test_a_store_of_format_1_moves_into_the_codes_file(tiny_folder, tmp_path, reference):
+    """Caches written before codes.npy (one .npz per shard) are reused, not computed again."""
+    from cnncodes.codes import CodeStore
+
+    extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8, progress=False)
+    root = sorted(tmp_path.glob("codes/*/"))[0]
+    values = np.load(root / "codes.npy")
+    (root / "codes.npy").unlink()
+    for k in range(8):  # rewrite it as format 1 left it; shard 5's file is damaged
+        raw = npz_bytes(codes=values[8 * k:8 * k + 8], ok=np.ones(len(values[8 * k:8 * k + 8]), bool))
+        (root / f"shard_{k:05d}.npz").write_bytes(raw if k != 5 else raw[:-10])
+        (root / f"shard_{k:05d}.json").write_text(json.dumps({"sha256": hashlib.sha256(raw).hexdigest(), "skipped": {}}))
+    store = CodeStore(root, 60, 1280, {}, shard_size=8)
+    assert sorted(store.read_all()) == [0, 1, 2, 3, 4, 6, 7] and not list(root.glob("*.npz"))
+    again = extract_codes(image_folder(tiny_folder), "efficientnet_lite0", cache_dir=tmp_path, shard_size=8,
+                          progress=False)
+    np.testing.assert_allclose(again.vectors, values, atol=1e-6)
 
 
 def test_other_settings_never_reuse_a_cache(tiny_folder, tmp_path):
@@ -99,7 +131,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_codes(tiny_folder, tmp_path,
                             batch_size=1, progress=False)
     after = stamps(tmp_path)
     assert all(after[name] == t for name, t in finished.items()), "committed shards must be reused, not recomputed"
-    assert len(after) == 2 * 15
+    assert len(after) == 15
     np.testing.assert_allclose(resumed.vectors, reference.vectors, atol=2e-2)  # batch of 1 vs 8: bf16 rounding only
 
 

@@ -176,3 +176,34 @@ def test_balanced_class_weight_raises_the_rare_class_recall(mode):
 def test_unknown_class_weight_is_refused():
     with pytest.raises(CnnCodesError, match="--class-weight"):
         SoftmaxHead(class_weight="inverse")
+
+
+@pytest.mark.parametrize("classes, weight, normalize", [(6, "none", "none"), (2, "none", "sqrt"),
+                                                        (4, "balanced", "none")])
+def test_streamed_fit_is_scikit_learns_full_batch_fit(tmp_path, classes, weight, normalize):
+    """The refit reads codes chunk by chunk from disk; scikit-learn, fitted on the whole standardised array, is
+    the reference: same objective, so the same weights (up to the solvers' tolerance)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cnncodes.code_matrix import CodeMatrix, FileRows
+    from cnncodes.heads import lbfgs
+    from cnncodes.heads.base import normalize_codes, scaler_stats, standardize
+
+    rng = np.random.default_rng(classes)
+    y = rng.integers(0, classes, 3000) if weight == "none" else np.r_[np.zeros(2400, int), rng.integers(1, classes, 600)]
+    x = (rng.normal(size=(3000, 40)) + rng.normal(size=(classes, 40))[y] * 0.4 + 2).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    on_disk = CodeMatrix([FileRows(tmp_path / "x.npy")])
+    xn = normalize_codes(x, normalize)
+    mean, scale = scaler_stats(xn)
+    reference = LogisticRegression(C=0.01, max_iter=5000, tol=1e-8, class_weight=None if weight == "none" else "balanced")
+    reference.fit(standardize(xn, mean, scale), y)
+    old = lbfgs.RESIDENT_BYTES
+    lbfgs.RESIDENT_BYTES = 0  # read from disk at every evaluation
+    try:
+        head = SoftmaxHead(c_grid=(0.01,), normalize=normalize, class_weight=weight, max_iter=5000).fit(on_disk, y)
+    finally:
+        lbfgs.RESIDENT_BYTES = old
+    expected = reference.predict_proba(standardize(xn, mean, scale))
+    np.testing.assert_allclose(head.predict_proba(on_disk), expected, atol=2e-3)
+    np.testing.assert_allclose(head.mean_, mean, rtol=1e-4, atol=1e-4)

@@ -73,7 +73,7 @@ def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
                                progress=False)
     assert np.array_equal(ds.read(0), 255 - load_rgb(ds.path(0)))
     np.testing.assert_allclose(via_ray.vectors, local.vectors, atol=2e-2)
-    assert np.abs(via_ray.vectors - from_files.vectors).max() > 0.5  # the reader, not the file path, was used
+    assert np.abs(np.asarray(via_ray.vectors) - np.asarray(from_files.vectors)).max() > 0.5  # the reader, not the file path, was used
 
 
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, three_hundred, tmp_path):

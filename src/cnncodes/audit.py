@@ -163,7 +163,7 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    x, y, k = codes.vectors, codes.labels, len(codes.class_names)
+    x, y, k = np.asarray(codes.vectors), codes.labels, len(codes.class_names)  # the audit works in memory
     if len(x) < 10:
         raise CnnCodesError(f"an audit needs at least 10 images with codes (got {len(x)})")
     seconds, t = {}, time.perf_counter()

@@ -76,7 +76,8 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
     codes, ok, skipped = store.assemble(known=done)
     ids = np.array(dataset.ids)
     reasons = [(dataset.ids[i], why) for i, why in sorted(skipped.items())] + list(dataset.problems)
-    return Codes(codes[ok], dataset.labels[ok], ids[ok], dataset.splits[ok], dataset.class_names, spec.name, reasons)
+    usable = codes if ok.all() else codes.select(ok)  # still on disk: rows are read when a step asks for them
+    return Codes(usable, dataset.labels[ok], ids[ok], dataset.splits[ok], dataset.class_names, spec.name, reasons)
 
 
 class Calibration:

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,19 @@ os.umask(_UMASK)
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, fsync, rename: readers never see half a file."""
+    with atomic_output(path) as f:
+        f.write(data)
+
+
+@contextmanager
+def atomic_output(path: Path):
+    """A binary file to write into, renamed to `path` (after fsync) only when the block ends without an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .code_matrix import vstack
 from .codes import Codes
 from .datasets import load_dataset
 from .errors import CnnCodesError
@@ -25,8 +26,7 @@ def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, 
     x_val, y_val = codes.part("validation")
     if flipped is not None:
         x_flip, y_flip = flipped.part("train")
-        x_train, y_train = np.vstack([x_train, x_flip]), np.concatenate([y_train, y_flip])
-        del x_flip  # the stacked copy is all the head needs: the codes of large presets take gigabytes
+        x_train, y_train = vstack(x_train, x_flip), np.concatenate([y_train, y_flip])  # on disk: nothing is read
         x_val = [x_val, flipped.part("validation")[0]]
     return make_head(mode, **head_options).fit(x_train, y_train, x_val, y_val, n_classes=len(codes.class_names))
 

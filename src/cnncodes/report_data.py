@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .code_matrix import take
 from .codes import Codes
 from .files import atomic_write, npz_bytes, write_json
 from .tsne import embed, select, thumbnail_cells
@@ -34,7 +35,7 @@ def data_efficiency(codes: Codes, best_c: float, seed: int) -> dict:
         if size > len(x) or (size < len(x) and size in sizes):
             continue
         pick = rng.choice(len(x), size, replace=False) if size < len(x) else np.arange(len(x))
-        head = SoftmaxHead("tuned", c_grid=(best_c,)).fit(x[pick], y[pick], n_classes=len(codes.class_names))
+        head = SoftmaxHead("tuned", c_grid=(best_c,)).fit(take(x, pick), y[pick], n_classes=len(codes.class_names))
         sizes.append(size)
         accs.append(head.score(xt, yt))
     return {"C": best_c, "sizes": sizes, "test_accuracy": accs}

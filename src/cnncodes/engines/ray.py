@@ -1,6 +1,7 @@
 """Extraction on Ray Data: actors load the model once (map_batches with a callable class) and run the very
-same preprocessing and forward pass as the local engine; the driver commits finished shards to the same store,
-so later steps cannot tell which engine ran."""
+same preprocessing and forward pass as the local engine; the driver writes each batch of codes into the same store as
+it arrives and commits a shard when its last row is in, so it holds no rows of unfinished shards and later steps
+cannot tell which engine ran."""
 from __future__ import annotations
 
 import logging
@@ -72,22 +73,25 @@ def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar)
         batch_size=settings["batch_size"], compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0,
     )
-    pending = {k: {} for k in shards}
+    # rows go to the store as they arrive (Ray may finish shards out of order): the driver keeps only counts
+    left = {k: len(store.shard_range(k)) for k in shards}
+    skipped = {k: {} for k in shards}
     shard_of = {i: k for k in shards for i in store.shard_range(k)}
     for batch in codes.iter_batches(batch_size=None, batch_format="numpy"):
-        for index, row, reason in zip(batch["index"], batch["codes"], batch["reason"]):
-            k = shard_of[int(index)]
-            pending[k][int(index)] = (row, reason)
-            bar.update(1)
-            if len(pending[k]) == len(store.shard_range(k)):
-                _commit(store, k, pending.pop(k))
-    if pending:
-        raise CnnCodesError(f"Ray returned no codes for shards {sorted(pending)}; run again to retry them")
-
-
-def _commit(store, k: int, rows: dict) -> None:
-    r = store.shard_range(k)
-    codes = np.stack([rows[i][0] for i in r])
-    skipped = {i: rows[i][1] for i in r if rows[i][1]}
-    ok = np.array([not rows[i][1] for i in r])
-    store.write_shard(k, codes, ok, skipped)
+        index = batch["index"].astype(np.int64)
+        order = np.argsort(index)
+        index, rows, reasons = index[order], batch["codes"][order], batch["reason"][order]
+        starts = np.flatnonzero(np.diff(index, prepend=-2) != 1)
+        for a, b in zip(starts, np.append(starts[1:], len(index))):
+            store.write_rows(int(index[a]), rows[a:b])
+        for i, reason in zip(index.tolist(), reasons):
+            k = shard_of[i]
+            left[k] -= 1
+            if reason:
+                skipped[k][i] = reason
+            if left[k] == 0:
+                store.commit(k, skipped.pop(k))
+        bar.update(len(index))
+    if any(left.values()):
+        raise CnnCodesError(f"Ray returned no codes for shards {sorted(k for k, n in left.items() if n)}; "
+                            "run again to retry them")

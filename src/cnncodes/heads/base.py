@@ -123,8 +123,12 @@ class Head:
                                 "the model does not match its backbone")
 
     def decision_function(self, x) -> np.ndarray:
+        """Logits, computed chunk by chunk: codes on disk are read a chunk at a time."""
+        from ..code_matrix import chunks
+
         self.check_input(x)
-        return self._logits(x)
+        parts = [self._logits(c) for _, c in chunks(x)]
+        return np.vstack(parts) if parts else self._logits(np.asarray(x))
 
     def predict_proba(self, x) -> np.ndarray:
         return softmax(self.decision_function(x))
@@ -136,8 +140,5 @@ class Head:
         return float((self.predict(x) == np.asarray(y)).mean())
 
     # the standardised input of the softmax and MLP heads
-    def _fit_scaler(self, x: np.ndarray) -> None:
-        self.mean_, self.scale_ = scaler_stats(x)
-
     def _standardized(self, x) -> np.ndarray:
         return standardize(normalize_codes(x, self.normalize), self.mean_, self.scale_)

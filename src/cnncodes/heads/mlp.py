@@ -1,10 +1,11 @@
 """A small MLP head on the codes (one hidden layer, dropout), trained with AdamW and early stopping on the
-validation split: the step beyond a linear probe that still trains in seconds on cached codes."""
+validation split: the step beyond a linear probe that still trains in seconds on cached codes. Training rows are
+read and standardised batch by batch, so codes on disk stay there."""
 from __future__ import annotations
 
 import numpy as np
 
-from .base import (EarlyStopping, Head, check_class_weight, check_normalization, class_weights, normalize_codes,
+from .base import (EarlyStopping, Head, check_class_weight, check_normalization, class_weights,
                    softmax, views_accuracy)
 
 
@@ -28,20 +29,23 @@ class MLPHead(Head):
     def _fit(self, x, y, val, y_val):
         import torch
 
-        self._fit_scaler(normalize_codes(x, self.normalize))
+        from .lbfgs import streamed_stats
+
+        self.mean_, self.scale_ = streamed_stats([x], self.normalize)
         torch.manual_seed(self.seed)
         net = self._network(x.shape[1], self.n_classes_)
         opt = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
-        xt, yt = torch.from_numpy(self._standardized(x)), torch.from_numpy(y)
+        yt = torch.from_numpy(y)
         val = None if val is None else [torch.from_numpy(self._standardized(v)) for v in val]
         gen = torch.Generator().manual_seed(self.seed)
         weight = class_weights(y, self.n_classes_, self.class_weight)
         stopper = EarlyStopping(self.patience)
         for epoch in range(self.epochs):
             net.train()
-            for idx in torch.randperm(len(xt), generator=gen).split(self.batch_size):
-                loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx], weight=weight, label_smoothing=0.1)
+            for idx in torch.randperm(len(x), generator=gen).split(self.batch_size):
+                batch = torch.from_numpy(self._standardized(x[idx.numpy()]))  # read from the store batch by batch
+                loss = torch.nn.functional.cross_entropy(net(batch), yt[idx], weight=weight, label_smoothing=0.1)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -50,42 +50,74 @@ class SoftmaxHead(Head):
     # learned: mean_, scale_, coef_ (D, K), intercept_ (K,), curve_ (sgd), search_ and best_c_ (tuned)
 
     def _fit(self, x, y, val, y_val):
-        x = normalize_codes(x, self.normalize)
-        val = None if val is None else [normalize_codes(v, self.normalize) for v in val]
-        (self._fit_sgd if self.mode == "sgd" else self._fit_tuned)(x, y, val, y_val)
+        if self.mode == "sgd":
+            self._fit_sgd(normalize_codes(x, self.normalize), y,
+                          None if val is None else [normalize_codes(v, self.normalize) for v in val], y_val)
+        else:
+            self._fit_tuned(x, y, val, y_val)
 
     def _fit_tuned(self, x, y, val, y_val):
+        """C is chosen by scikit-learn on a sample held in memory; every fit on all rows streams them
+        (heads/lbfgs.py: the same objective and solver), starting from the sample's solution."""
         from sklearn.linear_model import LogisticRegression
         from tqdm import tqdm
 
-        best_c = self.c_grid[len(self.c_grid) // 2]
+        best_c, start = self.c_grid[len(self.c_grid) // 2], None
+        blocks, labels = [x], [y]
         if val is not None and len(self.c_grid) > 1:
             n = min(len(x), self.search_samples) if self.search_samples else search_sample_size(*x.shape)
             self.search_rows_ = n
             pick = np.sort(np.random.default_rng(self.seed).choice(len(x), n, replace=False)) if n < len(x) else None
-            xp, yp = (x, y) if pick is None else (x[pick], y[pick])
+            xp = normalize_codes(x if pick is None else x[pick], self.normalize)
+            yp = y if pick is None else y[pick]
             mean, scale = scaler_stats(xp)
-            xs, vs = standardize(xp, mean, scale), [standardize(v, mean, scale) for v in val]
+            xs = standardize(xp, mean, scale)
+            del xp
+            vs = [standardize(normalize_codes(v, self.normalize), mean, scale) for v in val]
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True, class_weight=self._sklearn_weight())
+            fitted = {}
             for c in tqdm(sorted(self.c_grid), desc="head: choosing C", disable=not self.progress, leave=False):
                 _quiet_fit(model.set_params(C=c), xs, yp)
+                fitted[c] = (model.coef_.copy(), model.intercept_.copy())
                 self.search_.append({"C": c, "validation_accuracy": views_accuracy(model.predict_proba, vs, y_val),
                                      "train_accuracy": float(model.score(xs, yp))})
+            del xs, vs
             best = max(self.search_, key=lambda r: r["validation_accuracy"])
             best_c, self.validation_accuracy_ = best["C"], best["validation_accuracy"]
+            start = (*fitted[best_c], model.classes_, mean, scale)
             if pick is not None:  # the chosen C on all training rows: the validation score comparable across heads
-                mean, scale = scaler_stats(x)
-                _quiet_fit(model.set_params(C=best_c), standardize(x, mean, scale), y)
-                self.validation_accuracy_ = views_accuracy(model.predict_proba, [standardize(v, mean, scale)
-                                                                                for v in val], y_val)
-            x, y = np.vstack([x, *val]), np.concatenate([y] + [y_val] * len(val))
+                self._fit_linear([x], [y], best_c, start)
+                self.validation_accuracy_ = views_accuracy(self.predict_proba, val, y_val)
+                start = None  # the refit below starts from this fit
+            blocks, labels = [x, *val], [y] + [y_val] * len(val)
         self.best_c_ = best_c
         if self.progress:
-            print(f"head: refitting with C={best_c:g} on {len(x):,} rows", flush=True)
-        self._fit_scaler(x)
-        model = LogisticRegression(C=best_c, max_iter=self.max_iter, class_weight=self._sklearn_weight())
-        _quiet_fit(model, standardize(x, self.mean_, self.scale_), y)
-        self._set_linear(model.coef_, model.intercept_, model.classes_)
+            print(f"head: refitting with C={best_c:g} on {sum(len(b) for b in blocks):,} rows", flush=True)
+        self._fit_linear(blocks, labels, best_c, start)
+
+    def _fit_linear(self, blocks, labels, c: float, start=None) -> None:
+        """Standardisation and weights from all rows of the blocks, read chunk by chunk, starting from `start`
+        (a scikit-learn fit: coef, intercept, classes and the mean and scale it was fitted under) or else from
+        the weights this head already holds; either is rewritten for the new standardisation."""
+        from .lbfgs import fit_softmax, streamed_stats
+
+        mean, scale = streamed_stats(blocks, self.normalize)
+        classes = np.unique(np.concatenate(labels))
+        init = None
+        if start is not None and np.array_equal(start[2], classes):
+            coef, intercept, _, m0, s0 = start
+            if coef.shape[0] == 1:  # scikit-learn's binary form
+                coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+            init = (coef * (scale / s0), intercept + coef @ ((mean - m0) / s0))
+        elif start is None and hasattr(self, "coef_"):
+            w = self.coef_[:, classes].T
+            init = (w * (scale / self.scale_), self.intercept_[classes] + w @ ((mean - self.mean_) / self.scale_))
+        weight = class_weights(np.concatenate(labels), self.n_classes_, self.class_weight)
+        coef, intercept, classes = fit_softmax(blocks, labels, c, mean=mean, scale=scale, normalize=self.normalize,
+                                               class_weight=None if weight is None else weight.numpy(), init=init,
+                                               max_iter=self.max_iter)
+        self.mean_, self.scale_ = mean, scale
+        self._set_linear(coef, intercept, classes)
 
     def _sklearn_weight(self):
         return "balanced" if self.class_weight == "balanced" else None

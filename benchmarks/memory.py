@@ -1,0 +1,155 @@
+"""Peak resident memory of the steps whose data grows, each case in a fresh process (os.wait4's ru_maxrss).
+
+    python benchmarks/memory.py --data ../shared/data/cifar-10-python.tar.gz --work /tmp/cnncodes-memory
+
+Cases (--cases picks some):
+  extract-6000 / extract-60000  Lite0 codes of a folder of that many CIFAR-10 PNGs (written from the archive into
+                                --work), into an empty cache: the peak must not grow with the number of images
+  head-100000 / head-1000000    tuned head (C search, refit) on synthetic 1,280-d codes in a store on disk
+                                (float32: 0.5 and 5.1 GB), 80/10/10 train/validation/test
+  best                          `cnncodes run --preset best` on the official CIFAR-10 (codes from the cache)
+Writes results/memory.json; prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CASES = ("extract-6000", "extract-60000", "head-100000", "head-1000000", "best")
+FEATURES, CLASSES = 1280, 10
+
+
+def write_pngs(archive: str, folder: Path, n: int) -> Path:
+    """The first n images of the archive (training images first) as class-folder PNGs; written once."""
+    from PIL import Image
+
+    from cnncodes import cifar10
+
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    images, labels, names, _ = cifar10.load(archive)
+    for i in range(n):
+        path = folder / names[labels[i]] / f"{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(path)
+    done.touch()
+    return folder
+
+
+def write_synthetic(root: Path, n: int) -> Path:
+    """n codes like pooled ReLU activations (10 classes, overlapping), written shard by shard into a store."""
+    from cnncodes.codes import CodeStore
+
+    if (root / "labels.npy").exists():
+        return root
+    store = CodeStore(root / "store", n, FEATURES, {"synthetic": n})
+    centres = np.random.default_rng(0).normal(0, 0.06, (CLASSES, FEATURES)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, CLASSES, n)
+    for k in range(store.n_shards):
+        r = store.shard_range(k)
+        noise = np.random.default_rng(100 + k).standard_normal((len(r), FEATURES), dtype=np.float32)
+        store.write_shard(k, np.maximum(centres[labels[r.start:r.stop]] + noise, 0), {})
+    np.save(root / "labels.npy", labels)
+    return root
+
+
+def case_extract(args, n: int) -> dict:
+    import shutil
+    import tempfile
+
+    from cnncodes import extract_codes, image_folder
+
+    folder = Path(args.work) / f"png-{n}"
+    cache = Path(tempfile.mkdtemp(dir=args.work, prefix="cache-"))
+    try:
+        codes = extract_codes(image_folder(folder), "efficientnet_lite0", cache_dir=cache, progress=False)
+        return {"rows": codes.vectors.shape[0], "what": f"Lite0 codes of {n:,} PNGs (folder)"}
+    finally:
+        shutil.rmtree(cache)
+
+
+def case_head(args, n: int) -> dict:
+    from cnncodes.codes import CodeStore, Codes
+    from cnncodes.pipeline import predict_codes, train_head
+
+    root = Path(args.work) / f"synthetic-{n}"
+    store = CodeStore(root / "store", n, FEATURES, {"synthetic": n})
+    matrix, ok, _ = store.assemble()
+    labels = np.load(root / "labels.npy")
+    splits = np.array(["train", "validation", "test"])[np.searchsorted([0.8, 0.9], np.linspace(0, 1, n, False),
+                                                                       side="right")]
+    codes = Codes(matrix, labels, np.arange(n).astype(str), splits, [f"c{k}" for k in range(CLASSES)], "synthetic")
+    head = train_head(codes, "tuned")
+    proba = predict_codes(head, codes)
+    test = float((proba.argmax(1) == codes.part("test")[1]).mean())
+    return {"rows": n, "what": f"tuned head, synthetic {n:,} x {FEATURES:,} codes on disk", "best_C": head.best_c_,
+            "validation_accuracy": head.validation_accuracy_, "test_accuracy": test}
+
+
+def run_case(args, case: str) -> dict:
+    """The case in a fresh process: its peak resident memory and wall time."""
+    if case == "best":
+        out = Path(args.work) / "run-best"
+        command = [sys.executable, "-m", "cnncodes", "--quiet", "run", "--data", args.data, "--preset", "best",
+                   "--out", str(out)]
+    else:
+        command = [sys.executable, __file__, "--data", args.data, "--work", args.work, "--child", case]
+    t = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    if status != 0:
+        raise SystemExit(f"{case} failed (status {status}): {output[-2000:]}")
+    result = json.loads(output.strip().splitlines()[-1]) if case != "best" else best_result(out)
+    return result | {"case": case, "peak_gib": usage.ru_maxrss * 1024 / 2**30, "seconds": seconds}
+
+
+def best_result(out: Path) -> dict:
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"rows": sum(metrics["split_sizes"].values()), "what": "cnncodes run --preset best (official CIFAR-10)",
+            "validation_accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="the official CIFAR-10 archive")
+    parser.add_argument("--work", default="/tmp/cnncodes-memory", help="PNG folders, synthetic stores, runs")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--json", default="results/memory.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    if args.child:
+        kind, n = args.child.split("-")
+        print(json.dumps((case_extract if kind == "extract" else case_head)(args, int(n))))
+        return
+    cases = args.cases.split(",")
+    for case in cases:  # inputs first, outside the measured processes
+        kind, _, n = case.partition("-")
+        if kind == "extract":
+            write_pngs(args.data, Path(args.work) / f"png-{n}", int(n))
+        elif kind == "head":
+            write_synthetic(Path(args.work) / f"synthetic-{n}", int(n))
+    rows = []
+    for case in cases:
+        rows.append(run_case(args, case))
+        print(f"{case:15s} peak {rows[-1]['peak_gib']:6.2f} GiB  {rows[-1]['seconds']:7.0f} s  "
+              f"{ {k: v for k, v in rows[-1].items() if k not in ('case', 'peak_gib', 'seconds', 'what')} }", flush=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(rows, indent=1))
+    print("\n| case | what | peak resident memory | wall time |\n|---|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['case']} | {r['what']} | {r['peak_gib']:.2f} GiB | {r['seconds']:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
