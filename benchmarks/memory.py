@@ -45,18 +45,20 @@ def write_pngs(archive: str, folder: Path, n: int) -> Path:
 
 
 def write_synthetic(root: Path, n: int) -> Path:
-    """n codes like pooled ReLU activations (10 classes, overlapping), written shard by shard into a store."""
+    """n codes like pooled ReLU activations, written shard by shard into a store: each of the 10 classes is a
+    mixture of 8 clusters, so that (as on CIFAR-10 codes) the search picks a C inside its grid, not at an end."""
     from cnncodes.codes import CodeStore
 
     if (root / "labels.npy").exists():
         return root
     store = CodeStore(root / "store", n, FEATURES, {"synthetic": n})
-    centres = np.random.default_rng(0).normal(0, 0.06, (CLASSES, FEATURES)).astype(np.float32)
+    centres = np.random.default_rng(0).normal(0, 0.3, (CLASSES, 8, FEATURES)).astype(np.float32)
     labels = np.random.default_rng(1).integers(0, CLASSES, n)
+    clusters = np.random.default_rng(2).integers(0, 8, n)
     for k in range(store.n_shards):
         r = store.shard_range(k)
         noise = np.random.default_rng(100 + k).standard_normal((len(r), FEATURES), dtype=np.float32)
-        store.write_shard(k, np.maximum(centres[labels[r.start:r.stop]] + noise, 0), {})
+        store.write_shard(k, np.maximum(centres[labels[r.start:r.stop], clusters[r.start:r.stop]] + noise, 0), {})
     np.save(root / "labels.npy", labels)
     return root
 

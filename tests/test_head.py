@@ -207,3 +207,25 @@ def test_streamed_fit_is_scikit_learns_full_batch_fit(tmp_path, classes, weight,
     expected = reference.predict_proba(standardize(xn, mean, scale))
     np.testing.assert_allclose(head.predict_proba(on_disk), expected, atol=2e-3)
     np.testing.assert_allclose(head.mean_, mean, rtol=1e-4, atol=1e-4)
+
+
+def test_tuned_head_on_codes_on_disk_reads_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """Memory follows the chunk, not the data: no read of the training codes is larger than a chunk or the
+    C-search sample, and nothing is kept between evaluations when no resident budget is left."""
+    from cnncodes import code_matrix
+    from cnncodes.code_matrix import CodeMatrix, FileRows
+    from cnncodes.heads import lbfgs
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 6000)
+    x = (rng.normal(size=(6000, 40)) + rng.normal(size=(3, 40))[y]).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    reads = []
+    take = FileRows.take
+    monkeypatch.setattr(FileRows, "take", lambda self, rows: reads.append(len(rows)) or take(self, rows))
+    monkeypatch.setattr(code_matrix, "CHUNK_BYTES", 256 * 40 * 4)  # 256 rows
+    monkeypatch.setattr(lbfgs, "RESIDENT_BYTES", 0)
+    on_disk = CodeMatrix([FileRows(tmp_path / "x.npy")])
+    head = SoftmaxHead(search_samples=500).fit(on_disk.select(np.arange(5000)), y[:5000], x[5000:], y[5000:])
+    assert head.validation_accuracy_ > 0.9 and head.search_rows_ == 500
+    assert max(reads) <= 500 and sum(reads) > 10 * 5000  # many passes, each in small reads

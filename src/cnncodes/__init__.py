@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "BACKBONES": "backbones", "DEFAULT_BACKBONE": "backbones", "get_backbone": "backbones",
-    "Codes": "codes", "CnnCodesError": "errors", "extract_codes": "extract",
+    "Codes": "codes", "CodeMatrix": "code_matrix", "CnnCodesError": "errors", "extract_codes": "extract",
     "Dataset": "datasets", "from_arrays": "datasets", "image_folder": "datasets", "load_dataset": "datasets",
     "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
     "predict_images": "predict", "make_head": "heads",

@@ -52,33 +52,12 @@ def principal_components(x: np.ndarray, n: int = PROBE_DIMENSIONS, seed: int = 0
     return PCA(n, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def fit_softmax(x, y, n_classes: int, c: float = 0.01, iterations: int = 100):
-    """L2-regularised softmax regression on standardised x (scikit-learn's objective: C x summed loss + |W|^2 / 2),
-    fitted full-batch with L-BFGS in torch: seconds for tens of thousands of rows. Returns x -> probabilities."""
-    import torch
+def probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01):
+    """x -> class probabilities of the tuned softmax head at a fixed C, fitted on (x, y): the run's own head, so
+    the audit's probabilities come from the model a user trains."""
+    from .heads import SoftmaxHead
 
-    x = torch.as_tensor(x, dtype=torch.float32)
-    y = torch.as_tensor(y, dtype=torch.int64)
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / scale
-    w = torch.zeros(z.shape[1], n_classes, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = c * torch.nn.functional.cross_entropy(z @ w + b, y, reduction="sum") + 0.5 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-
-    def proba(q) -> np.ndarray:
-        with torch.no_grad():
-            q = (torch.as_tensor(q, dtype=torch.float32) - mean) / scale
-            return torch.softmax(q @ w + b, 1).numpy()
-
-    return proba
+    return SoftmaxHead(c_grid=(c,)).fit(x, y, n_classes=n_classes).predict_proba
 
 
 def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -91,7 +70,7 @@ def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int =
         raise CnnCodesError("out-of-fold probabilities need at least 2 labelled images of every class")
     out = np.zeros((len(x), n_classes), np.float32)
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        out[held] = fit_softmax(x[train], y[train], n_classes)(x[held])
+        out[held] = probe(x[train], y[train], n_classes)(x[held])
     return out
 
 
@@ -174,7 +153,7 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     proba = np.zeros((len(x), k), np.float32)
     proba[~test] = out_of_fold_proba(reduced[~test], y[~test], k, folds, seed)
     if test.any():
-        proba[test] = test_proba if test_proba is not None else fit_softmax(reduced[~test], y[~test], k)(reduced[test])
+        proba[test] = test_proba if test_proba is not None else probe(reduced[~test], y[~test], k)(reduced[test])
     seconds["out-of-fold probabilities"] = time.perf_counter() - t
     t = time.perf_counter()
     quality = get_label_quality_scores(y, proba, method="self_confidence")
