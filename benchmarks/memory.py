@@ -8,6 +8,7 @@ Cases (--cases picks some):
   head-100000 / head-1000000    tuned head (C search, refit) on synthetic 1,280-d codes in a store on disk
                                 (float32: 0.5 and 5.1 GB), 80/10/10 train/validation/test
   best                          `cnncodes run --preset best` on the official CIFAR-10 (codes from the cache)
+--reference adds, after each head case, scikit-learn's full-batch fit at the C the head chose (the accuracy bar).
 Writes results/memory.json; prints a table.
 """
 from __future__ import annotations
@@ -96,6 +97,23 @@ def case_head(args, n: int) -> dict:
             "validation_accuracy": head.validation_accuracy_, "test_accuracy": test}
 
 
+def case_reference(args, n: int, c: float) -> dict:
+    """scikit-learn's full-batch fit at the C the streamed head chose, on all codes in memory: the accuracy bar."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cnncodes.codes import CodeStore
+    from cnncodes.heads.base import scaler_stats, standardize
+
+    root = Path(args.work) / f"synthetic-{n}"
+    x = np.asarray(CodeStore(root / "store", n, FEATURES, {"synthetic": n}).assemble()[0])
+    labels = np.load(root / "labels.npy")
+    fit, test = slice(0, int(0.9 * n)), slice(int(0.9 * n), n)  # train + validation, as the head's refit
+    mean, scale = scaler_stats(x[fit])
+    model = LogisticRegression(C=c, max_iter=1000).fit(standardize(x[fit], mean, scale), labels[fit])
+    return {"rows": n, "what": f"scikit-learn full batch at C={c:g}, {n:,} codes in memory",
+            "test_accuracy": float(model.score(standardize(x[test], mean, scale), labels[test]))}
+
+
 def run_case(args, case: str) -> dict:
     """The case in a fresh process: its peak resident memory and wall time."""
     if case == "best":
@@ -127,12 +145,16 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/cnncodes-memory", help="PNG folders, synthetic stores, runs")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--json", default="results/memory.json")
+    parser.add_argument("--reference", action="store_true", help="after each head case, scikit-learn's full-batch "
+                        "fit at the same C on all codes in memory (its memory is not the point: its accuracy is)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.child:
-        kind, n = args.child.split("-")
-        print(json.dumps((case_extract if kind == "extract" else case_head)(args, int(n))))
+        kind, rest = args.child.split("-", 1)
+        n, _, c = rest.partition(":")
+        work = {"extract": case_extract, "head": case_head, "reference": case_reference}[kind]
+        print(json.dumps(work(args, int(n), *([float(c)] if c else []))))
         return
     cases = args.cases.split(",")
     for case in cases:  # inputs first, outside the measured processes
@@ -144,13 +166,16 @@ def main() -> None:
     rows = []
     for case in cases:
         rows.append(run_case(args, case))
+        if args.reference and case.startswith("head-"):  # n and the chosen C travel in the case name
+            rows.append(run_case(args, f"reference-{case.split('-')[1]}:{rows[-1]['best_C']}"))
         print(f"{case:15s} peak {rows[-1]['peak_gib']:6.2f} GiB  {rows[-1]['seconds']:7.0f} s  "
               f"{ {k: v for k, v in rows[-1].items() if k not in ('case', 'peak_gib', 'seconds', 'what')} }", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
-    print("\n| case | what | peak resident memory | wall time |\n|---|---|---:|---:|")
+    print("\n| case | what | peak resident memory | wall time | validation / test accuracy |\n|---|---|---:|---:|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['what']} | {r['peak_gib']:.2f} GiB | {r['seconds']:.0f} s |")
+        accuracy = " / ".join(f"{r[k] * 100:.2f}%" for k in ("validation_accuracy", "test_accuracy") if r.get(k))
+        print(f"| {r['case']} | {r['what']} | {r['peak_gib']:.2f} GiB | {r['seconds']:.0f} s | {accuracy} |")
 
 
 if __name__ == "__main__":
