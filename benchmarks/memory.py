@@ -9,13 +9,15 @@ Cases (--cases picks some):
                                 (float32: 0.5 and 5.1 GB), 80/10/10 train/validation/test
   best                          `cnncodes run --preset best` on the official CIFAR-10 (codes from the cache)
 --reference adds, after each head case, scikit-learn's full-batch fit at the C the head chose (the accuracy bar).
-Writes results/memory.json; prints a table.
+Each case runs --repeats times (default 3): medians, and the range of the peaks. Writes results/memory.json; prints
+a table.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -133,6 +135,15 @@ def run_case(args, case: str) -> dict:
     return result | {"case": case, "peak_gib": usage.ru_maxrss * 1024 / 2**30, "seconds": seconds}
 
 
+def repeated(args, case: str) -> dict:
+    """The case --repeats times: the first run's other results, the median peak and wall time, and the peaks' range
+    (a process's peak varies from run to run with thread timing)."""
+    runs = [run_case(args, case) for _ in range(args.repeats)]
+    peaks = sorted(r["peak_gib"] for r in runs)
+    return runs[0] | {"peak_gib": statistics.median(peaks), "peak_range_gib": [peaks[0], peaks[-1]],
+                      "seconds": statistics.median(r["seconds"] for r in runs)}
+
+
 def best_result(out: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     return {"rows": sum(metrics["split_sizes"].values()), "what": "cnncodes run --preset best (official CIFAR-10)",
@@ -147,6 +158,7 @@ def main() -> None:
     parser.add_argument("--json", default="results/memory.json")
     parser.add_argument("--reference", action="store_true", help="after each head case, scikit-learn's full-batch "
                         "fit at the same C on all codes in memory (its memory is not the point: its accuracy is)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each case (medians and the peaks' range)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -165,17 +177,20 @@ def main() -> None:
             write_synthetic(Path(args.work) / f"synthetic-{n}", int(n))
     rows = []
     for case in cases:
-        rows.append(run_case(args, case))
+        rows.append(repeated(args, case))
         if args.reference and case.startswith("head-"):  # n and the chosen C travel in the case name
-            rows.append(run_case(args, f"reference-{case.split('-')[1]}:{rows[-1]['best_C']}"))
+            rows.append(repeated(args, f"reference-{case.split('-')[1]}:{rows[-1]['best_C']}"))
         print(f"{case:15s} peak {rows[-1]['peak_gib']:6.2f} GiB  {rows[-1]['seconds']:7.0f} s  "
               f"{ {k: v for k, v in rows[-1].items() if k not in ('case', 'peak_gib', 'seconds', 'what')} }", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
-    print("\n| case | what | peak resident memory | wall time | validation / test accuracy |\n|---|---|---:|---:|---|")
+    print(f"\nmedians of {args.repeats} runs")
+    print("| case | what | peak resident memory (range) | wall time | validation / test accuracy |\n|---|---|---:|---:|---|")
     for r in rows:
         accuracy = " / ".join(f"{r[k] * 100:.2f}%" for k in ("validation_accuracy", "test_accuracy") if r.get(k))
-        print(f"| {r['case']} | {r['what']} | {r['peak_gib']:.2f} GiB | {r['seconds']:.0f} s | {accuracy} |")
+        low, high = r["peak_range_gib"]
+        print(f"| {r['case']} | {r['what']} | {r['peak_gib']:.2f} GiB ({low:.2f}-{high:.2f}) | {r['seconds']:.0f} s | "
+              f"{accuracy} |")
 
 
 if __name__ == "__main__":
