@@ -180,8 +180,9 @@ def main() -> None:
         rows.append(repeated(args, case))
         if args.reference and case.startswith("head-"):  # n and the chosen C travel in the case name
             rows.append(repeated(args, f"reference-{case.split('-')[1]}:{rows[-1]['best_C']}"))
-        print(f"{case:15s} peak {rows[-1]['peak_gib']:6.2f} GiB  {rows[-1]['seconds']:7.0f} s  "
-              f"{ {k: v for k, v in rows[-1].items() if k not in ('case', 'peak_gib', 'seconds', 'what')} }", flush=True)
+    for r in rows:
+        extra = {k: v for k, v in r.items() if k not in ("case", "peak_gib", "seconds", "what")}
+        print(f"{r['case']:24s} peak {r['peak_gib']:6.2f} GiB  {r['seconds']:7.0f} s  {extra}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
     print(f"\nmedians of {args.repeats} runs")
