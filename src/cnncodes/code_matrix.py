@@ -39,18 +39,22 @@ class FileRows:
         ordered = rows[order]
         out = np.empty((len(rows), self.shape[1]), self.dtype)
         row_bytes = self.shape[1] * self.dtype.itemsize
-        starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1)  # where a run of consecutive rows begins
-        ends = np.append(starts[1:], len(ordered))
         fd = os.open(self.path, os.O_RDONLY)
         try:
             flat = out.reshape(-1).view(np.uint8)
-            for a, b in zip(starts.tolist(), ends.tolist()):
+            for a, b in consecutive_runs(ordered):
                 _read_exactly(fd, flat[a * row_bytes:b * row_bytes], self.offset + int(ordered[a]) * row_bytes)
         finally:
             os.close(fd)
         if not np.array_equal(order, np.arange(len(order))):
             out[order] = out.copy()
         return out
+
+
+def consecutive_runs(ordered: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) positions of the runs of consecutive values in sorted indices: one read or write each."""
+    starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1)
+    return list(zip(starts.tolist(), np.append(starts[1:], len(ordered)).tolist()))
 
 
 def _read_exactly(fd: int, into: np.ndarray, offset: int) -> None:
@@ -75,13 +79,19 @@ class ArrayRows:
         return self.array[rows]
 
 
+def _source(rows):
+    """An array as a source of rows; anything else is one already."""
+    return ArrayRows(rows) if isinstance(rows, np.ndarray) else rows
+
+
 class StackedRows:
     """Sources of the same width one after the other (an image's codes, then its mirror image's)."""
 
     def __init__(self, sources: list):
-        self.sources = sources
-        self.starts = np.cumsum([0] + [len(s) for s in sources])
-        self.shape, self.dtype = (int(self.starts[-1]), sources[0].shape[1]), np.result_type(*[s.dtype for s in sources])
+        self.sources = [_source(s) for s in sources]
+        self.starts = np.cumsum([0] + [len(s) for s in self.sources])
+        self.shape = (int(self.starts[-1]), self.sources[0].shape[1])
+        self.dtype = np.result_type(*[s.dtype for s in self.sources])
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -104,7 +114,7 @@ class CodeMatrix:
     return another CodeMatrix and read nothing. A source is anything with shape, dtype, len() and take(rows)."""
 
     def __init__(self, sources: list, rows: np.ndarray | None = None):
-        self.sources = [ArrayRows(s) if isinstance(s, np.ndarray) else s for s in sources]
+        self.sources = [_source(s) for s in sources]
         self.rows = np.arange(len(self.sources[0]), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
         if any(len(s) != len(self.sources[0]) for s in self.sources):
             raise ValueError("sources side by side must have the same number of rows")
@@ -128,7 +138,7 @@ class CodeMatrix:
 
     def vstack(self, other) -> "CodeMatrix":
         """These rows, then the rows of other codes of the same width, without reading either."""
-        return CodeMatrix([StackedRows([self, ArrayRows(other) if isinstance(other, np.ndarray) else other])])
+        return CodeMatrix([StackedRows([self, other])])
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         return self._read(self.rows[rows])

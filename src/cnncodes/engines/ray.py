@@ -9,6 +9,7 @@ import logging
 import numpy as np
 
 from .. import runtime
+from ..code_matrix import consecutive_runs
 from ..errors import CnnCodesError
 
 
@@ -81,8 +82,7 @@ def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar)
         index = batch["index"].astype(np.int64)
         order = np.argsort(index)
         index, rows, reasons = index[order], batch["codes"][order], batch["reason"][order]
-        starts = np.flatnonzero(np.diff(index, prepend=-2) != 1)
-        for a, b in zip(starts, np.append(starts[1:], len(index))):
+        for a, b in consecutive_runs(index):
             store.write_rows(int(index[a]), rows[a:b])
         for i, reason in zip(index.tolist(), reasons):
             k = shard_of[i]

@@ -103,15 +103,14 @@ class SoftmaxHead(Head):
 
         mean, scale = streamed_stats(blocks, self.normalize)
         classes = np.unique(np.concatenate(labels))
+        if start is None and hasattr(self, "coef_"):
+            start = (self.coef_[:, classes].T, self.intercept_[classes], classes, self.mean_, self.scale_)
         init = None
         if start is not None and np.array_equal(start[2], classes):
             coef, intercept, _, m0, s0 = start
             if coef.shape[0] == 1:  # scikit-learn's binary form
                 coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
             init = (coef * (scale / s0), intercept + coef @ ((mean - m0) / s0))
-        elif start is None and hasattr(self, "coef_"):
-            w = self.coef_[:, classes].T
-            init = (w * (scale / self.scale_), self.intercept_[classes] + w @ ((mean - self.mean_) / self.scale_))
         weight = class_weights(np.concatenate(labels), self.n_classes_, self.class_weight)
         coef, intercept, classes = fit_softmax(blocks, labels, c, mean=mean, scale=scale, normalize=self.normalize,
                                                class_weight=None if weight is None else weight.numpy(), init=init,
