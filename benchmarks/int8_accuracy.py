@@ -38,7 +38,8 @@ class Photos:
 def imagenet_rows(name: str, cache: Path) -> dict:
     images, truth = imagenet_sample(DATA / "imagenet-sample")
     spec = get_backbone(name)
-    x = torch.stack([spec.preprocess(i) for i in images])
+    windows = np.stack([spec.preprocess.window(i) for i in images])  # what the ONNX graphs take
+    x = torch.from_numpy(spec.preprocess.network_input(windows))
     model = load_model(name)
     predicted = {}
     with torch.inference_mode():
@@ -47,12 +48,12 @@ def imagenet_rows(name: str, cache: Path) -> dict:
             codes = model(x.contiguous(memory_format=torch.channels_last)).float()
         predicted["torch bf16"] = model.classify(codes).argmax(1).numpy()
         onnx = Session(codes_graph(spec, "onnx", cache, None))
-        predicted["onnx fp32"] = model.classify(torch.from_numpy(onnx(x.numpy()))).argmax(1).numpy()
+        predicted["onnx fp32"] = model.classify(torch.from_numpy(onnx(windows))).argmax(1).numpy()
         int8 = np.zeros(len(x), np.int64)
         for fold in (0, 1):
             calibrate, classify = np.arange(fold, len(x), 2), np.arange(1 - fold, len(x), 2)
             graph = Session(codes_graph(spec, "onnx-int8", cache, Photos(x[calibrate], f"photos-fold-{fold}")))
-            int8[classify] = model.classify(torch.from_numpy(graph(x[classify].numpy()))).argmax(1).numpy()
+            int8[classify] = model.classify(torch.from_numpy(graph(windows[classify]))).argmax(1).numpy()
         predicted["onnx int8"] = int8
     return {k: (float((v == truth).mean()), int((v != predicted["torch fp32"]).sum())) for k, v in predicted.items()}
 

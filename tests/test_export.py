@@ -93,6 +93,30 @@ def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_fold
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
+def test_pixel_graphs_give_the_network_graphs_codes_bit_for_bit(tiny_folder):
+    """Extraction feeds uint8 windows to graphs that normalise (or, int8, take the pixels as their quantised input):
+    the codes must be the very numbers of the normalised float batch (the caches were made with those)."""
+    from cnncodes.backbones import get_backbone
+    from cnncodes.cifar10 import default_cache_dir
+    from cnncodes.datasets import load_dataset
+    from cnncodes.extract import Calibration
+    from cnncodes.onnx_graphs import Session, _maps_pixels_to_themselves, codes_graph
+
+    ds = load_dataset(str(tiny_folder))
+    spec = get_backbone("efficientnet_lite0")
+    windows = np.stack([spec.preprocess.window(ds.read(i)) for i in range(0, len(ds), 5)])
+    assert windows.dtype == np.uint8
+    for runtime in ("onnx", "onnx-int8"):
+        pixels = codes_graph(spec, runtime, default_cache_dir(), Calibration(ds, spec))
+        network = pixels.with_name(pixels.name.split("-pixels-")[0] + ".onnx")
+        np.testing.assert_array_equal(Session(pixels)(windows),
+                                      Session(network)(spec.preprocess.network_input(windows)))
+    assert _maps_pixels_to_themselves(127.0, 128.0, np.float32(1 / 128), np.uint8(127))
+    assert not _maps_pixels_to_themselves(127.0, 128.0, np.float32(1.01 / 128), np.uint8(127))
+    assert not _maps_pixels_to_themselves(127.0, 128.0, np.float32(1 / 128), np.uint8(128))
+
+
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
     settings = RunSettings(data=str(tiny_folder), runtime="onnx-int8")
     run_experiment(settings, tmp_path, report=False, progress=False)

@@ -1,14 +1,14 @@
 import numpy as np
-import torch
 
 from cnncodes.preprocess import Preprocess, tf1_resize_bilinear
 
 
 def test_tf1_bilinear_uses_top_left_aligned_grid():
     # TF1 ResizeBilinear(align_corners=False): source = dest * in / out, no half-pixel offset.
-    x = torch.tensor([[[0.0, 10.0]]])  # 1 x 1 x 2
-    y = tf1_resize_bilinear(x.expand(1, 2, 2).clone(), 4)
-    assert torch.allclose(y[0, 0], torch.tensor([0.0, 5.0, 10.0, 10.0]))
+    x = np.zeros((2, 2, 1), np.uint8)
+    x[:, 1] = 10
+    y = tf1_resize_bilinear(x, 4)
+    np.testing.assert_allclose(y[0, :, 0], [0.0, 5.0, 10.0, 10.0])
 
 
 def test_preprocess_scales_and_flips():
@@ -16,10 +16,11 @@ def test_preprocess_scales_and_flips():
     rgb[:, 0] = 255
     pp = Preprocess(size=2, resize="bicubic", mean=127.0, std=128.0)
     out = pp(rgb)
-    assert out.shape == (3, 2, 2)
-    assert torch.allclose(out[0, 0], torch.tensor([1.0, -127 / 128]))
-    flipped = Preprocess(size=2, resize="bicubic", mean=127.0, std=128.0, flip=True)(rgb)
-    assert torch.allclose(flipped[0, 0], torch.tensor([-127 / 128, 1.0]))
+    assert out.shape == (3, 2, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, 0], [1.0, -127 / 128])
+    flipped = Preprocess(size=2, resize="bicubic", mean=127.0, std=128.0, flip=True)
+    np.testing.assert_array_equal(flipped(rgb)[0, 0], [-127 / 128, 1.0])
+    assert flipped.window(rgb).dtype == np.uint8 and flipped.window(rgb)[0, :, 0].tolist() == [0, 255]
 
 
 def test_photos_get_the_centre_crop_and_small_images_their_own_choice():
@@ -39,5 +40,7 @@ def test_photos_get_the_centre_crop_and_small_images_their_own_choice():
 
 
 def test_tf1_bilinear_resizes_to_a_rectangle():
-    x = torch.arange(6.0).reshape(1, 2, 3)
-    assert tf1_resize_bilinear(x, 4, 6).shape == (1, 4, 6)
+    x = np.arange(6, dtype=np.uint8).reshape(2, 3, 1)
+    assert tf1_resize_bilinear(x, 4, 6).shape == (4, 6, 1)
+    pp = Preprocess(size=4, resize="tf1_bilinear", mean=128.0, std=128.0)
+    assert pp.window(np.zeros((2, 3, 3), np.uint8)).dtype == np.float32 and pp.pixels(x.repeat(3, 2)).dtype == np.uint8

@@ -1,6 +1,6 @@
 """`cnncodes export`: a trained model as one ONNX file, uint8 pixels in, class probabilities out, that runs with
-ONNX Runtime alone. The graph is three parts joined: normalisation (and the mirror image when the model averages
-over flips), the backbone's codes graph (fp32, or the int8 one extraction uses), and the head with its
+ONNX Runtime alone. The graph is three parts joined: the input (and the mirror image when the model averages over
+flips), the backbone's codes graph as extraction runs it (pixels in; fp32 or int8), and the head with its
 standardisation folded into its first layer."""
 from __future__ import annotations
 
@@ -23,14 +23,33 @@ from .settings import RunSettings
 METADATA_KEY = "cnncodes"
 
 
-def _modules(mean: float, std: float, flip_average: bool, head):
-    """(pixels -> network input, codes -> probabilities) as PyTorch modules."""
-    import torch
+def _input_graph(size: int, flip_average: bool, backbone):
+    """pixels (N, size, size, 3) uint8 -> what the backbone's codes graph takes: the pixels, cast to float where it
+    takes TF1-resized values, with their mirror images after them when the model averages flips."""
+    import onnx
+    from onnx import TensorProto, helper
 
-    class Normalize(torch.nn.Module):
-        def forward(self, pixels):  # (N, H, W, 3) uint8 -> (N or 2N, 3, H, W) float
-            x = (pixels.permute(0, 3, 1, 2).float() - mean) / std
-            return torch.cat([x, x.flip(3)]) if flip_average else x
+    nodes, x = [], "pixels"
+    if flip_average:
+        nodes += [helper.make_node("Slice", ["pixels", "last", "before_first", "width_axis", "back"], ["mirrored"]),
+                  helper.make_node("Concat", ["pixels", "mirrored"], ["both"], axis=0)]
+        x = "both"
+    dtype = backbone.graph.input[0].type.tensor_type.elem_type
+    nodes.append(helper.make_node("Cast", [x], ["x"], to=dtype) if dtype != TensorProto.UINT8 else
+                 helper.make_node("Identity", [x], ["x"]))
+    steps = [onnx.numpy_helper.from_array(np.array([v], np.int64), name)
+             for name, v in (("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))]
+    graph = helper.make_graph(nodes, "input", [helper.make_tensor_value_info("pixels", TensorProto.UINT8,
+                                                                            ["images", size, size, 3])],
+                              [helper.make_tensor_value_info("x", dtype, ["images_and_mirrors", size, size, 3])],
+                              steps if flip_average else [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", _opset(backbone))],
+                             ir_version=backbone.ir_version)
+
+
+def _probabilities(flip_average: bool, head):
+    """codes -> class probabilities (averaged over each image and its mirror image) as a PyTorch module."""
+    import torch
 
     class Probabilities(torch.nn.Module):
         def __init__(self):
@@ -41,7 +60,7 @@ def _modules(mean: float, std: float, flip_average: bool, head):
             proba = torch.softmax(self.head(codes), 1)
             return proba.view(2, -1, proba.shape[1]).mean(0) if flip_average else proba
 
-    return Normalize(), Probabilities()
+    return Probabilities()
 
 
 def export_model(model_path, out, *, int8: bool = False, cache_dir=None) -> Path:
@@ -62,21 +81,21 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None) -> Path
     pre = spec.preprocess
     graphs = codes_graphs(settings.but(runtime="onnx-int8" if int8 else "onnx", cache_dir=cache_dir))
     backbone = onnx.load(str(graphs[spec.name]))
-    normalize, probabilities = _modules(pre.mean, pre.std, bool(meta.get("flip_average")), head)
+    flip_average = bool(meta.get("flip_average"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def build(tmp: Path) -> None:
-        first, last = tmp.with_suffix(".in.onnx"), tmp.with_suffix(".head.onnx")
+        last = tmp.with_suffix(".head.onnx")
         try:
-            write_onnx(normalize, torch.zeros(2, pre.size, pre.size, 3, dtype=torch.uint8), first, "pixels", "x")
-            write_onnx(probabilities, torch.zeros(2, spec.feature_dim), last, "codes", "probabilities")
-            graph = _join(onnx.load(str(first)), backbone, onnx.load(str(last)))
+            write_onnx(_probabilities(flip_average, head), torch.zeros(2, spec.feature_dim), last, "codes",
+                       "probabilities")
+            graph = _join(_input_graph(pre.size, flip_average, backbone), backbone,
+                          onnx.load(str(last)))
         finally:
-            first.unlink(missing_ok=True)
             last.unlink(missing_ok=True)
         recipe = {"format": "cnncodes-onnx", "version": 1, "backbone": spec.name, "head": meta["mode"],
-                  "int8": int8, "flip_average": bool(meta.get("flip_average")), "class_names": meta["class_names"],
+                  "int8": int8, "flip_average": flip_average, "class_names": meta["class_names"],
                   "input": "pixels: (N, size, size, 3) uint8 RGB, resized and cropped as preprocess says",
                   "preprocess": {k: v for k, v in vars(pre).items() if k != "flip"}}
         onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(recipe)})
@@ -86,15 +105,15 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None) -> Path
     return atomic_graph(build, out)
 
 
-def _join(normalize, backbone, probabilities):
-    """One graph: normalize's x feeds the backbone, whose codes feed the head (names prefixed: no clashes)."""
+def _join(pixels, backbone, probabilities):
+    """One graph: the input part's x feeds the backbone, whose codes feed the head (names prefixed: no clashes)."""
     from onnx import compose
 
-    opset = max(_opset(m) for m in (normalize, backbone, probabilities))
-    first = compose.add_prefix(_at_opset(normalize, opset), "in/", rename_inputs=False)  # keeps "pixels"
+    opset = max(_opset(m) for m in (pixels, backbone, probabilities))
+    first = compose.add_prefix(_at_opset(pixels, opset), "in/", rename_inputs=False)  # keeps "pixels"
     middle = compose.add_prefix(_at_opset(backbone, opset), "net/")
     last = compose.add_prefix(_at_opset(probabilities, opset), "head/", rename_outputs=False)  # "probabilities"
-    joined = compose.merge_models(first, middle, io_map=[("in/x", "net/x")])
+    joined = compose.merge_models(first, middle, io_map=[("in/x", "net/pixels")])
     return compose.merge_models(joined, last, io_map=[("net/codes", "head/codes")])
 
 

@@ -58,10 +58,12 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
     if len(dataset) == 0:
         raise CnnCodesError("the dataset has no images")
     spec = get_backbone(names[0]).with_flip(flip)
-    settings = {"batch_size": batch_size, "threads": threads or max(2, process.cpu_count()),
-                "device": process.resolve_device(device), "precision": process.resolve_precision(precision, device),
-                "address": address, "concurrency": concurrency, "runtime": check_runtime(runtime)}
-    process.configure_threads()
+    device = process.resolve_device(device, check_runtime(runtime))
+    settings = {"batch_size": batch_size, "threads": threads or max(2, process.cpu_count()), "device": device,
+                "precision": process.resolve_precision(precision, device), "address": address,
+                "concurrency": concurrency, "runtime": runtime}
+    if runtime == "torch":
+        process.configure_threads()
     cache = Path(cache_dir or default_cache_dir())
     store = store_for(dataset, spec, settings["precision"], cache, shard_size, runtime)
     done = store.read_all()
@@ -92,13 +94,11 @@ class Calibration:
         self.identity = f"{dataset.fingerprint()}:{self.rows.tolist()}"
 
     def __call__(self):
-        import torch
-
         for start in range(0, len(self.rows), self.batch):
             items = [prepare(self.dataset.read, int(i), self.spec) for i in self.rows[start:start + self.batch]]
             good = [x for x in items if not isinstance(x, str)]
             if good:
-                yield torch.stack(good).numpy()
+                yield self.spec.preprocess.network_input(np.stack(good))
 
 
 def codes_graphs(settings) -> dict:

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .backbones import Backbone, load_model
 from .errors import CnnCodesError
 from .images import TRANSIENT_ERRNOS, BadImage
+from .onnx_graphs import Session
 
 Reader = Callable[[int, int | None], np.ndarray]  # (item index, min_side) -> (H, W, 3) uint8: Dataset.read
 
@@ -23,34 +23,42 @@ def inference_model(backbone: str, device: str, graph=None):
     """The process's one instance of a backbone, on the device, in the channels_last layout forward() feeds it;
     or, given an ONNX graph of it (file or bytes, see onnx_graphs.codes_graph), an ONNX Runtime session."""
     if graph is not None:
-        from .onnx_graphs import Session
-
         return Session(graph)
+    import torch
+
     return load_model(backbone).to(device).to(memory_format=torch.channels_last)
 
 
-def forward(model, batch: torch.Tensor, device: str, precision: str) -> np.ndarray:
-    """Codes of one batch; bf16 autocast and channels_last are what make the CPU fast (benchmarks/)."""
-    if not isinstance(model, torch.nn.Module):  # an ONNX Runtime session: its precision is in the graph
-        return model(batch.numpy())
-    batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+def forward(model, windows: np.ndarray, spec: Backbone, device: str, precision: str) -> np.ndarray:
+    """Codes of a batch of windows (N, size, size, 3) (Preprocess.window). An ONNX Runtime session normalises in
+    its graph and carries its precision; for torch, the normalisation of Preprocess.network_input runs in torch's
+    threads (on the device), and bf16 autocast with channels_last make the CPU fast (benchmarks/)."""
+    if isinstance(model, Session):
+        return model(windows)
+    import torch
+
+    pixels = torch.from_numpy(windows)
+    if device != "cpu":
+        pixels = pixels.pin_memory().to(device, non_blocking=True)
+    # NHWC permuted to NCHW is already the channels_last layout: the float batch is made once, in place of it
+    x = (pixels.permute(0, 3, 1, 2).float() - spec.preprocess.mean) / spec.preprocess.std
     with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return model(batch).float().cpu().numpy()
+        return model(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
 
 
 RETRY_SECONDS = (0.2, 1.0, 3.0)  # waits before retrying a transient read error
 
 
 def prepare(read: Reader, i: int, spec: Backbone, pixels: bool = False):
-    """Item i as a network input tensor (pixels: as the uint8 pixels an exported model takes), or the reason it
-    cannot be used (a string). spec: anything with a `preprocess` (a Backbone, an exported model).
+    """Item i as the window of pixels the network sees (pixels: as the uint8 pixels an exported model takes), or
+    the reason it cannot be used (a string). spec: anything with a `preprocess` (a Backbone, an exported model).
 
     A transient read error (EIO, EMFILE, a time-out) is retried and, if it persists, stops the extraction:
     recorded as a skip, it would be cached for good in the shard."""
     for wait in (*RETRY_SECONDS, None):
         try:
             rgb = read(i, spec.preprocess.min_decode_side)
-            return spec.preprocess.pixels(rgb) if pixels else spec.preprocess(rgb)
+            return spec.preprocess.pixels(rgb) if pixels else spec.preprocess.window(rgb)
         except BadImage as exc:
             return str(exc)
         except OSError as exc:  # unreadable file, symlink loop, vanished file
@@ -63,12 +71,11 @@ def prepare(read: Reader, i: int, spec: Backbone, pixels: bool = False):
 
 
 def encode_batch(items: Sequence, model, spec: Backbone, device: str, precision: str) -> tuple[np.ndarray, dict]:
-    """Prepared items (tensors or reasons) -> (codes with zero rows for the unusable ones, {position: reason})."""
+    """Prepared items (windows or reasons) -> (codes with zero rows for the unusable ones, {position: reason})."""
     good = [k for k, item in enumerate(items) if not isinstance(item, str)]
     codes = np.zeros((len(items), spec.feature_dim), np.float32)
     if good:
-        batch = torch.stack([items[k] for k in good])
-        codes[good] = forward(model, batch.pin_memory() if device != "cpu" else batch, device, precision)
+        codes[good] = forward(model, np.stack([items[k] for k in good]), spec, device, precision)
     return codes, {k: item for k, item in enumerate(items) if isinstance(item, str)}
 
 

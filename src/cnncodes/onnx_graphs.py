@@ -129,10 +129,9 @@ CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8
 
 
 def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None:
-    """The ONNX graph (normalised NCHW input -> codes) a runtime runs for a backbone, built once into the cache;
-    None for the torch runtime. calibration(): batches of network inputs (int8 only), called only when building."""
-    import torch
-
+    """The ONNX graph a runtime runs for a backbone (pixel windows in, codes out, see pixels_graph), built once into
+    the cache; None for the torch runtime. calibration(): batches of normalised network inputs (int8 only), called
+    only when building."""
     from .backbones import load_model
     from .codes import fingerprint
 
@@ -142,8 +141,68 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
     key = fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size, runtime=runtime,
                       calibration=calibration.identity if runtime == "onnx-int8" else None)
     folder = Path(cache_dir) / "onnx"
-    fp32 = atomic_graph(lambda tmp: write_onnx(load_model(spec.name), torch.zeros(2, 3, size, size), tmp, "x", "codes"),
-                        folder / f"{spec.name}-fp32-{fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size)}.onnx")
-    if runtime == "onnx":
-        return fp32
-    return atomic_graph(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), folder / f"{spec.name}-int8-{key}.onnx")
+
+    def export(tmp: Path) -> None:
+        import torch
+
+        write_onnx(load_model(spec.name), torch.zeros(2, 3, size, size), tmp, "x", "codes")
+
+    fp32 = atomic_graph(export, folder / f"{spec.name}-fp32-{fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size)}.onnx")
+    network = fp32 if runtime == "onnx" else atomic_graph(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"),
+                                                          folder / f"{spec.name}-int8-{key}.onnx")
+    return pixels_graph(network, spec.preprocess)
+
+
+def pixels_graph(network: Path, preprocess) -> Path:
+    """The graph `network` (normalised NCHW float input "x") taking Preprocess.window's batches instead:
+    (N, size, size, 3) pixels, uint8 for bicubic resizing. A uint8 batch is a quarter of the float one to stack, and
+    no float pass runs in Python. The graph normalises in the same float32 arithmetic (bit-identical codes); where
+    an int8 graph's input quantisation maps each pixel value to itself, the pixels go straight to it."""
+    import onnx
+
+    from .codes import fingerprint
+
+    dtype = np.dtype(preprocess.pixel_dtype)
+    key = fingerprint(graph=network.name, mean=preprocess.mean, std=preprocess.std, dtype=dtype.name, layout="NHWC")
+    return atomic_graph(lambda tmp: onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std,
+                                                           dtype), str(tmp)),
+                        network.with_name(f"{network.stem}-pixels-{key}.onnx"))
+
+
+def _pixel_input(model, mean: float, std: float, dtype: np.dtype):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    x = graph.input[0]
+    batch, _, height, width = x.type.tensor_type.shape.dim
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.UINT8 if dtype == np.uint8 else TensorProto.FLOAT,
+                                           [batch.dim_param or batch.dim_value, height.dim_value, width.dim_value, 3])
+    nodes = [helper.make_node("Transpose", ["pixels"], ["pixels_nchw"], perm=[0, 3, 1, 2])]
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    readers = [n for n in graph.node if x.name in n.input]
+    quantize = readers[0] if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" else None
+    if dtype == np.uint8 and quantize is not None and _maps_pixels_to_themselves(
+            mean, std, constants[quantize.input[1]], constants[quantize.input[2]]):
+        for node in graph.node:
+            node.input[:] = ["pixels_nchw" if name == quantize.output[0] else name for name in node.input]
+        graph.node.remove(quantize)
+    else:
+        graph.initializer.extend([numpy_helper.from_array(np.array(mean, np.float32), "pixels_mean"),
+                                  numpy_helper.from_array(np.array(std, np.float32), "pixels_std")])
+        nodes += [helper.make_node("Cast", ["pixels_nchw"], ["pixels_float"], to=TensorProto.FLOAT),
+                  helper.make_node("Sub", ["pixels_float", "pixels_mean"], ["pixels_centred"]),
+                  helper.make_node("Div", ["pixels_centred", "pixels_std"], [x.name])]
+    for k, node in enumerate(nodes):
+        graph.node.insert(k, node)
+    graph.input.remove(x)
+    graph.input.insert(0, pixels)
+    return model
+
+
+def _maps_pixels_to_themselves(mean: float, std: float, scale: np.ndarray, zero_point: np.ndarray) -> bool:
+    """Whether QuantizeLinear((p - mean) / std) == p for every uint8 p, as float32 division or multiplication."""
+    p = np.arange(256, dtype=np.float32)
+    x = (p - np.float32(mean)) / np.float32(std)
+    scale = np.float32(scale)
+    return all(np.array_equal(np.clip(np.rint(y) + np.int32(zero_point), 0, 255), p)
+               for y in (x / scale, x * (np.float32(1) / scale)))

@@ -26,7 +26,7 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
                 batch_size: int = 64, graphs: dict | None = None):
     """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason}).
     graphs: {backbone name: ONNX graph} for codes computed by ONNX Runtime (see codes_graphs)."""
-    device = runtime.resolve_device(device)
+    device = runtime.resolve_device(device, "onnx" if graphs else "torch")
     precision = runtime.resolve_precision(precision, device)
 
     read = item_reader(images)

