@@ -7,7 +7,10 @@ same images.
 Each measurement runs in a fresh process (the memory allocator is chosen per process, and `cnncodes extract`
 as shipped re-executes itself with tcmalloc); all of them run in this one invocation, one after another, on
 N images drawn (seeded) from the 4,000 training PNGs of ../shared/data/cifar10-exact (exact CIFAR-10 pixels).
-Reported: median images/s over the repeats after a warm-up, ratios to (1), the lowest cosine similarity between
+The baseline (1) and the commands run in rounds (one of each per round, `--repeats` rounds, after a warm-up):
+the speed of these shared machines drifts over minutes, so each ratio to (1) is taken within a round and the
+median of the rounds' ratios is reported, beside the rounds' own (1) figures.
+Reported: median images/s over the repeats, ratios to (1) and (2), the lowest cosine similarity between
 each runtime's codes and (2)'s fp32 codes, and the share of the machine's measured matrix-multiply ceiling each
 reaches (torch: fp32 or bf16, whichever `--precision auto` picks here; onnx: ONNX Runtime fp32 MatMul; onnx-int8:
 ONNX Runtime MatMulInteger). The ONNX graphs are built (and int8 calibrated) by the warm-up run and reused, as
@@ -171,52 +174,59 @@ def main():
             shutil.copy(f, tmp / "images" / f.parent.name / f.name)
         for backbone in args.backbones.split(","):
             row = {}
-            for mode, subset in (("per-image", files[:args.per_image_images]), ("batched", files)):
+
+            def worker_rate(mode: str, subset: list) -> float:
                 listing = tmp / f"{mode}.json"
                 listing.write_text(json.dumps([str(f) for f in subset]))
-                rates = []
-                for r in range(args.repeats):
-                    out = subprocess.run([sys.executable, __file__, "--worker", mode, backbone, str(listing),
-                                          str(tmp / f"{mode}.npy")], env=env, capture_output=True, text=True, check=True)
-                    rates.append(json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"])
-                row[mode] = statistics.median(rates)
+                out = subprocess.run([sys.executable, __file__, "--worker", mode, backbone, str(listing),
+                                      str(tmp / f"{mode}.npy")], env=env, capture_output=True, text=True, check=True)
+                return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+
+            def command_seconds(rt: str) -> float:
+                cache = tmp / f"cache-{rt}"
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", "extract", "--data", str(tmp / "images"),
+                                "--backbone", backbone, "--runtime", rt, "--cache-dir", str(cache),
+                                "--out", str(tmp / f"codes-{rt}")], env=env, check=True, capture_output=True)
+                elapsed = time.perf_counter() - t
+                shutil.rmtree(cache / "codes")  # the codes go; the runtime's graphs stay, as in use
+                return elapsed
+
+            row["batched"] = statistics.median(worker_rate("batched", files) for _ in range(args.repeats))
             plain = np.load(tmp / "batched.npy")
             row["macs"] = macs_per_image(backbone)
-            warmup = row["warmup_seconds"] = {}
-            for rt in args.runtimes.split(","):
-                rates, cache = [], tmp / f"cache-{rt}"
-                for r in range(args.repeats + 1):  # the first run is the warm-up (page cache, weights, graphs)
-                    t = time.perf_counter()
-                    subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", "extract", "--data", str(tmp / "images"),
-                                    "--backbone", backbone, "--runtime", rt, "--cache-dir", str(cache),
-                                    "--out", str(tmp / "codes")], env=env, check=True, capture_output=True)
-                    elapsed = time.perf_counter() - t
-                    if r:
-                        rates.append(len(files) / elapsed)
-                    else:
-                        warmup[rt] = elapsed
-                    shutil.rmtree(cache / "codes")  # the codes go; the runtime's graphs stay, as in use
-                with np.load(tmp / "codes" / "codes.npz") as z:
+            runtimes = args.runtimes.split(",")
+            row["warmup_seconds"] = {rt: command_seconds(rt) for rt in runtimes}  # page cache, weights, graphs
+            # rounds: the baseline, then each runtime; this machine's speed drifts over minutes, so each ratio is
+            # taken within a round and the median of the rounds' ratios is reported
+            rounds = [{"per-image": worker_rate("per-image", files[:args.per_image_images]),
+                       **{rt: len(files) / command_seconds(rt) for rt in runtimes}} for _ in range(args.repeats)]
+            row["rounds"] = rounds
+            row["per-image"] = statistics.median(r["per-image"] for r in rounds)
+            for rt in runtimes:
+                with np.load(tmp / f"codes-{rt}" / "codes.npz") as z:
                     ids = list(z["ids"])
                     ours = z["codes"]
                 ours = ours[[ids.index(f"{f.parent.name}/{f.name}") for f in files]]
                 cos = (ours * plain).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(plain, axis=1)
                 unit = resolve_precision("auto", "cpu") if rt == "torch" else rt  # what `cnncodes extract` runs here
-                row[rt] = {"images_per_s": statistics.median(rates), "min_cosine": float(cos.min()),
-                           "ceiling_share": statistics.median(rates) * 2 * row["macs"] / 1e9 / ceiling[unit],
-                           "ceiling": unit}
+                rate = statistics.median(r[rt] for r in rounds)
+                row[rt] = {"images_per_s": rate, "min_cosine": float(cos.min()),
+                           "x_baseline": statistics.median(r[rt] / r["per-image"] for r in rounds),
+                           "ceiling_share": rate * 2 * row["macs"] / 1e9 / ceiling[unit], "ceiling": unit}
             results["backbones"][backbone] = row
     print("matmul ceiling here (GFLOP/s; int8: GOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items()))
     for name, r in results["backbones"].items():
         print(f"\n{name}: {r['macs'] / 1e9:.2f} GMAC per image")
         print("| protocol | images/s | x (1) | x (2) | min cosine to (2) | share of its matmul ceiling |")
         print("|---|---|---|---|---|---|")
-        print(f"| (1) one image per call, fp32 | {r['per-image']:.1f} | 1.0 | | | |")
+        spread = [round(x["per-image"], 1) for x in r["rounds"]]
+        print(f"| (1) one image per call, fp32 (rounds: {spread}) | {r['per-image']:.1f} | 1.0 | | | |")
         print(f"| (2) plain batched loop, fp32 | {r['batched']:.1f} | {r['batched'] / r['per-image']:.1f} | 1.0 | | |")
         for rt in args.runtimes.split(","):
             m = r[rt]
             print(f"| `cnncodes extract --runtime {rt}` | {m['images_per_s']:.1f} | "
-                  f"{m['images_per_s'] / r['per-image']:.1f} | {m['images_per_s'] / r['batched']:.1f} | "
+                  f"{m['x_baseline']:.1f} | {m['images_per_s'] / r['batched']:.1f} | "
                   f"{m['min_cosine']:.4f} | {m['ceiling_share'] * 100:.0f}% ({m['ceiling']}) |")
         print("warm-up runs (s), graphs built there: " + ", ".join(f"{k} {v:.0f}" for k, v in r["warmup_seconds"].items()))
     if args.json:

@@ -79,6 +79,16 @@ def test_int8_export_keeps_the_predictions_and_is_smaller(flip_run, tiny_folder,
     top = [[r[0][0] for r in predict_images(path, images, top_k=1)] for path in (fp32, int8)]
     assert np.mean(np.array(top[0]) == np.array(top[1])) >= 0.95
 
+    # prediction from the file, and extraction on ONNX Runtime with its graphs in the cache, never import PyTorch
+    # (its import was most of a command's fixed time)
+    code = ("import sys; from cnncodes.predict import predict_images; from cnncodes.datasets import load_dataset; "
+            "from cnncodes.extract import extract_codes; "
+            f"assert predict_images({str(int8)!r}, {[str(i) for i in images[:3]]!r}); "
+            f"extract_codes(load_dataset({str(tiny_folder)!r}), runtime='onnx-int8', progress=False); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+
 
 def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_folder):
     from cnncodes.datasets import load_dataset
@@ -90,6 +100,18 @@ def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_fold
     a, b = np.asarray(codes["onnx-int8"].vectors), np.asarray(codes["torch"].vectors)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert np.median(cosine) > 0.95 and not np.allclose(a, b, atol=1e-3)  # quantised, and close
+
+
+def test_the_onnx_runtimes_say_what_to_install_when_onnx_runtime_is_missing(monkeypatch):
+    import importlib.util
+
+    from cnncodes.onnx_graphs import check_runtime
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    with pytest.raises(CnnCodesError, match=r"pip install 'cnncodes\[onnx\]'"):
+        check_runtime("onnx-int8")
+    assert check_runtime("torch") == "torch"
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass

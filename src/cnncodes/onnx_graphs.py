@@ -36,12 +36,12 @@ def check_runtime(name: str) -> str:
 
 
 def _require():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    """Both packages present (found, not imported: a command whose graphs are cached never loads onnx)."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")):
         raise CnnCodesError("ONNX export and the onnx runtimes need ONNX Runtime: pip install 'cnncodes[onnx]' "
-                            "(or pip install onnx onnxruntime onnxscript)") from None
+                            "(or pip install onnx onnxruntime onnxscript)")
 
 
 def write_onnx(module, example, path: Path, input_name: str, output_name: str) -> None:
@@ -158,15 +158,17 @@ def pixels_graph(network: Path, preprocess) -> Path:
     (N, size, size, 3) pixels, uint8 for bicubic resizing. A uint8 batch is a quarter of the float one to stack, and
     no float pass runs in Python. The graph normalises in the same float32 arithmetic (bit-identical codes); where
     an int8 graph's input quantisation maps each pixel value to itself, the pixels go straight to it."""
-    import onnx
-
     from .codes import fingerprint
 
     dtype = np.dtype(preprocess.pixel_dtype)
     key = fingerprint(graph=network.name, mean=preprocess.mean, std=preprocess.std, dtype=dtype.name, layout="NHWC")
-    return atomic_graph(lambda tmp: onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std,
-                                                           dtype), str(tmp)),
-                        network.with_name(f"{network.stem}-pixels-{key}.onnx"))
+
+    def build(tmp: Path) -> None:
+        import onnx
+
+        onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std, dtype), str(tmp))
+
+    return atomic_graph(build, network.with_name(f"{network.stem}-pixels-{key}.onnx"))
 
 
 def _pixel_input(model, mean: float, std: float, dtype: np.dtype):
