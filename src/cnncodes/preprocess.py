@@ -66,8 +66,9 @@ class Preprocess:
         return np.ascontiguousarray(out[top:top + self.size, left:left + self.size])
 
     def network_input(self, windows: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) windows -> (N, 3, size, size) float32, normalised: what the network takes."""
-        return (windows.transpose(0, 3, 1, 2).astype(np.float32) - self.mean) / self.std
+        """(N, size, size, 3) windows -> (N, 3, size, size) float32, normalised: what the network takes, in the plain
+        NCHW layout (the transposed view would carry channels-last strides into torch, which computes differently)."""
+        return np.ascontiguousarray((windows.transpose(0, 3, 1, 2).astype(np.float32) - self.mean) / self.std)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, size, size) float32, normalised: one image's network input."""
