@@ -3,6 +3,7 @@ both through the engine's path in one process, and the command end to end; the c
 is what it spends once (process start, imports, graph loading, writing the codes file).
 
     python benchmarks/extract_parts.py [--images 2000] [--runtimes torch,onnx-int8] [--repeats 3]
+    python benchmarks/extract_parts.py --profile [--runtimes onnx-int8]   # the network's time per operator type
 
 Same images as benchmarks/extract_speed.py (seeded draw from the cifar10-exact training PNGs). Each part runs in a
 fresh process, `--repeats` times after a warm-up; medians. The graph of an ONNX runtime is built (and int8
@@ -69,6 +70,49 @@ def part(name: str, runtime: str, folder: str, cache: str, batch: int) -> float:
     return time.perf_counter() - t
 
 
+def profile(runtime: str, batch: int, batches: int = 6) -> None:
+    """ONNX Runtime's own profile of the codes graph on batches of the same images: share of time per operator type."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from cnncodes import runtime as process
+    from cnncodes.backbones import get_backbone
+    from cnncodes.datasets import load_dataset
+    from cnncodes.extract import Calibration
+    from cnncodes.inference import prepare
+    from cnncodes.onnx_graphs import codes_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        for f in image_list(batch):
+            (folder / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, folder / f.parent.name / f.name)
+        dataset = load_dataset(str(folder))
+        spec = get_backbone(BACKBONE)
+        graph = codes_graph(spec, runtime, Path(tmp) / "cache", Calibration(dataset, spec))
+        with ThreadPoolExecutor(2) as pool:
+            windows = np.stack(list(pool.map(lambda i: prepare(dataset.read, i, spec), range(len(dataset)))))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = process.cpu_count()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        for _ in range(batches):
+            session.run(None, {session.get_inputs()[0].name: windows})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    print(f"{runtime}: {total / batches / 1000:.0f} ms per batch of {batch} in operators")
+    for op, us in per_op.most_common():
+        print(f"  {op:<20} {us / total * 100:5.1f}%")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=2000)
@@ -76,7 +120,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", action="store_true", help="only ONNX Runtime's per-operator profile of each onnx runtime")
     args = p.parse_args()
+    if args.profile:
+        for rt in args.runtimes.split(","):
+            if rt != "torch":
+                profile(rt, args.batch)
+        return
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CNNCODES_MALLOC", "GLIBC_TUNABLES")}
     preload = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
     part_env = env | ({"LD_PRELOAD": preload} if Path(preload).exists() else {})  # as the CLI runs itself
