@@ -76,6 +76,31 @@ def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
     assert np.abs(np.asarray(via_ray.vectors) - np.asarray(from_files.vectors)).max() > 0.5  # the reader, not the file path, was used
 
 
+@pytest.mark.slow
+def test_ray_actors_run_the_int8_graph_extraction_runs(three_hundred):
+    """--engine ray --runtime onnx-int8: each actor runs the pixel graph it is shipped (as bytes) and gives the codes
+    of the same graph run here, bit for bit."""
+    ray_or_skip()
+    import ray
+
+    from cnncodes.backbones import get_backbone
+    from cnncodes.cifar10 import default_cache_dir
+    from cnncodes.extract import Calibration
+    from cnncodes.inference import prepare
+    from cnncodes.onnx_graphs import Session, codes_graph
+
+    ds = image_folder(three_hundred).subset(range(0, 300, 10))
+    try:
+        via_ray = extract_codes(ds, "efficientnet_lite0", runtime="onnx-int8", engine="ray", progress=False)
+    finally:
+        ray.shutdown()
+    spec = get_backbone("efficientnet_lite0")
+    session = Session(codes_graph(spec, "onnx-int8", default_cache_dir(), Calibration(ds, spec)), threads=1)
+    assert session.session.get_session_options().intra_op_num_threads == 1
+    windows = [prepare(ds.read, i, spec) for i in range(len(ds))]
+    np.testing.assert_array_equal(via_ray.vectors, session(np.stack([w for w in windows if not isinstance(w, str)])))
+
+
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, three_hundred, tmp_path):
     import builtins
 

@@ -19,11 +19,12 @@ from .onnx_graphs import Session
 Reader = Callable[[int, int | None], np.ndarray]  # (item index, min_side) -> (H, W, 3) uint8: Dataset.read
 
 
-def inference_model(backbone: str, device: str, graph=None):
+def inference_model(backbone: str, device: str, graph=None, threads: int | None = None):
     """The process's one instance of a backbone, on the device, in the channels_last layout forward() feeds it;
-    or, given an ONNX graph of it (file or bytes, see onnx_graphs.codes_graph), an ONNX Runtime session."""
+    or, given an ONNX graph of it (file or bytes, see onnx_graphs.codes_graph), an ONNX Runtime session on
+    `threads` CPUs (default: all the process may use)."""
     if graph is not None:
-        return Session(graph)
+        return Session(graph, threads)
     import torch
 
     return load_model(backbone).to(device).to(memory_format=torch.channels_last)

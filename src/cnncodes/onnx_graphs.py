@@ -88,13 +88,14 @@ def quantize_int8(src: Path, dst: Path, batches: Iterable[np.ndarray], input_nam
 class Session:
     """One ONNX Runtime session on the CPUs this process may use: array in, first output out."""
 
-    def __init__(self, graph: Path | bytes):
-        """graph: a file, or its bytes (what Ray ships to its workers)."""
+    def __init__(self, graph: Path | bytes, threads: int | None = None):
+        """graph: a file, or its bytes (what Ray ships to its workers); threads: the CPUs it may use (default: all
+        this process may use; a Ray actor gets its share)."""
         import onnxruntime as ort
 
         _require()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = process.cpu_count()
+        options.intra_op_num_threads = threads or process.cpu_count()
         options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
         # its threads spin between operators by default, taking the cores the decoding threads need
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -40,7 +40,7 @@ class CodesActor:
         self.dataset = ray.get(dataset_ref[0])  # wrapped in a list so that Ray hands over the reference itself
         self.spec = get_backbone(backbone).with_flip(flip)
         graph = ray.get(graph_ref[0]) if graph_ref else None  # an ONNX graph's bytes: no file on the worker
-        self.model = inference_model(backbone, device, graph)
+        self.model = inference_model(backbone, device, graph, threads)  # several actors share a node's CPUs
         self.device, self.precision = device, precision
 
     def __call__(self, batch: dict) -> dict:
