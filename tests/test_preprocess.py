@@ -21,6 +21,24 @@ def test_preprocess_scales_and_flips():
     flipped = Preprocess(size=2, resize="bicubic", mean=127.0, std=128.0, flip=True)
     np.testing.assert_array_equal(flipped(rgb)[0, 0], [-127 / 128, 1.0])
     assert flipped.window(rgb).dtype == np.uint8 and flipped.window(rgb)[0, :, 0].tolist() == [0, 255]
+    assert flipped.window(rgb).shape == (2, 2, 4) and flipped.pixels(rgb).shape == (2, 2, 3)
+
+
+def test_bicubic_windows_are_pillows_rgb_resize_with_a_constant_fourth_channel():
+    """Windows are resized in Pillow's RGBX mode (4 channels for the int8 stem): the RGB channels must be Pillow's
+    RGB resize exactly, upsampling tiny images and downsampling photos alike, or the cached codes would change."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pp = Preprocess(size=224, resize="bicubic", mean=127.0, std=128.0, crop=0.875, small_crop=None)
+    for h, w in [(32, 32), (17, 45), (480, 640), (700, 333), (256, 300)]:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        rh, rw, top, left = pp.geometry(h, w)
+        expected = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.BICUBIC))[top:top + 224, left:left + 224]
+        window = pp.window(rgb)
+        assert window.shape == (224, 224, 4) and (window[..., 3] == 255).all()
+        np.testing.assert_array_equal(window[..., :3], expected)
+        np.testing.assert_array_equal(pp.pixels(rgb), expected)
 
 
 def test_photos_get_the_centre_crop_and_small_images_their_own_choice():

@@ -24,8 +24,9 @@ METADATA_KEY = "cnncodes"
 
 
 def _input_graph(size: int, flip_average: bool, backbone):
-    """pixels (N, size, size, 3) uint8 -> what the backbone's codes graph takes: the pixels, cast to float where it
-    takes TF1-resized values, with their mirror images after them when the model averages flips."""
+    """pixels (N, size, size, 3) uint8 -> what the backbone's codes graph takes: the pixels (with the constant 4th
+    channel extraction's windows carry, Preprocess.channels), cast to float where it takes TF1-resized values, with
+    their mirror images after them when the model averages flips."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -34,15 +35,21 @@ def _input_graph(size: int, flip_average: bool, backbone):
         nodes += [helper.make_node("Slice", ["pixels", "last", "before_first", "width_axis", "back"], ["mirrored"]),
                   helper.make_node("Concat", ["pixels", "mirrored"], ["both"], axis=0)]
         x = "both"
-    dtype = backbone.graph.input[0].type.tensor_type.elem_type
+    codes_input = backbone.graph.input[0].type.tensor_type
+    dtype, channels = codes_input.elem_type, codes_input.shape.dim[3].dim_value
+    constants = [onnx.numpy_helper.from_array(np.array([v], np.int64), name)
+                 for name, v in (("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))]
+    if channels != 3:
+        constants += [onnx.numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 0, channels - 3], np.int64), "pads"),
+                      onnx.numpy_helper.from_array(np.array(255, np.uint8), "fill")]
+        nodes.append(helper.make_node("Pad", [x, "pads", "fill"], ["widened"]))
+        x = "widened"
     nodes.append(helper.make_node("Cast", [x], ["x"], to=dtype) if dtype != TensorProto.UINT8 else
                  helper.make_node("Identity", [x], ["x"]))
-    steps = [onnx.numpy_helper.from_array(np.array([v], np.int64), name)
-             for name, v in (("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))]
     graph = helper.make_graph(nodes, "input", [helper.make_tensor_value_info("pixels", TensorProto.UINT8,
                                                                             ["images", size, size, 3])],
-                              [helper.make_tensor_value_info("x", dtype, ["images_and_mirrors", size, size, 3])],
-                              steps if flip_average else [])
+                              [helper.make_tensor_value_info("x", dtype, ["images_and_mirrors", size, size, channels])],
+                              constants)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", _opset(backbone))],
                              ir_version=backbone.ir_version)
 

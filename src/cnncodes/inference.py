@@ -41,8 +41,8 @@ def forward(model, windows: np.ndarray, spec: Backbone, device: str, precision: 
     pixels = torch.from_numpy(windows)
     if device != "cpu":
         pixels = pixels.pin_memory().to(device, non_blocking=True)
-    # NHWC permuted to NCHW is already the channels_last layout: the float batch is made once, in place of it
-    x = (pixels.permute(0, 3, 1, 2).float() - spec.preprocess.mean) / spec.preprocess.std
+    # the RGB channels made float once, NHWC: permuted to NCHW that is already the channels_last layout
+    x = (pixels[..., :3].float().permute(0, 3, 1, 2) - spec.preprocess.mean) / spec.preprocess.std
     with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
 

@@ -156,36 +156,47 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
 
 def pixels_graph(network: Path, preprocess) -> Path:
     """The graph `network` (normalised NCHW float input "x") taking Preprocess.window's batches instead:
-    (N, size, size, 3) pixels, uint8 for bicubic resizing. A uint8 batch is a quarter of the float one to stack, and
-    no float pass runs in Python. The graph normalises in the same float32 arithmetic (bit-identical codes); where
-    an int8 graph's input quantisation maps each pixel value to itself, the pixels go straight to it."""
+    (N, size, size, channels) pixels, uint8 for bicubic resizing. A uint8 batch is a quarter of the float one to
+    stack, and no float pass runs in Python. The graph normalises in the same float32 arithmetic (bit-identical
+    codes); where an int8 graph's input quantisation maps each pixel value to itself, the pixels go straight to it,
+    a 4th channel included (its first convolutions get zero weights for it); elsewhere the 4th channel is dropped."""
     from .codes import fingerprint
 
     dtype = np.dtype(preprocess.pixel_dtype)
-    key = fingerprint(graph=network.name, mean=preprocess.mean, std=preprocess.std, dtype=dtype.name, layout="NHWC")
+    key = fingerprint(graph=network.name, mean=preprocess.mean, std=preprocess.std, dtype=dtype.name, layout="NHWC",
+                      channels=preprocess.channels)
 
     def build(tmp: Path) -> None:
         import onnx
 
-        onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std, dtype), str(tmp))
+        onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std, dtype, preprocess.channels),
+                  str(tmp))
 
     return atomic_graph(build, network.with_name(f"{network.stem}-pixels-{key}.onnx"))
 
 
-def _pixel_input(model, mean: float, std: float, dtype: np.dtype):
+def _pixel_input(model, mean: float, std: float, dtype: np.dtype, channels: int):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     x = graph.input[0]
     batch, _, height, width = x.type.tensor_type.shape.dim
     pixels = helper.make_tensor_value_info("pixels", TensorProto.UINT8 if dtype == np.uint8 else TensorProto.FLOAT,
-                                           [batch.dim_param or batch.dim_value, height.dim_value, width.dim_value, 3])
-    nodes = [helper.make_node("Transpose", ["pixels"], ["pixels_nchw"], perm=[0, 3, 1, 2])]
+                                           [batch.dim_param or batch.dim_value, height.dim_value, width.dim_value,
+                                            channels])
     constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     readers = [n for n in graph.node if x.name in n.input]
     quantize = readers[0] if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" else None
-    if dtype == np.uint8 and quantize is not None and _maps_pixels_to_themselves(
-            mean, std, constants[quantize.input[1]], constants[quantize.input[2]]):
+    straight = dtype == np.uint8 and quantize is not None and _maps_pixels_to_themselves(
+        mean, std, constants[quantize.input[1]], constants[quantize.input[2]])
+    widened = straight and (channels == 3 or _widen_first_convolutions(graph, constants, quantize.output[0], channels))
+    nodes = [helper.make_node("Transpose", ["pixels"], ["pixels_nchw"], perm=[0, 3, 1, 2])]
+    if channels != 3 and not widened:  # the graph takes RGB: the 4th channel goes
+        graph.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), f"pixels_{k}")
+                                  for k, v in (("start", 0), ("stop", 3), ("axis", 3))])
+        nodes = [helper.make_node("Slice", ["pixels", "pixels_start", "pixels_stop", "pixels_axis"], ["pixels_rgb"]),
+                 helper.make_node("Transpose", ["pixels_rgb"], ["pixels_nchw"], perm=[0, 3, 1, 2])]
+    if widened:
         for node in graph.node:
             node.input[:] = ["pixels_nchw" if name == quantize.output[0] else name for name in node.input]
         graph.node.remove(quantize)
@@ -200,6 +211,32 @@ def _pixel_input(model, mean: float, std: float, dtype: np.dtype):
     graph.input.remove(x)
     graph.input.insert(0, pixels)
     return model
+
+
+def _widen_first_convolutions(graph, constants: dict, quantized_input: str, channels: int) -> bool:
+    """Give the convolutions that read the quantised input `channels` input channels, the new ones with weights equal
+    to their zero points (zero once dequantised: the integer sums do not change). False, and nothing changed, where
+    the graph is not DequantizeLinear -> Conv with constant quantised weights."""
+    from onnx import numpy_helper
+
+    producer = {out: node for node in graph.node for out in node.output}
+    dequantize = [n for n in graph.node if quantized_input in n.input]
+    convs = [n for d in dequantize for n in graph.node if d.output[0] in n.input]
+    weights = [producer.get(c.input[1]) for c in convs]
+    if not dequantize or any(d.op_type != "DequantizeLinear" for d in dequantize) or \
+            any(c.op_type != "Conv" or c.input[0] not in [d.output[0] for d in dequantize] for c in convs) or \
+            any(w is None or w.op_type != "DequantizeLinear" or w.input[0] not in constants for w in weights):
+        return False
+    for w in weights:
+        q = constants[w.input[0]]
+        zero = constants[w.input[2]] if len(w.input) > 2 else np.zeros(q.shape[0], q.dtype)
+        extra = np.broadcast_to(np.reshape(zero, (-1, 1, 1, 1)), (q.shape[0], channels - q.shape[1], *q.shape[2:]))
+        name = f"{w.input[0]}_widened"
+        graph.initializer.append(numpy_helper.from_array(np.concatenate([q, extra.astype(q.dtype)], axis=1), name))
+        w.input[0] = name
+    for info in [v for v in graph.value_info if v.name in {w.output[0] for w in weights}]:
+        graph.value_info.remove(info)
+    return True
 
 
 def _maps_pixels_to_themselves(mean: float, std: float, scale: np.ndarray, zero_point: np.ndarray) -> bool:

@@ -47,8 +47,15 @@ class Preprocess:
         """What window() returns: Pillow's bicubic output is uint8; TF1 bilinear values are fractions."""
         return np.uint8 if self.resize == "bicubic" else np.float32
 
+    @property
+    def channels(self) -> int:
+        """Channels of a window: bicubic windows carry a 4th, constant one (Pillow's RGBX, nearly free in the resize:
+        Pillow keeps RGB in 4 bytes a pixel), which the int8 graph's first convolution takes with zero weights, the
+        same sums and a faster kernel than on 3 channels; everything else reads the first 3."""
+        return 4 if self.resize == "bicubic" else 3
+
     def window(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (size, size, 3) pixel values (0-255) the network sees: flipped, resized, cropped.
+        """(H, W, 3) uint8 -> (size, size, channels) pixel values (0-255) the network sees: flipped, resized, cropped.
 
         Kept as pixels, not normalised: a batch of uint8 windows is a quarter of the float one, and the codes graphs
         take it as it is (onnx_graphs.pixels_graph)."""
@@ -56,9 +63,10 @@ class Preprocess:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
         h, w, top, left = self.geometry(*rgb.shape[:2])
         if self.resize == "bicubic":
-            if rgb.shape[:2] != (h, w):
-                rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
-            out = rgb
+            if rgb.shape[:2] != (h, w):  # RGBX gives the RGB resize's very channels (tests/test_preprocess.py)
+                out = np.asarray(Image.fromarray(rgb).convert("RGBX").resize((w, h), Image.BICUBIC))
+            else:
+                out = np.concatenate([rgb, np.full((h, w, 1), 255, np.uint8)], axis=2)
         elif self.resize == "tf1_bilinear":
             out = tf1_resize_bilinear(rgb, h, w)
         else:
@@ -66,9 +74,10 @@ class Preprocess:
         return np.ascontiguousarray(out[top:top + self.size, left:left + self.size])
 
     def network_input(self, windows: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) windows -> (N, 3, size, size) float32, normalised: what the network takes, in the plain
+        """(N, size, size, channels) windows -> (N, 3, size, size) float32, normalised: what the network takes, in the plain
         NCHW layout (the transposed view would carry channels-last strides into torch, which computes differently)."""
-        return np.ascontiguousarray((windows.transpose(0, 3, 1, 2).astype(np.float32) - self.mean) / self.std)
+        rgb = windows[..., :3].transpose(0, 3, 1, 2)
+        return np.ascontiguousarray((rgb.astype(np.float32) - self.mean) / self.std)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, size, size) float32, normalised: one image's network input."""
@@ -78,8 +87,8 @@ class Preprocess:
         """(H, W, 3) uint8 -> (size, size, 3) uint8: the input of an exported model, which normalises itself.
 
         Exact for bicubic resizing (Pillow's output is uint8); TF1 bilinear values are rounded to the nearest level."""
-        x = self.window(rgb)
-        return x if x.dtype == np.uint8 else np.clip(np.round(x), 0, 255).astype(np.uint8)
+        x = self.window(rgb)[..., :3]
+        return np.ascontiguousarray(x) if x.dtype == np.uint8 else np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 @lru_cache(maxsize=64)
