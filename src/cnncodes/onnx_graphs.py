@@ -231,9 +231,11 @@ def _widen_first_convolutions(graph, constants: dict, quantized_input: str, chan
         q = constants[w.input[0]]
         zero = constants[w.input[2]] if len(w.input) > 2 else np.zeros(q.shape[0], q.dtype)
         extra = np.broadcast_to(np.reshape(zero, (-1, 1, 1, 1)), (q.shape[0], channels - q.shape[1], *q.shape[2:]))
-        name = f"{w.input[0]}_widened"
+        name, old = f"{w.input[0]}_widened", w.input[0]
         graph.initializer.append(numpy_helper.from_array(np.concatenate([q, extra.astype(q.dtype)], axis=1), name))
         w.input[0] = name
+        if not any(old in n.input for n in graph.node):
+            graph.initializer.remove(next(t for t in graph.initializer if t.name == old))
     for info in [v for v in graph.value_info if v.name in {w.output[0] for w in weights}]:
         graph.value_info.remove(info)
     return True
