@@ -31,7 +31,7 @@ def inference_model(backbone: str, device: str, graph=None, threads: int | None 
 
 
 def forward(model, windows: np.ndarray, spec: Backbone, device: str, precision: str) -> np.ndarray:
-    """Codes of a batch of windows (N, size, size, 3) (Preprocess.window). An ONNX Runtime session normalises in
+    """Codes of a batch of windows (N, size, size, channels) (Preprocess.window). An ONNX Runtime session normalises in
     its graph and carries its precision; for torch, the normalisation of Preprocess.network_input runs in torch's
     threads (on the device), and bf16 autocast with channels_last make the CPU fast (benchmarks/)."""
     if isinstance(model, Session):

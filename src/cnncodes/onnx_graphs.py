@@ -189,14 +189,15 @@ def _pixel_input(model, mean: float, std: float, dtype: np.dtype, channels: int)
     quantize = readers[0] if len(readers) == 1 and readers[0].op_type == "QuantizeLinear" else None
     straight = dtype == np.uint8 and quantize is not None and _maps_pixels_to_themselves(
         mean, std, constants[quantize.input[1]], constants[quantize.input[2]])
-    widened = straight and (channels == 3 or _widen_first_convolutions(graph, constants, quantize.output[0], channels))
-    nodes = [helper.make_node("Transpose", ["pixels"], ["pixels_nchw"], perm=[0, 3, 1, 2])]
-    if channels != 3 and not widened:  # the graph takes RGB: the 4th channel goes
+    direct = straight and (channels == 3 or _widen_first_convolutions(graph, constants, quantize.output[0], channels))
+    nodes, source = [], "pixels"
+    if channels != 3 and not direct:  # the graph takes RGB: the 4th channel goes
         graph.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), f"pixels_{k}")
                                   for k, v in (("start", 0), ("stop", 3), ("axis", 3))])
-        nodes = [helper.make_node("Slice", ["pixels", "pixels_start", "pixels_stop", "pixels_axis"], ["pixels_rgb"]),
-                 helper.make_node("Transpose", ["pixels_rgb"], ["pixels_nchw"], perm=[0, 3, 1, 2])]
-    if widened:
+        nodes.append(helper.make_node("Slice", ["pixels", "pixels_start", "pixels_stop", "pixels_axis"], ["pixels_rgb"]))
+        source = "pixels_rgb"
+    nodes.append(helper.make_node("Transpose", [source], ["pixels_nchw"], perm=[0, 3, 1, 2]))
+    if direct:
         for node in graph.node:
             node.input[:] = ["pixels_nchw" if name == quantize.output[0] else name for name in node.input]
         graph.node.remove(quantize)

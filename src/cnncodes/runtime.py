@@ -26,7 +26,7 @@ def resolve_device(device: str, runtime: str = "torch") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CnnCodesError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
+    if not device.startswith("cuda"):
         raise CnnCodesError(f"--device must be auto, cpu or cuda[:N] (got {device!r})")
     return device
 
