@@ -208,13 +208,18 @@ def test_presets_resolve_and_explicit_flags_win():
         resolve("turbo")
 
 
-def test_ctrl_c_stops_cleanly_with_a_resume_hint(tiny_folder, tmp_path):
+def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path):
+    """Interrupted mid-extraction: exit code 130 and a resume hint. The folder is large enough (1,200 images, one per
+    batch) that extraction cannot finish between the store appearing and the signal, even on a fast machine."""
     import signal
     import time
 
+    from .conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "many", 400, seed=3)
     env = dict(os.environ, CNNCODES_NO_REEXEC="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cnncodes", "--quiet", "extract", "--data", str(tiny_folder), "--batch-size", "1",
+        [sys.executable, "-m", "cnncodes", "--quiet", "extract", "--data", str(folder), "--batch-size", "1",
          "--cache-dir", str(tmp_path), "--out", str(tmp_path / "out")],
         stderr=subprocess.PIPE, text=True, env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a shell's background job ignores SIGINT
