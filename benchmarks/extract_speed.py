@@ -96,10 +96,10 @@ def _rate(multiply) -> float:
 def measure_ceiling() -> dict:
     """Matrix-multiply rates here: PyTorch fp32 and bf16, ONNX Runtime fp32 MatMul and uint8 x int8 MatMulInteger."""
     import onnx
+    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
 
-    from cnncodes.onnx_graphs import Session
     from cnncodes.runtime import cpu_count
 
     torch.set_num_threads(cpu_count())
@@ -121,8 +121,10 @@ def measure_ceiling() -> dict:
                                       [onnx.numpy_helper.from_array(b, "b")])
             path = Path(tmp) / f"{name}.onnx"
             onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-            session = Session(path)
-            rates[name] = _rate(lambda: session(a))
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = cpu_count()  # one product: every core works inside the operator
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            rates[name] = _rate(lambda: session.run(None, {"a": a}))
     return rates
 
 

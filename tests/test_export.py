@@ -139,6 +139,41 @@ def test_pixel_graphs_give_the_network_graphs_codes_bit_for_bit(tiny_folder):
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
+def test_onnx_codes_do_not_depend_on_how_the_work_is_split(tiny_folder, tmp_path):
+    """ONNX Runtime runs as concurrent one-threaded runs of a few images, fed by workers that decode their own
+    batches: the codes, their order and the skip reasons must be those of one image per run, whatever the batch
+    size and the number of workers."""
+    import shutil
+
+    from cnncodes.backbones import get_backbone
+    from cnncodes.cifar10 import default_cache_dir
+    from cnncodes.datasets import load_dataset
+    from cnncodes.extract import Calibration
+    from cnncodes.inference import encode, prepare
+    from cnncodes.onnx_graphs import Session, codes_graph
+
+    folder = tmp_path / "data"
+    shutil.copytree(tiny_folder, folder)
+    (folder / "bars" / "007.png").write_bytes(b"not an image")
+    ds = load_dataset(str(folder))
+    spec = get_backbone("efficientnet_lite0")
+    session = Session(codes_graph(spec, "onnx-int8", default_cache_dir(), Calibration(ds, spec)), threads=3)
+    items = [prepare(ds.read, i, spec) for i in range(len(ds))]
+    broken = [i for i, item in enumerate(items) if isinstance(item, str)]
+    assert len(broken) == 1
+    one_by_one = np.stack([session.with_threads(1)(item[None])[0] if not isinstance(item, str) else
+                           np.zeros(spec.feature_dim, np.float32) for item in items])
+    np.testing.assert_array_equal(session(np.stack([i for i in items if not isinstance(i, str)])),
+                                  np.delete(one_by_one, broken, axis=0))
+    for batch_size, threads in ((64, 1), (5, 3), (1, 2)):
+        parts = list(encode(ds.read, range(len(ds)), spec, session, device="cpu", precision="fp32",
+                            batch_size=batch_size, threads=threads))
+        assert [i for chunk, _, _ in parts for i in chunk] == list(range(len(ds)))
+        np.testing.assert_array_equal(np.concatenate([codes for _, codes, _ in parts]), one_by_one)
+        assert {i: why for _, _, bad in parts for i, why in bad.items()} == {broken[0]: items[broken[0]]}
+
+
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
     settings = RunSettings(data=str(tiny_folder), runtime="onnx-int8")
     run_experiment(settings, tmp_path, report=False, progress=False)

@@ -96,7 +96,7 @@ def test_ray_actors_run_the_int8_graph_extraction_runs(three_hundred):
         ray.shutdown()
     spec = get_backbone("efficientnet_lite0")
     session = Session(codes_graph(spec, "onnx-int8", default_cache_dir(), Calibration(ds, spec)), threads=1)
-    assert session.session.get_session_options().intra_op_num_threads == 1
+    assert session.threads == 1
     windows = [prepare(ds.read, i, spec) for i in range(len(ds))]
     np.testing.assert_array_equal(via_ray.vectors, session(np.stack([w for w in windows if not isinstance(w, str)])))
 

@@ -5,7 +5,9 @@ or the same reason for being skipped, whichever way it travels.
 """
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -82,7 +84,14 @@ def encode_batch(items: Sequence, model, spec: Backbone, device: str, precision:
 
 def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, device: str, precision: str,
            batch_size: int, threads: int) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
-    """(indices, codes, {index: reason}) batch by batch; the next batches decode in threads while one runs."""
+    """(indices, codes, {index: reason}) batch by batch, in order.
+
+    PyTorch runs each batch on all cores (its operators are parallel) while the next batches decode in `threads`
+    threads; an ONNX Runtime session is run by `threads` workers at once, each decoding its own batch and running
+    it on one core, so that no core waits for another (onnx_graphs.Session)."""
+    if isinstance(model, Session):
+        yield from _encode_in_workers(read, indices, spec, model.with_threads(1), batch_size, threads)
+        return
     chunks = [indices[s:s + batch_size] for s in range(0, len(indices), batch_size)]
     with ThreadPoolExecutor(threads) as pool:
         def submit(chunk) -> Iterable:
@@ -95,3 +104,25 @@ def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, devic
                 pending.append(submit(chunks[n + 2]))
             codes, bad = encode_batch(items, model, spec, device, precision)
             yield chunk, codes, {chunk[k]: why for k, why in bad.items()}
+
+
+def _encode_in_workers(read: Reader, indices: Sequence[int], spec: Backbone, session: Session, batch_size: int,
+                       workers: int) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
+    """Each worker decodes a batch and runs the one-threaded session on it; two batches per worker are in flight,
+    so memory holds a few batches however many images there are. Small sets are split so that every worker runs."""
+    size = max(1, min(batch_size, -(-len(indices) // workers)))
+    chunks = iter([indices[s:s + size] for s in range(0, len(indices), size)])
+
+    def work(chunk):
+        codes, bad = encode_batch([prepare(read, i, spec) for i in chunk], session, spec, "cpu", "fp32")
+        return chunk, codes, {chunk[k]: why for k, why in bad.items()}
+
+    pool = ThreadPoolExecutor(workers)
+    pending = deque(pool.submit(work, chunk) for chunk in itertools.islice(chunks, 2 * workers))
+    try:
+        while pending:
+            done = pending.popleft().result()
+            pending.extend(pool.submit(work, chunk) for chunk in itertools.islice(chunks, 1))
+            yield done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -6,11 +6,13 @@ CPUs (benchmarks/extract_speed.py), and a graph file deploys without PyTorch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +22,9 @@ from . import runtime as process
 from .errors import CnnCodesError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+# images per ONNX Runtime run: the activations of a few images stay in the CPU's caches (one-threaded runs of 64
+# took a fifth more CPU time per image than runs of 8 with EfficientNet-Lite0, benchmarks/extract_parts.py)
+RUN_IMAGES = 8
 # int8: every operator between the pixels and the codes is quantised, so that no float padding or activation sits
 # between the int8 convolutions; the head stays float (its MatMul/Gemm are not listed): its weights are small and
 # its precision is the accuracy.
@@ -86,7 +91,12 @@ def quantize_int8(src: Path, dst: Path, batches: Iterable[np.ndarray], input_nam
 
 
 class Session:
-    """One ONNX Runtime session on the CPUs this process may use: array in, first output out."""
+    """One ONNX Runtime session run as `threads` single-threaded runs at once, each on its own images: array in,
+    first output out.
+
+    Why not ONNX Runtime's operator threads: they wait for each other at the end of every operator (and for the
+    cores the decoding threads hold), while runs on different images never wait (benchmarks/extract_parts.py).
+    Every image's codes are the same either way, bit for bit."""
 
     def __init__(self, graph: Path | bytes, threads: int | None = None):
         """graph: a file, or its bytes (what Ray ships to its workers); threads: the CPUs it may use (default: all
@@ -95,20 +105,33 @@ class Session:
 
         _require()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or process.cpu_count()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
         options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
-        # its threads spin between operators by default, taking the cores the decoding threads need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # InvalidProtobuf, NoSuchFile, Fail...: onnxruntime's own exception types
             where = "the graph" if isinstance(graph, bytes) else graph
             raise CnnCodesError(f"{where} is not an ONNX model ONNX Runtime can run ({str(exc).splitlines()[0]})") from None
+        self.threads = threads or process.cpu_count()
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
+    def with_threads(self, threads: int) -> "Session":
+        """The same session (one copy of the weights) run `threads` at a time: 1 for callers that run it from
+        several threads themselves (inference.encode's workers)."""
+        view = copy.copy(self)
+        view.threads = threads
+        return view
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        parts = [batch[s:s + RUN_IMAGES] for s in range(0, len(batch), RUN_IMAGES)] or [batch]
+        if self.threads == 1 or len(parts) == 1:
+            return np.concatenate([self._run(part) for part in parts])
+        with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL while it runs
+            return np.concatenate(list(pool.map(self._run, parts)))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
