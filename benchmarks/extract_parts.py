@@ -39,7 +39,8 @@ def part(name: str, runtime: str, folder: str, cache: str, batch: int) -> float:
     from cnncodes.inference import encode, encode_batch, inference_model, prepare
     from cnncodes.onnx_graphs import codes_graph
 
-    process.configure_threads()
+    if runtime == "torch":  # as the command: the onnx runtimes never import PyTorch
+        process.configure_threads()
     dataset = load_dataset(folder)
     spec = get_backbone(BACKBONE)
     device, precision = "cpu", process.resolve_precision("auto", "cpu")
