@@ -23,7 +23,7 @@ from .errors import CnnCodesError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 # images per ONNX Runtime run: the activations of a few images stay in the CPU's caches (one-threaded runs of 64
-# took a fifth more CPU time per image than runs of 8 with EfficientNet-Lite0, benchmarks/extract_parts.py)
+# took 8-12% more CPU time per image than runs of 8, `benchmarks/extract_parts.py --run-sizes`, README Speed)
 RUN_IMAGES = 8
 # int8: every operator between the pixels and the codes is quantised, so that no float padding or activation sits
 # between the int8 convolutions; the head stays float (its MatMul/Gemm are not listed): its weights are small and
