@@ -90,7 +90,8 @@ def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, devic
     threads; an ONNX Runtime session is run by `threads` workers at once, each decoding its own batch and running
     it on one core, so that no core waits for another (onnx_graphs.Session)."""
     if isinstance(model, Session):
-        yield from _encode_in_workers(read, indices, spec, model.with_threads(1), batch_size, threads)
+        yield from _encode_in_workers(read, indices, spec, model.with_threads(1), device, precision, batch_size,
+                                      threads)
         return
     chunks = [indices[s:s + batch_size] for s in range(0, len(indices), batch_size)]
     with ThreadPoolExecutor(threads) as pool:
@@ -102,20 +103,24 @@ def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, devic
             items = list(pending.pop(0))
             if n + 2 < len(chunks):
                 pending.append(submit(chunks[n + 2]))
-            codes, bad = encode_batch(items, model, spec, device, precision)
-            yield chunk, codes, {chunk[k]: why for k, why in bad.items()}
+            yield _chunk_codes(chunk, items, model, spec, device, precision)
 
 
-def _encode_in_workers(read: Reader, indices: Sequence[int], spec: Backbone, session: Session, batch_size: int,
-                       workers: int) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
+def _chunk_codes(chunk: Sequence[int], items: Sequence, model, spec: Backbone, device: str, precision: str) -> tuple:
+    """encode's answer for one chunk of indices and their prepared items: (indices, codes, {index: reason})."""
+    codes, bad = encode_batch(items, model, spec, device, precision)
+    return chunk, codes, {chunk[k]: why for k, why in bad.items()}
+
+
+def _encode_in_workers(read: Reader, indices: Sequence[int], spec: Backbone, session: Session, device: str,
+                       precision: str, batch_size: int, workers: int) -> Iterator[tuple]:
     """Each worker decodes a batch and runs the one-threaded session on it; two batches per worker are in flight,
     so memory holds a few batches however many images there are. Small sets are split so that every worker runs."""
     size = max(1, min(batch_size, -(-len(indices) // workers)))
     chunks = iter([indices[s:s + size] for s in range(0, len(indices), size)])
 
     def work(chunk):
-        codes, bad = encode_batch([prepare(read, i, spec) for i in chunk], session, spec, "cpu", "fp32")
-        return chunk, codes, {chunk[k]: why for k, why in bad.items()}
+        return _chunk_codes(chunk, [prepare(read, i, spec) for i in chunk], session, spec, device, precision)
 
     pool = ThreadPoolExecutor(workers)
     pending = deque(pool.submit(work, chunk) for chunk in itertools.islice(chunks, 2 * workers))
