@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from cnncodes import get_backbone
-from cnncodes.backbones.checks import imagenet_top1, inception_probe_accuracy
+from cnncodes.backbone_checks import imagenet_top1, inception_probe_accuracy
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -63,7 +63,7 @@ def main():
         tmp = Path(tmp)
         truth = np.array(build(tmp / "data", args.photos, args.megapixels))
         shipped = image_folder(tmp / "data", test_percent=0, validation_percent=0)
-        full = dataclasses.replace(shipped, content_key=shipped.content_key + "|full-decode")
+        full = dataclasses.replace(shipped, keys=[k + "|full-decode" for k in shipped.keys])
         full.reader = lambda i, min_side=None, _read=shipped.reader: _read(i, None)  # ignore the reduced size
         extract_codes(shipped.subset(range(8)), "efficientnet_lite0", cache_dir=tmp / "warm", progress=False)
         seconds, accuracy = {"full decode": [], "reduced decode": []}, {}

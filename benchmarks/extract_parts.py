@@ -32,12 +32,12 @@ BACKBONE = "efficientnet_lite0"
 
 def part(name: str, runtime: str, folder: str, cache: str, batch: int) -> float:
     """Seconds of one part, measured inside this (fresh) process after a warm-up on the first batches."""
-    from cnncodes import runtime as process
+    from cnncodes.codes import runtime as process
     from cnncodes.backbones import get_backbone
-    from cnncodes.datasets import load_dataset
-    from cnncodes.extract import Calibration
-    from cnncodes.inference import encode, encode_batch, inference_model, prepare
-    from cnncodes.onnx_graphs import codes_graph
+    from cnncodes.data.datasets import load_dataset
+    from cnncodes.codes.extract import Calibration
+    from cnncodes.codes.inference import encode, encode_batch, inference_model, prepare
+    from cnncodes.codes.onnx_graphs import codes_graph
 
     if runtime == "torch":  # as the command: the onnx runtimes never import PyTorch
         process.configure_threads()
@@ -77,10 +77,10 @@ def _graph_and_windows(runtime: str, images: int, tmp: Path):
     import numpy as np
 
     from cnncodes.backbones import get_backbone
-    from cnncodes.datasets import load_dataset
-    from cnncodes.extract import Calibration
-    from cnncodes.inference import prepare
-    from cnncodes.onnx_graphs import codes_graph
+    from cnncodes.data.datasets import load_dataset
+    from cnncodes.codes.extract import Calibration
+    from cnncodes.codes.inference import prepare
+    from cnncodes.codes.onnx_graphs import codes_graph
 
     folder = tmp / "images"
     for f in image_list(images):
@@ -98,7 +98,7 @@ def profile(runtime: str, batch: int, batches: int = 6) -> None:
 
     import onnxruntime as ort
 
-    from cnncodes import runtime as process
+    from cnncodes.codes import runtime as process
 
     with tempfile.TemporaryDirectory() as tmp:
         graph, windows = _graph_and_windows(runtime, batch, Path(tmp))
@@ -142,9 +142,9 @@ def run_sizes(runtime: str, sizes: list[int], images: int = 256, rounds: int = 5
     once. Medians of images/s and of CPU time per image (all threads of this process)."""
     import onnxruntime as ort
 
-    from cnncodes import onnx_graphs
-    from cnncodes import runtime as process
-    from cnncodes.onnx_graphs import Session
+    from cnncodes.codes import onnx_graphs
+    from cnncodes.codes import runtime as process
+    from cnncodes.codes.onnx_graphs import Session
 
     with tempfile.TemporaryDirectory() as tmp:
         graph, windows = _graph_and_windows(runtime, images, Path(tmp))

@@ -100,7 +100,7 @@ def measure_ceiling() -> dict:
     import torch
     from onnx import TensorProto, helper
 
-    from cnncodes.runtime import cpu_count
+    from cnncodes.codes.runtime import cpu_count
 
     torch.set_num_threads(cpu_count())
     rates = {}
@@ -163,7 +163,7 @@ def main():
     p.add_argument("--runtimes", default="torch,onnx,onnx-int8")
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     args = p.parse_args()
-    from cnncodes.runtime import resolve_precision
+    from cnncodes.codes.runtime import resolve_precision
 
     files = image_list(args.images)
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CNNCODES_MALLOC", "GLIBC_TUNABLES")}

@@ -18,8 +18,8 @@ import torch
 
 from cnncodes import get_backbone
 from cnncodes.backbones import load_model
-from cnncodes.backbones.checks import imagenet_sample
-from cnncodes.onnx_graphs import Session, codes_graph
+from cnncodes.backbone_checks import imagenet_sample
+from cnncodes.codes.onnx_graphs import Session, codes_graph
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -33,7 +33,7 @@ def write_pngs(archive: str, folder: Path, n: int) -> Path:
     """The first n images of the archive (training images first) as class-folder PNGs; written once."""
     from PIL import Image
 
-    from cnncodes import cifar10
+    from cnncodes.data import cifar10
 
     done = folder / ".complete"
     if done.exists():
@@ -48,22 +48,35 @@ def write_pngs(archive: str, folder: Path, n: int) -> Path:
 
 
 def write_synthetic(root: Path, n: int) -> Path:
-    """n codes like pooled ReLU activations, written shard by shard into a store: each of the 10 classes is a
+    """n codes like pooled ReLU activations, appended batch by batch into a store: each of the 10 classes is a
     mixture of 8 clusters, so that (as on CIFAR-10 codes) the search picks a C inside its grid, not at an end."""
-    from cnncodes.codes import CodeStore
-
     if (root / "labels.npy").exists():
         return root
-    store = CodeStore(root / "store", n, FEATURES, {"synthetic": n})
+    store = synthetic_store(root)
     centres = np.random.default_rng(0).normal(0, 0.3, (CLASSES, 8, FEATURES)).astype(np.float32)
     labels = np.random.default_rng(1).integers(0, CLASSES, n)
     clusters = np.random.default_rng(2).integers(0, 8, n)
-    for k in range(store.n_shards):
-        r = store.shard_range(k)
-        noise = np.random.default_rng(100 + k).standard_normal((len(r), FEATURES), dtype=np.float32)
-        store.write_shard(k, np.maximum(centres[labels[r.start:r.stop], clusters[r.start:r.stop]] + noise, 0), {})
+    with store.writer() as append:
+        for k, start in enumerate(range(0, n, 2048)):
+            r = range(start, min(n, start + 2048))
+            noise = np.random.default_rng(100 + k).standard_normal((len(r), FEATURES), dtype=np.float32)
+            append([f"synthetic:{i}" for i in r],
+                   np.maximum(centres[labels[r.start:r.stop], clusters[r.start:r.stop]] + noise, 0), {})
     np.save(root / "labels.npy", labels)
     return root
+
+
+def synthetic_store(root: Path):
+    from cnncodes.codes.identity import ExtractionIdentity
+    from cnncodes.codes.store import CodeStore
+
+    return CodeStore(root / "store", ExtractionIdentity("synthetic", "", {}, "torch", "fp32", None, FEATURES, "float32"))
+
+
+def synthetic_codes(root: Path, n: int):
+    """The n synthetic codes as a CodeMatrix over the store (nothing read)."""
+    rows, _, _ = synthetic_store(root).lookup([f"synthetic:{i}" for i in range(n)])
+    return synthetic_store(root).matrix(rows)
 
 
 def case_extract(args, n: int) -> dict:
@@ -82,12 +95,11 @@ def case_extract(args, n: int) -> dict:
 
 
 def case_head(args, n: int) -> dict:
-    from cnncodes.codes import CodeStore, Codes
+    from cnncodes.codes.view import Codes
     from cnncodes.pipeline import predict_codes, train_head
 
     root = Path(args.work) / f"synthetic-{n}"
-    store = CodeStore(root / "store", n, FEATURES, {"synthetic": n})
-    matrix, ok, _ = store.assemble()
+    matrix = synthetic_codes(root, n)
     labels = np.load(root / "labels.npy")
     splits = np.array(["train", "validation", "test"])[np.searchsorted([0.8, 0.9], np.linspace(0, 1, n, False),
                                                                        side="right")]
@@ -103,11 +115,10 @@ def case_reference(args, n: int, c: float) -> dict:
     """scikit-learn's full-batch fit at the C the streamed head chose, on all codes in memory: the accuracy bar."""
     from sklearn.linear_model import LogisticRegression
 
-    from cnncodes.codes import CodeStore
     from cnncodes.heads.base import scaler_stats, standardize
 
     root = Path(args.work) / f"synthetic-{n}"
-    x = np.asarray(CodeStore(root / "store", n, FEATURES, {"synthetic": n}).assemble()[0])
+    x = np.asarray(synthetic_codes(root, n))
     labels = np.load(root / "labels.npy")
     fit, test = slice(0, int(0.9 * n)), slice(int(0.9 * n), n)  # train + validation, as the head's refit
     mean, scale = scaler_stats(x[fit])

@@ -69,7 +69,7 @@ def find_cycle(graph: dict[str, set[str]]):
 
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
-    assert graph["cnncodes.datasets"] >= {"cnncodes.cifar10"} and "cnncodes.engines" in graph["cnncodes.extract"]
+    assert graph["cnncodes.data.datasets"] >= {"cnncodes.data.cifar10"} and "cnncodes.codes.engines" in graph["cnncodes.codes.extract"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 

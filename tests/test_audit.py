@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cnncodes.audit import audit_codes, centred_unit, scan
-from cnncodes.codes import Codes
+from cnncodes.codes.view import Codes
 
 from .conftest import cli, need_shared
 

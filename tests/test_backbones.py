@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cnncodes import BACKBONES, CnnCodesError, get_backbone
-from cnncodes.backbones import checks, load_model
+from cnncodes import backbone_checks as checks
+from cnncodes.backbones import load_model
 
 from .conftest import need_shared
 
@@ -35,7 +36,7 @@ def test_efficientnet_lite_logits_equal_an_independent_implementation(variant):
     from efficientnet_lite_pytorch import EfficientNet
 
     from cnncodes.backbones.weights import efficientnet_lite as weights_path
-    from cnncodes.inference import forward, inference_model
+    from cnncodes.codes.inference import forward, inference_model
 
     name = f"efficientnet_lite{variant}"
     images, _ = imagenet_sample()

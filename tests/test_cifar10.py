@@ -6,8 +6,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from cnncodes import CnnCodesError, cifar10
-from cnncodes.datasets import cifar10_dataset
+from cnncodes import CnnCodesError
+from cnncodes.data import cifar10
+from cnncodes.data.datasets import cifar10_dataset
 
 
 def batch_bytes(n: int, seed: int) -> bytes:
@@ -101,7 +102,7 @@ def test_download_checks_md5_and_renames_only_when_complete(tmp_path):
 def test_archive_run_end_to_end_has_all_three_splits(tmp_path):
     """`cnncodes run --data ARCHIVE`: 20% of the training images form the validation split (a too-narrow string
     dtype once truncated 'validation' and dropped them from every split)."""
-    from cnncodes.datasets import assign_splits
+    from cnncodes.data.datasets import assign_splits
     from cnncodes.pipeline import run_experiment
     from cnncodes.settings import RunSettings
 

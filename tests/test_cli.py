@@ -233,7 +233,7 @@ def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path):
 
 
 def test_fast_malloc_reexec_keeps_the_callers_settings():
-    from cnncodes.runtime import fast_malloc_env
+    from cnncodes.codes.runtime import fast_malloc_env
 
     env = fast_malloc_env({"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "LD_PRELOAD": "/x/libmine.so"}, None)
     assert env["GLIBC_TUNABLES"].startswith("glibc.pthread.rseq=0:") and "trim_threshold" in env["GLIBC_TUNABLES"]
@@ -259,7 +259,7 @@ def test_flipped_codes_are_aligned_with_the_codes_by_image_id(monkeypatch):
     import numpy as np
 
     from cnncodes import pipeline
-    from cnncodes.codes import Codes
+    from cnncodes.codes.view import Codes
     from cnncodes.settings import RunSettings
 
     ids = np.array(["a.png", "b.png", "c.png", "d.png"])

@@ -1,7 +1,7 @@
 """A CodeMatrix reads the same numbers NumPy indexing would give, whatever the selection, order or layout."""
 import numpy as np
 
-from cnncodes.code_matrix import CodeMatrix, FileRows, chunks, hstack, take, vstack
+from cnncodes.codes.matrix import CodeMatrix, FileRows, chunks, hstack, take, vstack
 
 
 def on_disk(tmp_path, array, name="a.npy"):

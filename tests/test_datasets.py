@@ -1,7 +1,7 @@
 """Splits are stable: an item's split depends on its id (and, for validation only, the seed)."""
 import numpy as np
 
-from cnncodes.datasets import assign_splits, from_arrays
+from cnncodes.data.datasets import assign_splits, from_arrays
 
 
 def test_seed_never_moves_an_image_into_or_out_of_the_test_split():
@@ -83,7 +83,7 @@ def test_a_manifest_gives_labels_and_splits_that_folders_cannot(tmp_path):
     ds = load_dataset(tmp_path / "labels.csv")
     assert ds.class_names == ["round", "straight"] and len(ds) == 18
     assert (ds.splits == "test").sum() == 3 and (ds.splits == "validation").sum() == 3
-    assert dict(ds.problems) == {"line 20": "no path or no label: row ignored"}
+    assert dict(ds.problems) == {"line 20": "no path: row ignored"}
     assert extract_codes(ds, "efficientnet_lite0", progress=False).vectors.shape == (18, 1280)
 
 

@@ -9,7 +9,7 @@ import torch
 from cnncodes import CnnCodesError, extract_codes
 from cnncodes.backbones import get_backbone, load_model, top_network
 from cnncodes.backbones.cut import Trunk, split_network
-from cnncodes.datasets import load_dataset
+from cnncodes.data.datasets import load_dataset
 from cnncodes.heads.finetune import FineTuneHead
 from cnncodes.model_file import load_model_file
 from cnncodes.presets import resolve

@@ -185,7 +185,7 @@ def test_streamed_fit_is_scikit_learns_full_batch_fit(tmp_path, classes, weight,
     the reference: same objective, so the same weights (up to the solvers' tolerance)."""
     from sklearn.linear_model import LogisticRegression
 
-    from cnncodes.code_matrix import CodeMatrix, FileRows
+    from cnncodes.codes.matrix import CodeMatrix, FileRows
     from cnncodes.heads import lbfgs
     from cnncodes.heads.base import normalize_codes, scaler_stats, standardize
 
@@ -212,8 +212,8 @@ def test_streamed_fit_is_scikit_learns_full_batch_fit(tmp_path, classes, weight,
 def test_tuned_head_on_codes_on_disk_reads_a_chunk_at_a_time(tmp_path, monkeypatch):
     """Memory follows the chunk, not the data: no read of the training codes is larger than a chunk or the
     C-search sample, and nothing is kept between evaluations when no resident budget is left."""
-    from cnncodes import code_matrix
-    from cnncodes.code_matrix import CodeMatrix, FileRows
+    from cnncodes.codes import matrix as code_matrix
+    from cnncodes.codes.matrix import CodeMatrix, FileRows
     from cnncodes.heads import lbfgs
 
     rng = np.random.default_rng(0)

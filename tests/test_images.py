@@ -1,11 +1,13 @@
 """Every odd or broken image is either read correctly or refused with a reason."""
 import io
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from cnncodes.images import BadImage, load_rgb
+from cnncodes.data.images import BadImage, load_rgb
 
 
 def save(img: Image.Image, path, fmt, **kw):
@@ -120,11 +122,12 @@ def test_any_decoder_failure_is_a_skip_with_its_reason(tmp_path, monkeypatch, er
 
 
 def test_transient_read_errors_are_retried_never_cached_as_skips(tmp_path, monkeypatch):
-    """EIO on a read says nothing about the file: retried, and if it persists the extraction stops before the
-    shard is committed; the next run reads the file normally."""
+    """EIO on a read says nothing about the file: retried, and if it persists the extraction stops and nothing is
+    stored for it; the next run reads the file normally."""
     import errno
 
-    from cnncodes import CnnCodesError, extract_codes, from_arrays, inference
+    from cnncodes import CnnCodesError, extract_codes, from_arrays
+    from cnncodes.codes import inference
 
     monkeypatch.setattr(inference, "RETRY_SECONDS", (0.0, 0.0))
     images = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
@@ -145,7 +148,12 @@ def test_transient_read_errors_are_retried_never_cached_as_skips(tmp_path, monke
     calls["n"], failures = 0, 10  # persists: the run stops, nothing is committed
     with pytest.raises(CnnCodesError, match="persisted"):
         extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False)
-    assert not list((tmp_path / "b").glob("codes/*/shard_*.json"))
+    from cnncodes.codes.store import MISSING, CodeStore
+    from cnncodes.codes.identity import ExtractionIdentity
+
+    root = next((tmp_path / "b").glob("stores/*/"))
+    identity = ExtractionIdentity(**json.loads((root / "identity.json").read_text()))
+    assert CodeStore(root, identity).lookup([ds.keys[2]])[0][0] == MISSING
     calls["n"], failures = 0, 0
     assert len(extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False).ids) == 6
 

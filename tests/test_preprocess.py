@@ -1,6 +1,6 @@
 import numpy as np
 
-from cnncodes.preprocess import Preprocess, tf1_resize_bilinear
+from cnncodes.backbones.preprocess import Preprocess, tf1_resize_bilinear
 
 
 def test_tf1_bilinear_uses_top_left_aligned_grid():

@@ -33,20 +33,19 @@ def test_ray_and_local_engines_give_the_same_codes_and_share_the_store(three_hun
 
     ds = image_folder(three_hundred)
     try:
-        via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", shard_size=64,
-                                progress=False)
+        via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
     finally:
         ray.shutdown()
-    shards = sorted((tmp_path / "a").glob("codes/*/shard_*"))
-    stamps = {p: p.stat().st_mtime_ns for p in shards}
-    reused = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", shard_size=64, progress=False)
-    assert stamps == {p: p.stat().st_mtime_ns for p in shards}, "the local engine recomputed Ray's shards"
-    local = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", shard_size=64, progress=False)
+    rows = sorted((tmp_path / "a").glob("stores/*/rows.bin"))
+    stamps = {p: p.stat().st_mtime_ns for p in rows}
+    reused = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", progress=False)
+    assert stamps == {p: p.stat().st_mtime_ns for p in rows}, "the local engine recomputed Ray's codes"
+    local = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False)
     assert list(via_ray.ids) == list(local.ids) == list(reused.ids)
     np.testing.assert_allclose(via_ray.vectors, local.vectors, atol=2e-2)
     assert dict(via_ray.skipped).keys() == dict(local.skipped).keys() == {"bars/broken.png"}
-    same_names = {p.name for p in (tmp_path / "a").glob("codes/*")} == {p.name for p in (tmp_path / "b").glob("codes/*")}
-    assert same_names  # one fingerprint, whichever engine ran
+    same_names = {p.name for p in (tmp_path / "a").glob("stores/*")} == {p.name for p in (tmp_path / "b").glob("stores/*")}
+    assert same_names  # one extraction identity, whichever engine ran
     shutil.rmtree(tmp_path)
 
 
@@ -55,14 +54,13 @@ def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
     """A dataset whose reader is not "decode the file at its path" (here: colours inverted in memory) gives the
     same codes on both engines: the actors call the dataset's reader, as the local engine does."""
     ray_or_skip()
-    import dataclasses
-
     import ray
 
-    from cnncodes.images import load_rgb
+    from cnncodes.data.images import load_rgb
 
     folder = image_folder(three_hundred)
-    ds = dataclasses.replace(folder.subset(range(0, 300, 5)), content_key="inverted")
+    ds = folder.subset(range(0, 300, 5))
+    ds.keys = ["inverted:" + k for k in ds.keys]  # what the reader returns is other content than the files
     ds.reader = lambda i, min_side=None, _read=ds.reader: 255 - _read(i, min_side)
     try:
         via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
@@ -84,10 +82,10 @@ def test_ray_actors_run_the_int8_graph_extraction_runs(three_hundred):
     import ray
 
     from cnncodes.backbones import get_backbone
-    from cnncodes.cifar10 import default_cache_dir
-    from cnncodes.extract import Calibration
-    from cnncodes.inference import prepare
-    from cnncodes.onnx_graphs import Session, codes_graph
+    from cnncodes.data.cifar10 import default_cache_dir
+    from cnncodes.codes.extract import Calibration
+    from cnncodes.codes.inference import prepare
+    from cnncodes.codes.onnx_graphs import Session, codes_graph
 
     ds = image_folder(three_hundred).subset(range(0, 300, 10))
     try:

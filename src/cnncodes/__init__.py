@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "BACKBONES": "backbones", "DEFAULT_BACKBONE": "backbones", "get_backbone": "backbones",
-    "Codes": "codes", "CodeMatrix": "code_matrix", "CnnCodesError": "errors", "extract_codes": "extract",
-    "Dataset": "datasets", "from_arrays": "datasets", "image_folder": "datasets", "load_dataset": "datasets",
+    "Codes": "codes.view", "CodeMatrix": "codes.matrix", "CnnCodesError": "errors", "extract_codes": "codes.extract",
+    "Dataset": "data.datasets", "from_arrays": "data.datasets", "image_folder": "data.datasets", "load_dataset": "data.datasets",
     "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
     "predict_images": "predict", "make_head": "heads",
     "audit_run": "pipeline", "audit_codes": "audit", "export_model": "export", "similar_images": "similar",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codes import Codes
+from .codes.view import Codes
 from .errors import CnnCodesError
 
 PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
@@ -174,7 +174,7 @@ def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:
     gets a zero thumbnail (it correlates with nothing)."""
     from tqdm import tqdm
 
-    from .images import BadImage
+    from .data.images import BadImage
 
     index = {item_id: i for i, item_id in enumerate(dataset.ids)}
     out = np.zeros((len(ids), THUMBNAIL_SIDE * THUMBNAIL_SIDE), np.float32)

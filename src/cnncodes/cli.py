@@ -45,8 +45,10 @@ def _percent(text: str) -> float:
 def _data_options(p, splits: bool = True):
     """splits=False: the splits come from the model file (evaluate), only where the data lives may change."""
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=None, help="folder of class folders (optionally train/ and test/), or the "
-                   "CIFAR-10 archive; default: CIFAR-10, downloaded into the cache if absent")
+    g.add_argument("--data", default=None, help="a folder of class folders (or train/ with val/ and/or test/ "
+                   "holding class folders; unlabeled/ for images without a label), a labels.csv manifest "
+                   "(path,label[,split]), or the CIFAR-10 archive; default: CIFAR-10, downloaded into the cache if "
+                   "absent. For a finished run's commands: where its images are now (overrides the recorded path)")
     g.add_argument("--cache-dir", default=None, help="where codes and downloads live (default $CNNCODES_CACHE or "
                    "~/.cache/cnncodes)")
     if not splits:
@@ -160,8 +162,8 @@ def cmd_train(a):
 
 def cmd_extract(a):
     from .backbones import DEFAULT_BACKBONE
-    from .datasets import load_dataset
-    from .extract import extract_codes
+    from .data.datasets import load_dataset
+    from .codes.extract import extract_codes
 
     dataset = load_dataset(a.data, **_data_kwargs(a))
     codes = extract_codes(dataset, a.backbone or DEFAULT_BACKBONE, flip=a.flip, cache_dir=a.cache_dir,
@@ -211,7 +213,7 @@ def cmd_predict(a):
 def cmd_export(a):
     from .export import export_model
 
-    path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir)
+    path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir, data=a.data)
     print(f"{'int8 ' if a.int8 else ''}ONNX model: {path} ({path.stat().st_size / 1e6:.1f} MB); "
           f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (README)")
 
@@ -225,7 +227,7 @@ def cmd_audit(a):
             raise CnnCodesError("audit needs RUN_DIR, or --data (and --backbone) with --out")
         settings = _settings(a)
     page, result = audit_run(a.run_dir, a.out, settings=settings, threshold=a.threshold, folds=a.folds,
-                             progress=not a.quiet)
+                             progress=not a.quiet, data=a.data)
     print(f"{len(result.label_issues):,} likely label errors, {len(result.pairs):,} near-duplicate pairs "
           f"({len(result.leaks):,} train/test), {len(result.outliers):,} outliers -> {page}")
 
@@ -237,7 +239,7 @@ def cmd_similar(a):
     images = list_images(a.images)
     if not images:
         raise CnnCodesError(f"no image files in {', '.join(a.images)}")
-    found, codes, dataset = similar_images(a.source, images, a.k)
+    found, codes, dataset = similar_images(a.source, images, a.k, data=a.data)
     for path, result in zip(images, found):
         if isinstance(result, str):
             print(f"{path}: skipped ({result})")
@@ -254,12 +256,33 @@ def cmd_report(a):
 
 
 def cmd_tsne(a):
-    from .codes import Codes
+    from .codes.view import Codes
     from .tsne import tsne_map
 
     codes = Codes.load(a.codes)
     path = tsne_map(codes, Path(a.out), split=a.split, sample=a.sample, seed=a.seed)
     print(f"t-SNE map: {path}")
+
+
+def cmd_cache(a):
+    from .codes.cache import cache_entries, prune
+    from .codes.extract import default_cache_dir
+
+    cache = Path(a.cache_dir or default_cache_dir())
+    if a.action == "list":
+        entries = cache_entries(cache)
+        print(f"{cache}: {sum(e.bytes for e in entries) / 2**20:,.1f} MiB")
+        for e in entries:
+            images = f"{e.images:,} images" if e.images is not None else ""
+            print(f"  {e.kind:<31} {e.bytes / 2**20:9.1f} MiB  {images:>15}  used {e.age_days:6.1f} days ago  "
+                  f"{e.what}  ({e.path.name})")
+        return
+    doomed = prune(cache, a.older_than, dry_run=not a.yes)
+    verb = "removed" if a.yes else "would remove"
+    for e in doomed:
+        print(f"  {verb}: {e.kind} {e.path.name} ({e.bytes / 2**20:,.1f} MiB, used {e.age_days:.1f} days ago)")
+    print(f"{verb} {len(doomed)} entries, {sum(e.bytes for e in doomed) / 2**20:,.1f} MiB"
+          + ("" if a.yes else "; run `cnncodes cache prune --yes` to remove them"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("images", nargs="+", help="query image files or folders")
     sp.add_argument("--k", type=_positive_int, default=12, help="neighbours per query (default 12)")
     sp.add_argument("--out", default="similar.html", help="the page to write (default similar.html)")
+    sp.add_argument("--data", default=None, help="where the run's images are now, for the thumbnails (default: the "
+                    "recorded path; without the images the page lists names only)")
 
     sp = add("export", cmd_export, "one ONNX file (uint8 pixels in, class probabilities out) for ONNX Runtime")
     sp.add_argument("model", help="RUN_DIR or its model.npz")
@@ -328,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--int8", action="store_true", help="quantise the backbone to int8, calibrated on the run's "
                     "training images (its --data must be readable here)")
     sp.add_argument("--cache-dir", default=None, help="where the backbone graphs are cached (default: the run's)")
+    sp.add_argument("--data", default=None, help="--int8 of a run computed without int8: where the run's images are "
+                    "now (default: the recorded path)")
+
+    sp = add("cache", cmd_cache, "what the cache holds (codes stores, graphs); `cache prune` removes what no run "
+             "used lately")
+    sp.add_argument("action", nargs="?", default="list", choices=["list", "prune"])
+    sp.add_argument("--cache-dir", default=None, help="default $CNNCODES_CACHE or ~/.cache/cnncodes")
+    sp.add_argument("--older-than", type=float, default=30.0, metavar="DAYS", help="prune: stores unused for this many "
+                    "days (default 30), and stores of older formats")
+    sp.add_argument("--yes", action="store_true", help="prune: remove them (without it, only list what would go)")
 
     add("backbones", cmd_backbones, "list the registered networks")
 
@@ -350,7 +385,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict", "audit", "similar"):
-        from .runtime import reexec_with_fast_malloc
+        from .codes.runtime import reexec_with_fast_malloc
 
         reexec_with_fast_malloc()
     try:
@@ -362,7 +397,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print("cnncodes: interrupted; finished code shards are kept: run the same command again to resume",
+        print("cnncodes: interrupted; the codes computed so far are kept: run the same command again to resume",
               file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback only with --debug

@@ -12,12 +12,12 @@ import numpy as np
 
 from .backbones import backbone_names, get_backbone
 from .errors import CnnCodesError
-from .extract import codes_graphs
-from .images import item_reader
-from .inference import prepare
-from .model_file import load_model_file
-from .onnx_graphs import Session, atomic_graph, write_onnx
-from .preprocess import Preprocess
+from .codes.extract import codes_graphs
+from .data.images import item_reader
+from .codes.inference import prepare
+from .model_file import load_model_file, model_graphs
+from .codes.onnx_graphs import Session, atomic_graph, write_onnx
+from .backbones.preprocess import Preprocess
 from .settings import RunSettings
 
 METADATA_KEY = "cnncodes"
@@ -70,23 +70,27 @@ def _probabilities(flip_average: bool, head):
     return Probabilities()
 
 
-def export_model(model_path, out, *, int8: bool = False, cache_dir=None) -> Path:
+def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=None) -> Path:
     """Write the model at model_path (model.npz of a run, or the run folder) as one ONNX file at `out`.
 
-    int8: the backbone statically quantised, calibrated on the run's training images (its data must be here)."""
+    int8: the backbone statically quantised: the run's own int8 graph where it computed its codes with one, else
+    calibrated on the run's training images (at `data`, default the recorded path)."""
     import onnx
     import torch
 
     model_path = Path(model_path)
-    head, meta = load_model_file(model_path / "model.npz" if model_path.is_dir() else model_path)
-    settings = RunSettings.from_dict(meta["settings"])
+    model_file = model_path / "model.npz" if model_path.is_dir() else model_path
+    head, meta = load_model_file(model_file)
+    settings = RunSettings.from_dict(meta["settings"]).but(data=data)
     names = backbone_names(meta["backbone"])
     if len(names) > 1:
         raise CnnCodesError(f"export takes a model on one backbone; this one concatenates {', '.join(names)}, "
                             "whose inputs differ in size")
     spec = get_backbone(names[0])
     pre = spec.preprocess
-    graphs = codes_graphs(settings.but(runtime="onnx-int8" if int8 else "onnx", cache_dir=cache_dir))
+    runtime = "onnx-int8" if int8 else "onnx"
+    graphs = model_graphs(model_file, meta) if settings.runtime == runtime else {}
+    graphs = graphs or codes_graphs(settings.but(runtime=runtime, cache_dir=cache_dir))
     backbone = onnx.load(str(graphs[spec.name]))
     flip_average = bool(meta.get("flip_average"))
     out = Path(out)

@@ -13,15 +13,18 @@ from .errors import CnnCodesError
 from .heads import head_from_state
 
 FORMAT = "cnncodes-model"
-FORMAT_VERSION = 2  # 2: the run's settings travel in the file
+FORMAT_VERSION = 3  # 2: the run's settings travel in the file; 3: and the names of its ONNX graphs (graphs/)
 
 
-def save_model(path, head, settings, class_names: list[str], test_split: dict | None = None) -> None:
+def save_model(path, head, settings, class_names: list[str], test_split: dict | None = None,
+               graphs: dict | None = None) -> None:
     """settings: the RunSettings of the run that trained the head (evaluate rebuilds its splits from them);
-    test_split: the size and id hash of the test split it was trained beside (evaluate checks it)."""
+    test_split: the size and id hash of the test split it was trained beside (evaluate checks it);
+    graphs: {backbone: file name in graphs/ beside the model} of the ONNX graphs that computed its codes."""
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": settings.backbone,
             "class_names": list(class_names), "mode": head.mode, "normalize": head.normalize,
-            "flip_average": settings.flip, "settings": settings.to_dict(), "test_split": test_split}
+            "flip_average": settings.flip, "settings": settings.to_dict(), "test_split": test_split,
+            "graphs": graphs or {}}
     atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **head.state()))
 
 
@@ -38,10 +41,22 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is not a cnncodes model file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CnnCodesError(f"{path} is not a cnncodes model file")
-    if meta.get("version") != FORMAT_VERSION:
+    if meta.get("version") not in (2, FORMAT_VERSION):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:
         return head_from_state(meta, state), meta
     except KeyError as exc:
         raise CnnCodesError(f"{path} lacks the array {exc}: damaged or not a cnncodes model file") from None
+
+
+def model_graphs(model_path, meta: dict) -> dict:
+    """{backbone: graph file} of the ONNX graphs a model's codes came from (none for the torch runtime): the copies
+    in graphs/ beside the model file, so prediction needs neither the training images nor the cache."""
+    folder = Path(model_path).parent / "graphs"
+    graphs = {name: folder / file for name, file in meta.get("graphs", {}).items()}
+    for name, graph in graphs.items():
+        if not graph.is_file():
+            raise CnnCodesError(f"the model's ONNX graph {graph} is missing: keep the run folder's graphs/ beside "
+                                "model.npz")
+    return graphs

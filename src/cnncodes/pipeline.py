@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .code_matrix import vstack
-from .codes import Codes
-from .datasets import load_dataset
+from .codes.matrix import vstack
+from .codes.view import Codes
+from .data.datasets import UNLABELED, load_dataset
 from .errors import CnnCodesError
-from .extract import extract_codes
+from .codes.extract import codes_graphs, extract_codes
 from .files import atomic_write, npz_bytes, write_json
 from .heads import Head, make_head
 from .metrics import classification_metrics
-from .model_file import load_model_file, save_model
+from .model_file import load_model_file, model_graphs, save_model
 from .settings import RunSettings
 
 
@@ -50,12 +50,14 @@ class RunResult:
     timings: dict = field(default_factory=dict)
 
 
-def codes_of(dataset, settings: RunSettings, progress: bool) -> tuple[Codes, Codes | None]:
-    """The codes a run trains and predicts on, and with --flip those of the mirrored images, row for row."""
-    codes = extract_codes(dataset, settings.backbone, progress=progress, **settings.extract_options())
+def codes_of(dataset, settings: RunSettings, progress: bool, graphs: dict | None = None) -> tuple[Codes, Codes | None]:
+    """The codes a run trains and predicts on, and with --flip those of the mirrored images, row for row.
+    graphs: the ONNX graphs a saved model used (its run folder's graphs/), else those of the settings."""
+    options = settings.extract_options() | {"graphs": graphs}
+    codes = extract_codes(dataset, settings.backbone, progress=progress, **options)
     if not settings.flip:
         return codes, None
-    flipped = extract_codes(dataset, settings.backbone, flip=True, progress=progress, **settings.extract_options())
+    flipped = extract_codes(dataset, settings.backbone, flip=True, progress=progress, **options)
     codes = codes.select(np.isin(codes.ids, flipped.ids))  # an image unusable in one view is left out of both
     row = {item_id: n for n, item_id in enumerate(flipped.ids)}
     return codes, flipped.select(np.array([row[i] for i in codes.ids], dtype=np.int64))
@@ -72,17 +74,21 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     out = Path(out)
     dataset = load_dataset(settings.data, **settings.dataset_options())
     t0 = time.perf_counter()
-    codes, flipped = codes_of(dataset, settings, progress)
+    graphs = codes_graphs(settings, dataset)
+    codes, flipped = codes_of(dataset, settings, progress, graphs)
     t1 = time.perf_counter()
     if evaluate_test and not (codes.splits == "test").any():
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
+    if not (codes.splits == "train").any():
+        raise CnnCodesError("no labelled training images could be used (see skipped.tsv or the messages above)")
     fitted = train_head(codes, settings.head, flipped, eval_every=settings.eval_every, seed=settings.seed,
                         normalize=settings.normalize, class_weight=settings.class_weight, progress=progress,
                         backbone=settings.backbone)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     clear_run_folder(out)
-    save_model(out / "model.npz", fitted, settings, codes.class_names, test_split=test_split_id(dataset))
+    save_model(out / "model.npz", fitted, settings, codes.class_names, test_split=test_split_id(dataset),
+               graphs=keep_graphs(graphs, out))
     write_json(out / "settings.json", settings.to_dict())
     write_json(out / "curve.json", {"mode": settings.head, "curve": fitted.curve_, "search": fitted.search_,
                                    "best_C": getattr(fitted, "best_c_", None), "timings": timings})
@@ -94,7 +100,9 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     metrics = run_metrics(codes, proba, settings, dataset.name)
     metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
+    metrics["split_sizes_by_class"] = dataset.split_sizes()
     write_predictions(out, codes, proba)
+    write_unlabeled_predictions(out, fitted, codes, flipped, dataset)
     write_json(out / "metrics.json", metrics)
     if report:
         from .report import write_report
@@ -104,6 +112,37 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress)
         write_report(out, progress=progress)
     return RunResult(out, settings, metrics, fitted, codes, timings)
+
+
+def keep_graphs(graphs: dict, out: Path) -> dict:
+    """Copy the ONNX graphs that computed a run's codes into its folder (graphs/): its model then predicts with
+    exactly these graphs, wherever the training images and the cache are. Returns {backbone: file name}."""
+    import shutil
+
+    for graph in graphs.values():
+        (out / "graphs").mkdir(exist_ok=True)
+        if not (out / "graphs" / graph.name).exists():
+            shutil.copyfile(graph, out / "graphs" / f".{graph.name}.part")
+            (out / "graphs" / f".{graph.name}.part").replace(out / "graphs" / graph.name)
+    return {name: graph.name for name, graph in graphs.items()}
+
+
+def write_unlabeled_predictions(out: Path, head, codes: Codes, flipped: Codes | None, dataset, top_k: int = 3) -> None:
+    """unlabeled_predictions.csv: id, path, the top classes with probabilities, for each image without a label."""
+    import csv
+    import io
+
+    if not (codes.splits == UNLABELED).any():
+        return
+    proba = predict_codes(head, codes, flipped, split=UNLABELED)
+    k = min(top_k, len(codes.class_names))
+    text = io.StringIO()
+    rows = csv.writer(text)
+    rows.writerow(["id", "path"] + [f"{c}_{n}" for n in range(1, k + 1) for c in ("class", "probability")])
+    for item_id, p in zip(codes.ids[codes.splits == UNLABELED], proba):
+        path = dataset.root / item_id if dataset.root is not None else ""
+        rows.writerow([item_id, path] + [v for c in np.argsort(-p)[:k] for v in (codes.class_names[c], f"{p[c]:.6f}")])
+    atomic_write(out / "unlabeled_predictions.csv", text.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def test_split_id(dataset) -> dict:
@@ -126,7 +165,8 @@ def clear_run_folder(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-RUN_FILES = ["model.npz", "settings.json", "curve.json", "skipped.tsv", "metrics.json", "test_predictions.npz"]
+RUN_FILES = ["model.npz", "settings.json", "curve.json", "skipped.tsv", "metrics.json", "test_predictions.npz",
+             "unlabeled_predictions.csv"]
 
 
 def run_metrics(codes: Codes, proba: np.ndarray, settings: RunSettings, dataset_name: str) -> dict:
@@ -151,13 +191,15 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
     fitted, meta = load_model_file(model_path)
     settings = RunSettings.from_dict(meta["settings"]).but(data=data, **changes)
     dataset = load_dataset(settings.data, **settings.dataset_options())
+    if not (dataset.splits == "test").any():
+        raise CnnCodesError(f"{settings.data or 'CIFAR-10'} has no test images: there is nothing to evaluate")
     if dataset.class_names != meta["class_names"]:
         raise CnnCodesError(f"the model knows classes {meta['class_names']} but the data has {dataset.class_names}")
     if meta["test_split"] != test_split_id(dataset):
         raise CnnCodesError(f"the test split of {settings.data or 'CIFAR-10'} is not the one this model was trained "
                             f"beside ({test_split_id(dataset)['images']} test images here, "
                             f"{meta['test_split']['images']} then): evaluating could score training images")
-    codes, flipped = codes_of(dataset, settings, progress)
+    codes, flipped = codes_of(dataset, settings, progress, model_graphs(model_path, meta))
     proba = predict_codes(fitted, codes, flipped)
     metrics = run_metrics(codes, proba, settings, dataset.name)
     if out is not None:
@@ -167,7 +209,7 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
 
 
 def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, threshold: float | None = None,
-              folds: int = 5, progress: bool = True) -> tuple[Path, "AuditResult"]:
+              folds: int = 5, progress: bool = True, data=None) -> tuple[Path, "AuditResult"]:
     """`cnncodes audit`: the audit of a run's data (its settings, codes and test predictions), or of any data and
     backbone given as settings. Writes audit.html and the CSV tables to `out` (default RUN_DIR/audit)."""
     from .audit import DUPLICATE_SIMILARITY, audit_codes, dataset_thumbnails
@@ -176,14 +218,14 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
     test_proba = None
     if run_dir is not None:
         run_dir = Path(run_dir)
-        settings = RunSettings.of_run(run_dir)
+        settings = RunSettings.of_run(run_dir).but(data=data)
         out = Path(out) if out is not None else run_dir / "audit"
     elif settings is None or out is None:
         raise CnnCodesError("audit needs a run folder, or --data (and --backbone) with --out")
     dataset = load_dataset(settings.data, **settings.dataset_options())
     # a fine-tuned run's codes are activation maps: the audit compares images by the network's pooled codes
     backbone = "+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+"))
-    codes = extract_codes(dataset, backbone, progress=progress, **settings.extract_options())
+    codes = extract_codes(dataset, backbone, progress=progress, **settings.extract_options()).labelled()
     if run_dir is not None and (run_dir / "test_predictions.npz").exists():
         with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as z:
             row = {i: n for n, i in enumerate(z["ids"])}
@@ -193,5 +235,5 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
     if progress:
         print(f"audit: {len(codes.ids):,} images", flush=True)
     result = audit_codes(codes, test_proba, thumbnails=dataset_thumbnails(dataset, codes.ids, progress), folds=folds,
-                         threshold=threshold or DUPLICATE_SIMILARITY, seed=settings.seed)
+                         threshold=DUPLICATE_SIMILARITY if threshold is None else threshold, seed=settings.seed)
     return write_audit(result, dataset, out), result

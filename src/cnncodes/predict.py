@@ -9,14 +9,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import runtime
+from .codes import runtime
 from .backbones import backbone_names, get_backbone
-from .datasets import IMAGE_SUFFIXES
+from .data.datasets import IMAGE_SUFFIXES
 from .errors import CnnCodesError
-from .images import item_reader
-from .extract import codes_graphs
-from .inference import encode, inference_model
-from .model_file import load_model_file
+from .data.images import item_reader
+from .codes.extract import codes_graphs
+from .codes.inference import encode, inference_model
+from .model_file import load_model_file, model_graphs
 from .settings import RunSettings
 
 CHUNK = 256  # images per step of prediction: memory stays the same however many images there are
@@ -83,7 +83,7 @@ def predict_stream(model_path, images: Sequence, top_k: int = 5, device: str = "
         head, meta, graphs = None, OnnxModel(model_path), {}
     else:
         head, meta = load_model_file(model_path)
-        graphs = codes_graphs(RunSettings.from_dict(meta["settings"]))
+        graphs = model_graphs(model_path, meta) or codes_graphs(RunSettings.from_dict(meta["settings"]))
     for start in range(0, len(images), CHUNK):
         yield from _predict_chunk(head, meta, images[start:start + CHUNK], top_k, device, precision, graphs)
 

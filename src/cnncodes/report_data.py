@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .code_matrix import take
-from .codes import Codes
+from .codes.matrix import take
+from .codes.view import Codes
 from .files import atomic_write, npz_bytes, write_json
 from .tsne import embed, select, thumbnail_cells
 

@@ -31,10 +31,12 @@ class RunSettings:
     concurrency: int | None = None
 
     def __post_init__(self):
-        for name in ("data", "cache_dir"):  # paths are stored as text: settings.json and model.npz hold them
+        import os
+
+        for name in ("data", "cache_dir"):  # paths are stored as absolute text: a run works from any folder
             value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                object.__setattr__(self, name, str(value))
+            if value is not None:
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(str(value))))
 
     def dataset_options(self) -> dict:
         return dict(cache_dir=self.cache_dir, test_percent=self.test_percent,

@@ -8,30 +8,36 @@ from typing import Sequence
 import numpy as np
 
 from .audit_page import THUMB, _uri
-from .codes import Codes
-from .datasets import load_dataset
+from .codes.view import Codes
+from .data.datasets import load_dataset
 from .files import atomic_write
-from .extract import codes_graphs, extract_codes
-from .images import BadImage, load_rgb
+from .codes.extract import codes_graphs, extract_codes
+from .data.images import BadImage, load_rgb
 from .predict import image_codes
+from .model_file import load_model_file, model_graphs
 from .settings import RunSettings
 
 
-def collection(source) -> tuple[Codes, object, RunSettings | None]:
-    """(codes, dataset or None, settings or None) of a run folder, or of a codes.npz from `cnncodes extract`."""
+def collection(source, data=None) -> tuple[Codes, object, RunSettings | None, dict]:
+    """(codes, dataset or None, settings or None, ONNX graphs) of a run folder (its images at `data`, default the
+    recorded path), or of a codes.npz from `cnncodes extract`."""
     source = Path(source)
     if source.is_dir():
-        settings = RunSettings.of_run(source)
+        settings = RunSettings.of_run(source).but(data=data)
+        _, meta = load_model_file(source / "model.npz")
+        graphs = model_graphs(source / "model.npz", meta)
+        # a fine-tuned run's codes are activation maps: images are compared by the network's pooled codes
+        settings = settings.but(backbone="+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+")))
         dataset = load_dataset(settings.data, **settings.dataset_options())
-        return extract_codes(dataset, settings.backbone, progress=False, **settings.extract_options()), dataset, settings
-    return Codes.load(source), None, None
+        codes = extract_codes(dataset, settings.backbone, progress=False, graphs=graphs, **settings.extract_options())
+        return codes, dataset, settings, graphs or codes_graphs(settings, dataset)
+    return Codes.load(source), None, None, {}
 
 
-def similar_images(source, images: Sequence, k: int = 12) -> tuple[list, Codes, object]:
+def similar_images(source, images: Sequence, k: int = 12, data=None) -> tuple[list, Codes, object]:
     """For each query image: the k most similar images of the collection as (row, similarity), or the reason the
     query could not be read."""
-    codes, dataset, settings = collection(source)
-    graphs = codes_graphs(settings) if settings else {}
+    codes, dataset, settings, graphs = collection(source, data)
     query, problems = image_codes(codes.backbone, list(images), graphs=graphs,
                                   **({"precision": settings.precision} if settings else {}))
     rows, sims = codes.nearest(query, k) if len(query) else (np.zeros((0, k), int), np.zeros((0, k)))
@@ -63,7 +69,8 @@ def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out
         for row, sim in result:
             item = str(codes.ids[row])
             img = f'<img src="{thumb(dataset.read(index[item], THUMB))}" alt="">' if item in index else ""
-            cells.append(f"<figure>{img}<figcaption>{html.escape(item)}<br>{html.escape(codes.class_names[codes.labels[row]])}"
+            label = codes.class_names[codes.labels[row]] if codes.labels[row] >= 0 else "(no label)"
+            cells.append(f"<figure>{img}<figcaption>{html.escape(item)}<br>{html.escape(label)}"
                          f" ({codes.splits[row]})<br>{sim:.3f}</figcaption></figure>")
         strips.append(f"<h3>{html.escape(str(path))}</h3><div class=strip>{query}{''.join(cells)}</div>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes: similar images</title><style>

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes import Codes
+from .codes.view import Codes
 from .files import atomic_write, npz_bytes
 
 

@@ -10,7 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import CnnCodesError
-from ..preprocess import Preprocess
+from .preprocess import Preprocess
 from . import weights
 
 if TYPE_CHECKING:

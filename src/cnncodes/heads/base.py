@@ -124,7 +124,7 @@ class Head:
 
     def decision_function(self, x) -> np.ndarray:
         """Logits, computed chunk by chunk: codes on disk are read a chunk at a time."""
-        from ..code_matrix import chunks
+        from ..codes.matrix import chunks
 
         self.check_input(x)
         parts = [self._logits(c) for _, c in chunks(x)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..code_matrix import chunk_rows, chunks
+from ..codes.matrix import chunk_rows, chunks
 from .base import normalize_codes
 
 RESIDENT_BYTES = 2 << 30  # chunks kept between loss evaluations; the rest is read again each time

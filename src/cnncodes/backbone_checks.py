@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..images import load_rgb
-from . import get_backbone, load_model
+from .data.images import load_rgb
+from .backbones import get_backbone, load_model
 
 
 def imagenet_sample(root: Path) -> tuple[list[np.ndarray], np.ndarray]:
@@ -32,9 +32,9 @@ def imagenet_top1(name: str, root: Path, preprocess=None) -> float:
 
 def inception_probe_accuracy(cifar10_exact: Path) -> float:
     """A softmax probe on Inception-2015 codes of 400 exact CIFAR-10 training images, scored on 200 test images."""
-    from ..datasets import image_folder
-    from ..extract import extract_codes
-    from ..heads import SoftmaxHead
+    from .data.datasets import image_folder
+    from .codes.extract import extract_codes
+    from .heads import SoftmaxHead
 
     ds = image_folder(cifar10_exact)
     rng = np.random.default_rng(0)

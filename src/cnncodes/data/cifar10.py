@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CnnCodesError
+from ..errors import CnnCodesError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -130,7 +130,7 @@ def _to_images(batch: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def load(data=None, cache_dir=None, download: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """(images, labels, class names, splits) of CIFAR-10 (50,000 train / 10,000 test) from an archive path, an
-    extracted folder, or the cache (cnncodes.datasets makes the Dataset)."""
+    extracted folder, or the cache (cnncodes.data.datasets makes the Dataset)."""
     if data is None:
         path = Path(cache_dir or default_cache_dir()) / ARCHIVE
         if not path.exists():

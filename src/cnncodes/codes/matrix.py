@@ -16,18 +16,20 @@ CHUNK_BYTES = 64 << 20  # rows read at a time by chunks(): large enough for fast
 
 
 class FileRows:
-    """The rows of an .npy file of shape (n, d), read on demand."""
+    """Rows of a matrix stored one after another in a file, read on demand: an .npy file of shape (n, d) (its header
+    gives shape and dtype), or a headerless file of fixed-width rows given its shape and dtype (the store's rows)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        with open(self.path, "rb") as f:
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
-            shape, fortran, dtype = read_header(f)
-            self.offset = f.tell()
-        if fortran or len(shape) != 2:
-            raise ValueError(f"{self.path} is not a C-ordered matrix")
-        self.shape, self.dtype = shape, np.dtype(dtype)
+    def __init__(self, path: Path, shape: tuple[int, int] | None = None, dtype=None):
+        self.path, self.offset = Path(path), 0
+        if shape is None:
+            with open(self.path, "rb") as f:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
+                shape, fortran, dtype = read_header(f)
+                self.offset = f.tell()
+            if fortran or len(shape) != 2:
+                raise ValueError(f"{self.path} is not a C-ordered matrix")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -43,7 +45,7 @@ class FileRows:
         try:
             flat = out.reshape(-1).view(np.uint8)
             for a, b in consecutive_runs(ordered):
-                _read_exactly(fd, flat[a * row_bytes:b * row_bytes], self.offset + int(ordered[a]) * row_bytes)
+                read_exactly(fd, flat[a * row_bytes:b * row_bytes], self.offset + int(ordered[a]) * row_bytes)
         finally:
             os.close(fd)
         if not np.array_equal(order, np.arange(len(order))):
@@ -57,7 +59,7 @@ def consecutive_runs(ordered: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), np.append(starts[1:], len(ordered)).tolist()))
 
 
-def _read_exactly(fd: int, into: np.ndarray, offset: int) -> None:
+def read_exactly(fd: int, into: np.ndarray, offset: int) -> None:
     view = memoryview(into)
     while len(view):
         n = os.preadv(fd, [view[:1 << 30]], offset)

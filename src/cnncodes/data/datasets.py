@@ -1,7 +1,10 @@
 """Where images and labels come from: a folder of class folders, the CIFAR-10 archive, or arrays.
 
-Every dataset is a list of items (a stable id, a label, a split) plus a way to read item i as RGB.
-Splits are stable: an item's split depends only on its id (and the seed), never on what else is there.
+Every dataset is a list of items (an id, a content key, a label, a split) plus a way to read item i as RGB.
+Splits are stable: a file's split depends only on its content (and the seed), never on its name, its class folder
+or what else is there, so relabelling, moving or adding images never moves another image between splits.
+Images without a label (an unlabeled/ folder, manifest rows with an empty label) get label -1 and the split
+"unlabeled": they get codes and predictions, and never train or score anything.
 """
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import cifar10
-from .errors import CnnCodesError
+from ..errors import CnnCodesError
+from .content import StatMemo, is_key, pixels_key
 from .images import load_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
 SPLITS = ("train", "validation", "test")
+UNLABELED = "unlabeled"  # the split (and, any case, the folder name) of images without a label; their label is -1
+UNLABELED_FOLDERS = {"unlabeled", "unlabelled"}
 SPLIT_DTYPE = "<U10"  # wide enough for "validation": a narrower array would silently truncate it
 
 
@@ -27,13 +33,15 @@ SPLIT_DTYPE = "<U10"  # wide enough for "validation": a narrower array would sil
 class Dataset:
     name: str
     class_names: list[str]
-    ids: list[str]  # stable identity of each item: relative path, or "cifar10/train/123"
-    labels: np.ndarray  # int64
-    splits: np.ndarray  # "train" / "validation" / "test"
+    ids: list[str]  # each item's name: relative path, or "cifar10/train/123"
+    labels: np.ndarray  # int64; -1: no label
+    splits: np.ndarray  # "train" / "validation" / "test" / "unlabeled"
     # (item index, min_side) -> (H, W, 3) uint8; min_side: the decoder may shrink a large image (JPEG draft mode)
     # as long as both sides stay at least this long; None: full size
     reader: Callable[[int, int | None], np.ndarray] = field(repr=False)
-    content_key: str = ""  # what changes when the images change (see fingerprint())
+    # each item's content key (data.content): what its codes are stored by; a reader that returns other pixels than
+    # the file's (a transform) needs other keys
+    keys: list[str] = field(default_factory=list)
     root: Path | None = None
     problems: list[tuple[str, str]] = field(default_factory=list)  # (item, reason) found while listing
 
@@ -46,12 +54,19 @@ class Dataset:
     def path(self, i: int) -> Path | None:
         return self.root / self.ids[i] if self.root is not None else None
 
-    def fingerprint(self) -> str:
-        """Changes when any item, label or image content changes; used to name the codes cache."""
-        h = hashlib.sha256(self.content_key.encode())
-        h.update("\n".join(self.ids).encode("utf-8", "surrogateescape"))
-        h.update(self.labels.astype(np.int64).tobytes())
-        return h.hexdigest()[:20]
+    def row_of(self) -> dict[str, int]:
+        """{item id: its position}: how a table keyed by ids finds its items here."""
+        return {item_id: n for n, item_id in enumerate(self.ids)}
+
+    def split_sizes(self) -> dict[str, dict[str, int]]:
+        """{split: {class name: images}} of the splits that have images."""
+        out = {}
+        for split in (*SPLITS, UNLABELED):
+            mine = self.labels[self.splits == split]
+            if len(mine):
+                out[split] = {"(no label)": len(mine)} if split == UNLABELED else {
+                    name: int((mine == k).sum()) for k, name in enumerate(self.class_names)}
+        return out
 
     def subset(self, index: Sequence[int] | np.ndarray) -> "Dataset":
         index = np.asarray(index, dtype=np.int64)
@@ -59,7 +74,7 @@ class Dataset:
             name=self.name, class_names=self.class_names, ids=[self.ids[i] for i in index],
             labels=self.labels[index], splits=self.splits[index],
             reader=lambda j, min_side=None, _r=self.reader, _i=index: _r(int(_i[j]), min_side),
-            content_key=self.content_key + f"|subset:{hashlib.sha1(index.tobytes()).hexdigest()}", root=self.root,
+            keys=[self.keys[i] for i in index], root=self.root,
         )
 
 
@@ -70,8 +85,9 @@ def stable_fraction(item_id: str, seed) -> float:
 
 
 def assign_splits(ids: Sequence[str], test_percent: float, validation_percent: float, seed: int) -> np.ndarray:
-    """test: test_percent of the items, by their id alone, so that no seed ever moves an image into or out of the
-    test split; validation: validation_percent of the others, drawn with the seed; the rest is train."""
+    """test: test_percent of the items, by their id (a file's content key) alone, so that no seed ever moves an
+    image into or out of the test split; validation: validation_percent of the others, drawn with the seed; the rest
+    is train. Identical images share a key, hence a split: a duplicate never sits in train and test at once."""
     test = np.array([stable_fraction(i, "test") < test_percent / 100 for i in ids], dtype=bool)
     validation = np.array([stable_fraction(i, seed) < validation_percent / 100 for i in ids], dtype=bool)
     out = np.full(len(ids), "train", dtype=object)
@@ -97,10 +113,28 @@ def _regular_or_unreadable(path: Path) -> bool:
 def _scan_class_folders(root: Path, base: Path) -> tuple[list[str], list[str], list[int], list[tuple[str, str]]]:
     """Class names, file paths (relative to base) and labels under root/<class>/...; empty classes reported."""
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs.sort(key=lambda p: p.name.lower() in UNLABELED_FOLDERS)  # last: labels count the classes before it
     names, rel_paths, labels, problems = [], [], [], []
     for class_dir in class_dirs:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+        files = _image_files(class_dir, base, problems)
+        if class_dir.name.lower() in UNLABELED_FOLDERS:
+            rel_paths += [full.relative_to(base).as_posix() for full in files]
+            labels += [-1] * len(files)
+            continue
+        if not files:
+            problems.append((class_dir.relative_to(base).as_posix() + "/", "empty class folder: no image files, class ignored"))
+            continue
+        names.append(class_dir.name)
+        for full in files:
+            rel_paths.append(full.relative_to(base).as_posix())
+            labels.append(len(names) - 1)
+    return names, rel_paths, labels, problems
+
+
+def _image_files(folder: Path, base: Path, problems: list) -> list[Path]:
+    """The image files under a folder, in sorted order; non-regular ones reported in problems."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
                 full = Path(dirpath) / fn
@@ -110,14 +144,7 @@ def _scan_class_folders(root: Path, base: Path) -> tuple[list[str], list[str], l
                     problems.append((full.relative_to(base).as_posix(), "not a regular file"))
                     continue
                 files.append(full)
-        if not files:
-            problems.append((class_dir.relative_to(base).as_posix() + "/", "empty class folder: no image files, class ignored"))
-            continue
-        names.append(class_dir.name)
-        for full in files:
-            rel_paths.append(full.relative_to(base).as_posix())
-            labels.append(len(names) - 1)
-    return names, rel_paths, labels, problems
+    return files
 
 
 SPLIT_FOLDERS = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation",
@@ -131,7 +158,7 @@ def _split_folders(root: Path) -> dict[str, Path]:
     found = {p: SPLIT_FOLDERS[p.name.lower()] for p in folders if p.name.lower() in SPLIT_FOLDERS}
     if not found:
         return {}
-    others = [p.name for p in folders if p not in found]
+    others = [p.name for p in folders if p not in found and p.name.lower() not in UNLABELED_FOLDERS]
     named = ", ".join(f"{p.name}/" for p in found)
     if others:
         raise CnnCodesError(f"{str(root)!r} holds split folders ({named}) beside other folders ({', '.join(others)}): "
@@ -155,23 +182,24 @@ def _split_folders(root: Path) -> dict[str, Path]:
     return by_split
 
 
-def image_folder(root, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0) -> Dataset:
+def image_folder(root, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0,
+                 cache_dir=None) -> Dataset:
     """A folder of class folders, or train/ with val/ (valid/, validation/) and/or test/ split folders holding
-    class folders. Splits without a folder are carved from train/: test by test_percent, by id alone;
-    validation by validation_percent of the rest, seeded.
+    class folders; an unlabeled/ folder (any case) beside the class folders or the split folders holds images without
+    a label. Splits without a folder are carved from train/: test by test_percent, by content alone; validation by
+    validation_percent of the rest, seeded. cache_dir: where the stat memo of content keys lives.
     """
     root = Path(root)
     if not root.exists():
         raise CnnCodesError(f"data path {str(root)!r} does not exist")
     if not root.is_dir():
-        raise CnnCodesError(f"data path {str(root)!r} is not a folder of class folders (nor a CIFAR-10 archive)")
+        raise CnnCodesError(f"data path {str(root)!r} is not a folder of class folders (nor a CIFAR-10 archive "
+                            "nor a .csv manifest)")
     _check_percents(test_percent, validation_percent)
     folders = _split_folders(root)
     if folders:
         names, ids, labels, problems = _scan_class_folders(folders["train"], root)
-        carved = assign_splits(ids, 0.0 if "test" in folders else test_percent,
-                               0.0 if "validation" in folders else validation_percent, seed)
-        splits = [carved]
+        given = [""] * len(ids)
         for split in ("validation", "test"):
             if split not in folders:
                 continue
@@ -180,36 +208,57 @@ def image_folder(root, test_percent: float = 20.0, validation_percent: float = 2
             if missing:
                 raise CnnCodesError(f"{folders[split].name}/ has classes that train/ lacks: {sorted(missing)}")
             ids += other_ids
-            labels += [names.index(other_names[t]) for t in other_labels]
+            labels += [names.index(other_names[t]) if t >= 0 else -1 for t in other_labels]
             problems += other_problems
-            splits.append(np.full(len(other_ids), split, dtype=SPLIT_DTYPE))
-        splits = np.concatenate(splits)
+            given += [split] * len(other_ids)
+        for folder in root.iterdir():
+            if folder.is_dir() and folder.name.lower() in UNLABELED_FOLDERS:
+                found = [f.relative_to(root).as_posix() for f in _image_files(folder, root, problems)]
+                ids, labels, given = ids + found, labels + [-1] * len(found), given + [""] * len(found)
+        carve = (0.0 if "test" in folders else test_percent, 0.0 if "validation" in folders else validation_percent)
     else:
         names, ids, labels, problems = _scan_class_folders(root, root)
-        splits = assign_splits(ids, test_percent, validation_percent, seed)
+        given, carve = [""] * len(ids), (test_percent, validation_percent)
     if not ids:
-        raise CnnCodesError(f"no images found under {str(root)!r}: expected {root}/<class name>/<image files>")
-    return _files_dataset(root, root.name, names, ids, labels, splits, problems)
+        loose = [f.name for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        hint = (f" ({len(loose)} image files lie directly in it: put each class's images in a folder named after the "
+                "class, or the unlabelled ones in unlabeled/)") if loose else ""
+        raise CnnCodesError(f"no images found under {str(root)!r}: expected {root}/<class name>/<image files>{hint}")
+    return _files_dataset(root, root.name, names, ids, labels, given, carve, seed, problems, cache_dir)
 
 
-def _files_dataset(root: Path, name: str, names: list[str], ids: list[str], labels: list[int], splits,
-                   problems: list) -> Dataset:
-    """Image files under root (ids are their relative paths), fingerprinted by their sizes and times."""
+def _files_dataset(root: Path, name: str, names: list[str], ids: list[str], labels: list[int], given: list[str],
+                   carve: tuple[float, float], seed: int, problems: list, cache_dir) -> Dataset:
+    """Image files under root (ids are their relative paths) with their content keys; a file that cannot be read
+    is reported in problems and left out. given: each file's split ("" where it is carved by its content key)."""
     if len(names) < 2:
-        raise CnnCodesError(f"found only one class ({names[0]!r}) in {name!r}: a classifier needs at least two")
-    stats = [os.stat(root / i, follow_symlinks=True) if (root / i).exists() else None for i in ids]
-    content = hashlib.sha256("".join(f"{s.st_size}:{s.st_mtime_ns};" if s else "missing;" for s in stats).encode())
+        raise CnnCodesError(f"found {'only one class (' + repr(names[0]) + ')' if names else 'no class'} in "
+                            f"{name!r}: a classifier needs at least two")
+    memo = StatMemo(Path(cache_dir or cifar10.default_cache_dir()) / "files.sqlite")
+    found = memo.keys([root / i for i in ids])
+    keep = [n for n, key in enumerate(found) if is_key(key)]
+    lost = [(ids[n], key) for n, key in enumerate(found) if not is_key(key)]
+    if not keep:
+        missing = sum(why.startswith("missing") for _, why in lost)
+        raise CnnCodesError(f"none of the {len(ids):,} images under {str(root)!r} can be read ({missing:,} missing, "
+                            f"e.g. {lost[0][0]!r} resolved to {str(root / lost[0][0])!r}: {lost[0][1]})")
+    ids, keys = [ids[n] for n in keep], [found[n] for n in keep]
+    labels = np.asarray(labels, dtype=np.int64)[keep]
+    given = [given[n] for n in keep]
+    carved = assign_splits(keys, *carve, seed)
+    splits = np.array([UNLABELED if y < 0 else g or c for g, c, y in zip(given, carved, labels)], dtype=SPLIT_DTYPE)
     return Dataset(
-        name=name, class_names=names, ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=np.asarray(splits),
-        reader=lambda i, min_side=None: load_rgb(root / ids[i], min_side), content_key=f"folder:{content.hexdigest()}",
-        root=root, problems=problems,
+        name=name, class_names=names, ids=ids, labels=labels, splits=splits,
+        reader=lambda i, min_side=None: load_rgb(root / ids[i], min_side), keys=keys, root=root,
+        problems=problems + lost,
     )
 
 
-def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0) -> Dataset:
+def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0,
+             cache_dir=None) -> Dataset:
     """A CSV with a header naming the columns path and label (and optionally split: train, val/validation, test):
-    for labels that do not live in folder names. Paths are relative to the CSV's folder; rows without a split
-    are carved as in a folder (test by id alone, validation seeded)."""
+    for labels that do not live in folder names. Paths are relative to the CSV's folder and must stay inside it;
+    an empty label marks an image without a label; rows without a split are carved as in a folder."""
     import csv
 
     path = Path(path)
@@ -224,37 +273,45 @@ def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0,
         raise CnnCodesError(f"{str(path)!r} is not a manifest: expected a CSV with a header row 'path,label[,split]' "
                             "and one row per image")
     rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in rows]
-    problems = [(f"line {n + 2}", "no path or no label: row ignored") for n, r in enumerate(rows)
-                if not r["path"] or not r["label"]]
-    rows = [r for r in rows if r["path"] and r["label"]]
-    names = sorted({r["label"] for r in rows})
+    problems = [(f"line {n + 2}", "no path: row ignored") for n, r in enumerate(rows) if not r["path"]]
+    rows = [r for r in rows if r["path"]]
+    for r in rows:
+        norm = os.path.normpath(r["path"])
+        if os.path.isabs(norm) or norm == ".." or norm.startswith("../"):
+            raise CnnCodesError(f"{str(path)!r}: the path {r['path']!r} points outside the manifest's folder; paths "
+                                "must be relative to it and stay inside it")
     ids = [Path(r["path"]).as_posix() for r in rows]
+    seen = {}
+    for i, r in zip(ids, rows):
+        if i in seen and bool(seen[i]) != bool(r["label"]):
+            raise CnnCodesError(f"{str(path)!r} lists {i!r} both with a label ({seen[i] or r['label']!r}) and without "
+                                "one: keep one row per image")
+        seen.setdefault(i, r["label"])
+    names = sorted({r["label"] for r in rows if r["label"]})
     given = [SPLIT_FOLDERS.get(r.get("split", "").lower(), "") for r in rows]
     bad = sorted({r["split"] for r, g in zip(rows, given) if r.get("split") and not g})
     if bad:
         raise CnnCodesError(f"{str(path)!r}: unknown split {bad[0]!r}; use train, val (or validation) or test")
-    carved = assign_splits(ids, 0.0 if "test" in given else test_percent,
-                           0.0 if "validation" in given else validation_percent, seed)
-    splits = np.array([g or c for g, c in zip(given, carved)], dtype=SPLIT_DTYPE)
-    return _files_dataset(path.parent, path.stem, names, ids, [names.index(r["label"]) for r in rows], splits,
-                          problems)
+    carve = (0.0 if "test" in given else test_percent, 0.0 if "validation" in given else validation_percent)
+    labels = [names.index(r["label"]) if r["label"] else -1 for r in rows]
+    return _files_dataset(path.parent, path.stem, names, ids, labels, given, carve, seed, problems, cache_dir)
 
 
 def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name: str = "arrays",
                 id_prefix: str = "item") -> Dataset:
-    """Images already in memory as (N, H, W, 3) uint8."""
+    """Images already in memory as (N, H, W, 3) uint8; ids name each item's split and position in it."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise CnnCodesError(f"expected images of shape (N, H, W, 3), got {images.shape}")
     splits = np.asarray(splits, dtype=object).astype(SPLIT_DTYPE)
-    counters = {s: 0 for s in SPLITS}
+    counters = {s: 0 for s in (*SPLITS, UNLABELED)}
     ids = []
     for s in splits:
         ids.append(f"{id_prefix}/{s}/{counters[s]}")
         counters[s] += 1
     return Dataset(
         name=name, class_names=list(class_names), ids=ids, labels=np.asarray(labels, dtype=np.int64), splits=splits,
-        reader=lambda i, min_side=None: images[i], content_key="arrays:" + hashlib.sha256(images.tobytes()).hexdigest(),
+        reader=lambda i, min_side=None: images[i], keys=[pixels_key(x) for x in images],
     )
 
 
@@ -265,7 +322,7 @@ def cifar10_dataset(data=None, cache_dir=None, download: bool = True) -> Dataset
 
 
 def carve_validation(ds: Dataset, validation_percent: float, seed: int) -> Dataset:
-    """Re-draw the validation share of train+validation items (stable per id)."""
+    """Re-draw the validation share of train+validation items (stable per id: the archive's ids never change)."""
     pool = np.isin(ds.splits, ["train", "validation"])
     idx = np.flatnonzero(pool)
     ds.splits = ds.splits.astype(SPLIT_DTYPE)  # a copy, wide enough whatever the input's width
@@ -279,5 +336,5 @@ def load_dataset(data=None, *, cache_dir=None, test_percent: float = 20.0, valid
     if data is None or cifar10.looks_like_cifar(data):
         return carve_validation(cifar10_dataset(data, cache_dir=cache_dir, download=download), validation_percent, seed)
     if str(data).lower().endswith(".csv"):
-        return manifest(data, test_percent, validation_percent, seed)
-    return image_folder(data, test_percent, validation_percent, seed)
+        return manifest(data, test_percent, validation_percent, seed, cache_dir)
+    return image_folder(data, test_percent, validation_percent, seed, cache_dir)

@@ -13,9 +13,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .backbones import Backbone, load_model
-from .errors import CnnCodesError
-from .images import TRANSIENT_ERRNOS, BadImage
+from ..backbones import Backbone, load_model
+from ..errors import CnnCodesError
+from ..data.images import TRANSIENT_ERRNOS, BadImage
 from .onnx_graphs import Session
 
 Reader = Callable[[int, int | None], np.ndarray]  # (item index, min_side) -> (H, W, 3) uint8: Dataset.read

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from . import runtime as process
-from .errors import CnnCodesError
+from ..errors import CnnCodesError
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 # images per ONNX Runtime run: the activations of a few images stay in the CPU's caches (one-threaded runs of 64
@@ -152,18 +152,23 @@ def atomic_graph(build, path: Path) -> Path:
 CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales
 
 
+REUSE_OVERLAP = 0.9  # an int8 graph calibrated on this share of the wanted calibration images is reused
+
+
 def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None:
     """The ONNX graph a runtime runs for a backbone (pixel windows in, codes out, see pixels_graph), built once into
-    the cache; None for the torch runtime. calibration(): batches of normalised network inputs (int8 only), called
-    only when building."""
-    from .backbones import load_model
-    from .codes import fingerprint
+    the cache; None for the torch runtime. calibration (int8 only): .keys, the content keys of its images, and
+    calling it yields batches of normalised network inputs, only when a graph is built. An int8 graph of the cache
+    calibrated on nearly the same images (REUSE_OVERLAP) is reused: adding or relabelling a few images of a collection
+    must not change the graph, which would change every code."""
+    import json
+
+    from ..backbones import load_model
+    from .identity import int8_graph_name, network_graph_name
 
     if check_runtime(runtime) == "torch":
         return None
     size = spec.preprocess.size
-    key = fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size, runtime=runtime,
-                      calibration=calibration.identity if runtime == "onnx-int8" else None)
     folder = Path(cache_dir) / "onnx"
 
     def export(tmp: Path) -> None:
@@ -171,10 +176,26 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
 
         write_onnx(load_model(spec.name), torch.zeros(2, 3, size, size), tmp, "x", "codes")
 
-    fp32 = atomic_graph(export, folder / f"{spec.name}-fp32-{fingerprint(backbone=spec.name, weights=spec.weights_id(), size=size)}.onnx")
-    network = fp32 if runtime == "onnx" else atomic_graph(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"),
-                                                          folder / f"{spec.name}-int8-{key}.onnx")
-    return pixels_graph(network, spec.preprocess)
+    fp32 = atomic_graph(export, folder / network_graph_name(spec))
+    if runtime == "onnx":
+        return pixels_graph(fp32, spec.preprocess)
+    if calibration is None:
+        raise CnnCodesError("an int8 graph needs calibration images: give the run's data (--data)")
+    wanted = set(calibration.keys)
+    for sidecar in sorted(folder.glob(f"{spec.name}-int8-*.keys.json")):
+        graph = sidecar.with_name(sidecar.name.removesuffix(".keys.json") + ".onnx")
+        try:
+            used = set(json.loads(sidecar.read_text()))
+        except (OSError, ValueError):
+            continue
+        if graph.exists() and len(used & wanted) >= REUSE_OVERLAP * max(len(wanted), len(used)):
+            return pixels_graph(graph, spec.preprocess)
+    graph = folder / int8_graph_name(spec, calibration.keys)
+    atomic_graph(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), graph)
+    from ..files import write_json
+
+    write_json(graph.with_name(graph.stem + ".keys.json"), sorted(calibration.keys))
+    return pixels_graph(graph, spec.preprocess)
 
 
 def pixels_graph(network: Path, preprocess) -> Path:
@@ -183,11 +204,9 @@ def pixels_graph(network: Path, preprocess) -> Path:
     stack, and no float pass runs in Python. The graph normalises in the same float32 arithmetic (bit-identical
     codes); where an int8 graph's input quantisation maps each pixel value to itself, the pixels go straight to it,
     a 4th channel included (its first convolutions get zero weights for it); elsewhere the 4th channel is dropped."""
-    from .codes import fingerprint
+    from .identity import pixels_graph_name
 
     dtype = np.dtype(preprocess.pixel_dtype)
-    key = fingerprint(graph=network.name, mean=preprocess.mean, std=preprocess.std, dtype=dtype.name, layout="NHWC",
-                      channels=preprocess.channels)
 
     def build(tmp: Path) -> None:
         import onnx
@@ -195,7 +214,7 @@ def pixels_graph(network: Path, preprocess) -> Path:
         onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std, dtype, preprocess.channels),
                   str(tmp))
 
-    return atomic_graph(build, network.with_name(f"{network.stem}-pixels-{key}.onnx"))
+    return atomic_graph(build, network.with_name(pixels_graph_name(network.name, preprocess, dtype.name)))
 
 
 def _pixel_input(model, mean: float, std: float, dtype: np.dtype, channels: int):

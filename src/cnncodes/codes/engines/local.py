@@ -1,19 +1,18 @@
 """The local engine: this process's threads decode, its one model instance runs; each batch's codes go straight
-to the store, so memory holds a batch, not a shard."""
+to the store, so memory holds a batch, not the collection."""
 from __future__ import annotations
 
 from ..inference import encode, inference_model
+from . import store_batch
 
 
-def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar) -> None:
+def compute_codes(dataset, store, indices: list[int], spec, settings: dict, bar) -> dict:
     model = inference_model(spec.name, settings["device"], settings.get("graph"))
-    for k in shards:
-        r = store.shard_range(k)
-        skipped = {}
-        for chunk, codes, bad in encode(dataset.read, r, spec, model, device=settings["device"],
+    unstored = {}
+    with store.writer() as append:
+        for chunk, codes, bad in encode(dataset.read, indices, spec, model, device=settings["device"],
                                         precision=settings["precision"], batch_size=settings["batch_size"],
                                         threads=settings["threads"]):
-            store.write_rows(chunk[0], codes)
-            skipped.update(bad)
+            unstored |= store_batch(append, [dataset.keys[i] for i in chunk], codes, [bad.get(i) for i in chunk])
             bar.update(len(chunk))
-        store.commit(k, skipped)
+    return unstored

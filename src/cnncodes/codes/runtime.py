@@ -6,7 +6,7 @@ import glob
 import os
 import sys
 
-from .errors import CnnCodesError
+from ..errors import CnnCodesError
 
 PRECISION_ENV = "CNNCODES_PRECISION"  # fp32 or bf16: what --precision auto means on this machine
 TCMALLOC_ENV = "CNNCODES_MALLOC"  # set once the process runs with the fast allocator, so we re-exec only once

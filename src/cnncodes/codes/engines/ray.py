@@ -1,7 +1,6 @@
 """Extraction on Ray Data: actors load the model once (map_batches with a callable class) and run the very
 same preprocessing and forward pass as the local engine; the driver writes each batch of codes into the same store as
-it arrives and commits a shard when its last row is in, so it holds no rows of unfinished shards and later steps
-cannot tell which engine ran."""
+it arrives, so later steps cannot tell which engine ran."""
 from __future__ import annotations
 
 import logging
@@ -9,8 +8,8 @@ import logging
 import numpy as np
 
 from .. import runtime
-from ..code_matrix import consecutive_runs
-from ..errors import CnnCodesError
+from ...errors import CnnCodesError
+from . import store_batch
 
 
 def _require_ray():
@@ -30,7 +29,7 @@ class CodesActor:
                  graph_ref: list):
         import ray
 
-        from ..backbones import get_backbone
+        from ...backbones import get_backbone
         from ..inference import inference_model
 
         if not graph_ref:  # ONNX Runtime sessions take the actor's CPUs themselves
@@ -52,7 +51,7 @@ class CodesActor:
         return {"index": np.asarray(batch["index"]), "codes": codes, "reason": np.array(reasons, dtype=object)}
 
 
-def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar) -> None:
+def compute_codes(dataset, store, indices: list[int], spec, settings: dict, bar) -> dict:
     ray = _require_ray()
     address, concurrency = settings.get("address"), settings.get("concurrency")
     if not ray.is_initialized():
@@ -63,37 +62,29 @@ def compute_shards(dataset, store, shards: list[int], spec, settings: dict, bar)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpu = settings["device"] != "cpu"
-    actors = concurrency or max(1, cpus // 2)
+    # one actor per GPU (each holds one), or one per two CPUs; an actor's device is plain "cuda": the GPU Ray gave it
+    actors = concurrency or (max(1, int(ray.cluster_resources().get("GPU", 1))) if gpu else max(1, cpus // 2))
     threads = max(1, cpus // actors)
-    indices = [i for k in shards for i in store.shard_range(k)]
     dataset_ref = [ray.put(dataset)]  # the items travel as indices; folders must be at the same path on every node
     graph_ref = [ray.put(settings["graph"].read_bytes())] if settings.get("graph") else []
     # Ray Data restarts a failed actor and retries its batches (max_restarts=-1 is its default for actor pools).
     codes = ray.data.from_items([{"index": i} for i in indices]).map_batches(
         CodesActor, fn_constructor_kwargs=dict(dataset_ref=dataset_ref, backbone=spec.name, flip=spec.preprocess.flip,
-                                               device=settings["device"], precision=settings["precision"],
+                                               device="cuda" if gpu else "cpu", precision=settings["precision"],
                                                threads=threads, graph_ref=graph_ref),
         batch_size=settings["batch_size"], compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0,
     )
-    # rows go to the store as they arrive (Ray may finish shards out of order): the driver keeps only counts
-    left = {k: len(store.shard_range(k)) for k in shards}
-    skipped = {k: {} for k in shards}
-    shard_of = {i: k for k in shards for i in store.shard_range(k)}
-    for batch in codes.iter_batches(batch_size=None, batch_format="numpy"):
-        index = batch["index"].astype(np.int64)
-        order = np.argsort(index)
-        index, rows, reasons = index[order], batch["codes"][order], batch["reason"][order]
-        for a, b in consecutive_runs(index):
-            store.write_rows(int(index[a]), rows[a:b])
-        for i, reason in zip(index.tolist(), reasons):
-            k = shard_of[i]
-            left[k] -= 1
-            if reason:
-                skipped[k][i] = reason
-            if left[k] == 0:
-                store.commit(k, skipped.pop(k))
-        bar.update(len(index))
-    if any(left.values()):
-        raise CnnCodesError(f"Ray returned no codes for shards {sorted(k for k, n in left.items() if n)}; "
-                            "run again to retry them")
+    # each batch goes to the store as it arrives (in whatever order Ray finishes them): the driver holds one batch
+    unstored, done = {}, 0
+    with store.writer() as append:
+        for batch in codes.iter_batches(batch_size=None, batch_format="numpy"):
+            index = batch["index"].astype(np.int64).tolist()
+            unstored |= store_batch(append, [dataset.keys[i] for i in index], batch["codes"],
+                                    [r or None for r in batch["reason"]])
+            done += len(index)
+            bar.update(len(index))
+    if done < len(indices):
+        raise CnnCodesError(f"Ray returned codes for {done:,} of {len(indices):,} images; run again to compute the "
+                            "rest (those it returned are stored)")
+    return unstored
