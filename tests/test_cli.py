@@ -272,3 +272,33 @@ def test_flipped_codes_are_aligned_with_the_codes_by_image_id(monkeypatch):
     codes, flipped = pipeline.codes_of(None, RunSettings(flip=True), progress=False)
     assert list(codes.ids) == list(flipped.ids) == ["a.png", "c.png", "d.png"]
     assert np.array_equal(flipped.vectors - 10, codes.vectors)
+
+
+def test_a_run_works_from_another_folder_and_its_model_without_the_training_images(tiny_folder, tmp_path):
+    """`run --data photos` from one folder; audit, similar, evaluate and export from another; then the images move
+    away: predict still works (the int8 graph travels in the run folder), and --data points the rest at them."""
+    import shutil
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.copytree(tiny_folder, work / "photos")
+    run = cli("run", "--data", "photos", "--runtime", "onnx-int8", "--out", "out", "--no-report", cwd=work)
+    assert run.returncode == 0, run.stderr
+    out = work / "out"
+    assert json.loads((out / "settings.json").read_text())["data"] == str(work / "photos")
+    query = work / "photos" / "bars" / "000.png"
+    for args in (["audit", out, "--out", elsewhere / "audit"], ["similar", out, query, "--out", elsewhere / "s.html"],
+                 ["evaluate", out / "model.npz"]):
+        result = cli(*args, cwd=elsewhere)
+        assert result.returncode == 0, (args, result.stderr)
+    moved = tmp_path / "moved"
+    shutil.move(work / "photos", moved)
+    shutil.copy(moved / "bars" / "000.png", elsewhere / "query.png")
+    predicted = cli("predict", out / "model.npz", elsewhere / "query.png", cwd=elsewhere)
+    assert predicted.returncode == 0 and "bars" in predicted.stdout.split(":")[1], predicted.stderr
+    missing = cli("evaluate", out / "model.npz", cwd=elsewhere)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    again = cli("evaluate", out / "model.npz", "--data", moved, cwd=elsewhere)
+    assert again.returncode == 0, again.stderr
+    exported = cli("export", out, "--int8", "--out", elsewhere / "m.onnx", cwd=elsewhere)
+    assert exported.returncode == 0, exported.stderr

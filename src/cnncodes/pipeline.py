@@ -190,7 +190,7 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
                             "with the run's own; choose another --out")
     fitted, meta = load_model_file(model_path)
     settings = RunSettings.from_dict(meta["settings"]).but(data=data, **changes)
-    dataset = load_dataset(settings.data, **settings.dataset_options())
+    dataset = settings.load_data()
     if not (dataset.splits == "test").any():
         raise CnnCodesError(f"{settings.data or 'CIFAR-10'} has no test images: there is nothing to evaluate")
     if dataset.class_names != meta["class_names"]:
@@ -222,7 +222,7 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
         out = Path(out) if out is not None else run_dir / "audit"
     elif settings is None or out is None:
         raise CnnCodesError("audit needs a run folder, or --data (and --backbone) with --out")
-    dataset = load_dataset(settings.data, **settings.dataset_options())
+    dataset = settings.load_data()
     # a fine-tuned run's codes are activation maps: the audit compares images by the network's pooled codes
     backbone = "+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+"))
     codes = extract_codes(dataset, backbone, progress=progress, **settings.extract_options()).labelled()

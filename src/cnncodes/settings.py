@@ -42,6 +42,17 @@ class RunSettings:
         return dict(cache_dir=self.cache_dir, test_percent=self.test_percent,
                     validation_percent=self.validation_percent, seed=self.seed)
 
+    def load_data(self):
+        """The run's dataset; where its images were moved, a message that says how to point at them."""
+        import os
+
+        from .data.datasets import load_dataset
+
+        if self.data is not None and not os.path.exists(self.data):
+            raise CnnCodesError(f"the run's images were at {self.data}, which does not exist (any more): give --data "
+                                "with where they are now")
+        return load_dataset(self.data, **self.dataset_options())
+
     def extract_options(self) -> dict:
         return dict(cache_dir=self.cache_dir, batch_size=self.batch_size, threads=self.threads, device=self.device,
                     precision=self.precision, runtime=self.runtime, engine=self.engine, address=self.address,

@@ -9,7 +9,6 @@ import numpy as np
 
 from .audit_page import THUMB, _uri
 from .codes.view import Codes
-from .data.datasets import load_dataset
 from .files import atomic_write
 from .codes.extract import codes_graphs, extract_codes
 from .data.images import BadImage, load_rgb
@@ -28,7 +27,7 @@ def collection(source, data=None) -> tuple[Codes, object, RunSettings | None, di
         graphs = model_graphs(source / "model.npz", meta)
         # a fine-tuned run's codes are activation maps: images are compared by the network's pooled codes
         settings = settings.but(backbone="+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+")))
-        dataset = load_dataset(settings.data, **settings.dataset_options())
+        dataset = settings.load_data()
         codes = extract_codes(dataset, settings.backbone, progress=False, graphs=graphs, **settings.extract_options())
         return codes, dataset, settings, graphs or codes_graphs(settings, dataset)
     return Codes.load(source), None, None, {}

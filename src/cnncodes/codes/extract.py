@@ -2,6 +2,7 @@
 whose content it lacks, and return the dataset's view of it."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,9 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
         spec.with_flip(False), runtime, cache, Calibration(dataset, spec) if runtime == "onnx-int8" else None)
     settings["graph"] = graph
     store = open_store(cache, extraction_identity(spec, runtime, settings["precision"], graph))
+    if progress and store.committed_rows() == 0 and (cache / "codes").is_dir():
+        print(f"cnncodes: codes stores of an older format in {cache / 'codes'} are not read any more; codes are "
+              "computed once into the new store (`cnncodes cache prune --yes` removes the old ones)", file=sys.stderr)
     rows, reasons = _lookup_intact(store, dataset.keys)
     todo = _first_of_each(dataset.keys, rows == MISSING)
     unstored = {}
@@ -127,11 +131,9 @@ def codes_graphs(settings, dataset: Dataset | None = None) -> dict:
     the dataset's training images (loaded from the settings where not given) unless the cache holds one already."""
     if settings.runtime == "torch":
         return {}
-    from ..data.datasets import load_dataset
-
     cache = Path(settings.cache_dir or default_cache_dir())
     if dataset is None and settings.runtime == "onnx-int8":
-        dataset = load_dataset(settings.data, **settings.dataset_options())
+        dataset = settings.load_data()
     return {name: codes_graph(get_backbone(name), settings.runtime, cache,
                               Calibration(dataset, get_backbone(name)) if dataset is not None else None)
             for name in backbone_names(settings.backbone)}
