@@ -23,11 +23,11 @@ import time
 import numpy as np
 from PIL import Image
 
-from cnncodes.audit import COPY_CORRELATION, audit_codes, dataset_thumbnails, grey_thumbnail
+from cnncodes.audit.issues import COPY_CORRELATION, audit_codes, dataset_thumbnails, grey_thumbnail
 from cnncodes.codes.view import Codes
 from cnncodes.data.datasets import load_dataset
 from cnncodes.codes.extract import extract_codes
-from cnncodes.predict import image_codes
+from cnncodes.codes.extract import image_codes
 
 THRESHOLDS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 

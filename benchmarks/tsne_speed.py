@@ -29,7 +29,7 @@ def main():
     from sklearn.manifold import TSNE
 
     from cnncodes import extract_codes, load_dataset
-    from cnncodes.tsne import embed, knn_accuracy, select
+    from cnncodes.outputs.tsne import embed, knn_accuracy, select
 
     codes = extract_codes(load_dataset(args.data), args.backbone, progress=False)
     idx = select(codes, args.split, args.n, args.seed)

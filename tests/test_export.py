@@ -50,6 +50,17 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
     assert result.returncode == 0, result.stderr
     test_images = [Path(tiny_folder) / i for i in np.load(flip_run / "test_predictions.npz")["ids"]]
     assert len(test_images) >= 5
+    # a phone photo (EXIF says: rotate 90 degrees; the pixels alone lie on their side) and a transparent PNG
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).resize((800, 600))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "phone.jpg", quality=90, exif=exif)
+    rgba = np.dstack([np.asarray(Image.open(test_images[0]).convert("RGB")), np.tile([0, 255], (32, 16)).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    test_images += [tmp_path / "phone.jpg", tmp_path / "transparent.png"]
     ours = predict_images(flip_run / "model.npz", test_images, top_k=3, precision="fp32")
     exported = predict_images(tmp_path / "model.onnx", test_images, top_k=3)
     for a, b in zip(ours, exported):

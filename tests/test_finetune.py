@@ -11,7 +11,7 @@ from cnncodes.backbones import get_backbone, load_model, top_network
 from cnncodes.backbones.cut import Trunk, split_network
 from cnncodes.data.datasets import load_dataset
 from cnncodes.heads.finetune import FineTuneHead
-from cnncodes.model_file import load_model_file
+from cnncodes.heads.model_file import load_model_file
 from cnncodes.presets import resolve
 
 from .conftest import cli
@@ -42,9 +42,10 @@ def test_cut_codes_are_half_precision_activation_maps(tiny_folder):
 def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
     codes = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0:cut=1", progress=False)
     before = {k: v.clone() for k, v in load_model("efficientnet_lite0").state_dict().items()}
-    x, y = codes.part("train", "validation")
-    head = FineTuneHead("efficientnet_lite0:cut=1", epochs=2, batch_size=16).fit(x, y, x, y, n_classes=3)
-    assert head.score(x, y) > 0.9
+    x, y = codes.part("train")
+    head = FineTuneHead("efficientnet_lite0:cut=1", epochs=2, batch_size=16).fit(x, y, *codes.part("validation"),
+                                                                                n_classes=3)
+    assert head.score(*codes.part("test")) > 0.9  # images it neither trained nor chose its epoch on
     assert [row["epoch"] for row in head.curve_][:2] == [0, 1]
     after = load_model("efficientnet_lite0").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -89,3 +90,19 @@ def test_finetune_refuses_what_it_cannot_train(kwargs, message):
 def test_bad_cuts_are_named(name, message):
     with pytest.raises(CnnCodesError, match=message):
         get_backbone(name)
+
+
+def test_fine_tuning_computes_in_the_precision_asked_for(tiny_folder, monkeypatch):
+    """--precision fp32 (or a CPU without bf16) trains and predicts without bf16 autocast."""
+    codes = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0:cut=1", progress=False)
+    seen = []
+    autocast = torch.autocast
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("enabled", True))
+        return autocast(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    head = FineTuneHead("efficientnet_lite0:cut=1", epochs=1, batch_size=16, precision="fp32")
+    head.fit(*codes.part("train"), *codes.part("validation"), n_classes=3).predict_proba(codes.part("test")[0])
+    assert seen and not any(seen)

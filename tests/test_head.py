@@ -4,7 +4,7 @@ import pytest
 
 from cnncodes import CnnCodesError
 from cnncodes.heads import SoftmaxHead
-from cnncodes.model_file import load_model_file, save_model
+from cnncodes.heads.model_file import load_model_file, save_model
 from cnncodes.settings import RunSettings
 
 

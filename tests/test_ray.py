@@ -115,3 +115,12 @@ def test_engine_ray_without_ray_says_how_to_install(monkeypatch, three_hundred, 
     with pytest.raises(CnnCodesError, match=r"pip install 'cnncodes\[ray\]'"):
         extract_codes(image_folder(three_hundred), "efficientnet_lite0", cache_dir=tmp_path, engine="ray",
                       progress=False)
+
+
+def test_ray_places_one_actor_per_gpu_and_one_per_two_cpus():
+    from cnncodes.codes.engines.ray import actor_plan
+
+    assert actor_plan(cpus=16, gpus=2, gpu=True, concurrency=None) == (2, 8)
+    assert actor_plan(cpus=16, gpus=0, gpu=False, concurrency=None) == (8, 2)
+    assert actor_plan(cpus=2, gpus=0, gpu=False, concurrency=None) == (1, 2)
+    assert actor_plan(cpus=8, gpus=1, gpu=True, concurrency=3) == (3, 2)

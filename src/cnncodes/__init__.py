@@ -12,7 +12,7 @@ _EXPORTS = {
     "Dataset": "data.datasets", "from_arrays": "data.datasets", "image_folder": "data.datasets", "load_dataset": "data.datasets",
     "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
     "predict_images": "predict", "make_head": "heads",
-    "audit_run": "pipeline", "audit_codes": "audit", "export_model": "export", "similar_images": "similar",
+    "audit_run": "pipeline", "audit_codes": "audit.issues", "export_model": "export", "similar_images": "pipeline",
 }
 __all__ = sorted(_EXPORTS)
 

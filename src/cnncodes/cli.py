@@ -100,6 +100,11 @@ def _head_options(p):
     g.add_argument("--eval-every", type=_positive_int, default=100, help="sgd: learning-curve point every N steps")
 
 
+def _progress(a) -> bool:
+    """Progress bars only on a terminal: in a log file their carriage returns pile up."""
+    return not a.quiet and sys.stderr.isatty()
+
+
 def _extract_kwargs(a) -> dict:
     return dict(batch_size=a.batch_size, threads=a.threads, device=a.device, precision=a.precision,
                 runtime=a.runtime, engine=a.engine, address=a.address, concurrency=a.concurrency)
@@ -137,11 +142,13 @@ def cmd_backbones(a):
 
 
 def _run_or_train(a, evaluate_test: bool):
-    from .metrics import format_table
+    from .outputs.metrics import format_table, split_lines
     from .pipeline import run_experiment
 
     result = run_experiment(_settings(a), a.out, report=evaluate_test and not a.no_report, evaluate_test=evaluate_test,
-                            progress=not a.quiet)
+                            progress=_progress(a))
+    codes = result.codes
+    print("\n".join(split_lines(codes.splits, codes.labels, codes.class_names)))
     skipped = len(result.codes.skipped)
     if skipped:
         print(f"skipped {skipped} unusable files (listed with reasons in {result.out / 'skipped.tsv'})")
@@ -167,7 +174,7 @@ def cmd_extract(a):
 
     dataset = load_dataset(a.data, **_data_kwargs(a))
     codes = extract_codes(dataset, a.backbone or DEFAULT_BACKBONE, flip=a.flip, cache_dir=a.cache_dir,
-                          progress=not a.quiet, **{**_extract_kwargs(a), "runtime": a.runtime or "torch"})
+                          progress=_progress(a), **{**_extract_kwargs(a), "runtime": a.runtime or "torch"})
     out = Path(a.out)
     codes.save(out / "codes.npz")
     if codes.skipped:
@@ -179,10 +186,10 @@ def cmd_extract(a):
 
 
 def cmd_evaluate(a):
-    from .metrics import format_table
+    from .outputs.metrics import format_table
     from .pipeline import evaluate_model
 
-    metrics = evaluate_model(a.model, a.data, a.out, progress=not a.quiet, cache_dir=a.cache_dir, **_extract_kwargs(a))
+    metrics = evaluate_model(a.model, a.data, a.out, progress=_progress(a), cache_dir=a.cache_dir, **_extract_kwargs(a))
     print(format_table(metrics))
 
 
@@ -194,7 +201,7 @@ def cmd_predict(a):
         raise CnnCodesError(f"no image files in {', '.join(a.images)}")
     if a.out:
         done, skipped = write_predictions_file(a.model, images, Path(a.out), a.format, a.top_k, a.device, a.precision,
-                                               progress=not a.quiet)
+                                               progress=_progress(a))
         print(f"{done} images predicted, {skipped} skipped (reasons in the error column) -> {a.out}")
         if not done:
             raise CnnCodesError("no image could be read")
@@ -227,14 +234,15 @@ def cmd_audit(a):
             raise CnnCodesError("audit needs RUN_DIR, or --data (and --backbone) with --out")
         settings = _settings(a)
     page, result = audit_run(a.run_dir, a.out, settings=settings, threshold=a.threshold, folds=a.folds,
-                             progress=not a.quiet, data=a.data)
+                             progress=_progress(a), data=a.data)
     print(f"{len(result.label_issues):,} likely label errors, {len(result.pairs):,} near-duplicate pairs "
           f"({len(result.leaks):,} train/test), {len(result.outliers):,} outliers -> {page}")
 
 
 def cmd_similar(a):
     from .predict import list_images
-    from .similar import similar_images, write_similar_page
+    from .audit.similar import write_similar_page
+    from .pipeline import similar_images
 
     images = list_images(a.images)
     if not images:
@@ -245,23 +253,31 @@ def cmd_similar(a):
             print(f"{path}: skipped ({result})")
         else:
             print(f"{path}: " + ", ".join(f"{codes.ids[row]} {sim:.3f}" for row, sim in result))
+    if all(isinstance(r, str) for r in found):
+        raise CnnCodesError("no query image could be read")
     print(f"page: {write_similar_page(images, found, codes, dataset, a.out)}")
 
 
 def cmd_report(a):
-    from .report import write_report
+    from .outputs.report import write_report
 
-    path = write_report(Path(a.run_dir), progress=not a.quiet)
+    path = write_report(Path(a.run_dir), progress=_progress(a))
     print(f"report: {path}")
 
 
 def cmd_tsne(a):
     from .codes.view import Codes
-    from .tsne import tsne_map
+    from .outputs.tsne import tsne_map
 
     codes = Codes.load(a.codes)
     path = tsne_map(codes, Path(a.out), split=a.split, sample=a.sample, seed=a.seed)
     print(f"t-SNE map: {path}")
+
+
+def cmd_serve(a):
+    from .serve import serve
+
+    serve(a.model, a.host, a.port, a.token, a.max_body_mb, a.max_files)
 
 
 def cmd_cache(a):
@@ -356,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default=None, help="--int8 of a run computed without int8: where the run's images are "
                     "now (default: the recorded path)")
 
+    sp = add("serve", cmd_serve, "the model behind HTTP: POST images to /predict, a page to drop images on at /, the "
+             "OpenAPI description at /docs")
+    sp.add_argument("model", help="a run folder, its model.npz, or a model.onnx from export")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; any "
+                    "other address needs --token)")
+    sp.add_argument("--port", type=_positive_int, default=8000)
+    sp.add_argument("--token", default=None, help="a secret that clients send as 'Authorization: Bearer TOKEN' to "
+                    "/predict; required when --host is not a loopback address")
+    sp.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")
+    sp.add_argument("--max-files", type=_positive_int, default=64, help="most images in one request (default 64)")
+
     sp = add("cache", cmd_cache, "what the cache holds (codes stores, graphs); `cache prune` removes what no run "
              "used lately")
     sp.add_argument("action", nargs="?", default="list", choices=["list", "prune"])
@@ -384,13 +411,15 @@ def main(argv=None) -> int:
     if a.command is None:
         parser.print_help()
         return 2
-    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict", "audit", "similar"):
+    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict", "audit", "similar", "serve"):
         from .codes.runtime import reexec_with_fast_malloc
 
         reexec_with_fast_malloc()
     try:
         a.func(a)
     except CnnCodesError as exc:
+        if a.debug:
+            raise
         print(f"cnncodes: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do

@@ -12,11 +12,12 @@ import numpy as np
 
 from .backbones import backbone_names, get_backbone
 from .errors import CnnCodesError
+from .files import atomic_path
 from .codes.extract import codes_graphs
 from .data.images import item_reader
 from .codes.inference import prepare
-from .model_file import load_model_file, model_graphs
-from .codes.onnx_graphs import Session, atomic_graph, write_onnx
+from .heads.model_file import load_model_file, model_graphs
+from .codes.onnx_graphs import Session, write_onnx
 from .backbones.preprocess import Preprocess
 from .settings import RunSettings
 
@@ -112,8 +113,7 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=No
         onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(recipe)})
         onnx.save(graph, str(tmp))
 
-    out.unlink(missing_ok=True)
-    return atomic_graph(build, out)
+    return atomic_path(build, out, overwrite=True)
 
 
 def _join(pixels, backbone, probabilities):

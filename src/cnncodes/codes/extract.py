@@ -3,20 +3,36 @@ whose content it lacks, and return the dataset's view of it."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from . import runtime as process
 from ..backbones import DEFAULT_BACKBONE, Backbone, backbone_names, get_backbone
 from .identity import extraction_identity
-from .store import MISSING, SKIPPED, CodeStore, open_store
+from .store import MISSING, CodeStore, open_store
 from .view import Codes
 from ..data.datasets import Dataset
 from .engines import get_engine
 from ..errors import CnnCodesError
 from .inference import prepare
 from .onnx_graphs import CALIBRATION_IMAGES, check_runtime, codes_graph
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """How an extraction runs, resolved once from the caller's options (auto device and precision decided, threads
+    counted): what the engines receive."""
+    batch_size: int
+    threads: int
+    device: str
+    precision: str  # what torch computes in; the onnx runtimes' graph decides their numbers
+    runtime: str
+    graph: Path | None  # the ONNX graph of an onnx runtime
+    address: str | None = None  # Ray
+    concurrency: int | None = None  # Ray actors
 
 
 def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_dir=None, batch_size: int = 64,
@@ -46,16 +62,15 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
         raise CnnCodesError("the dataset has no images")
     spec = get_backbone(names[0]).with_flip(flip)
     device = process.resolve_device(device, check_runtime(runtime))
-    settings = {"batch_size": batch_size, "threads": threads or max(2, process.cpu_count()), "device": device,
-                "precision": process.resolve_precision(precision, device), "address": address,
-                "concurrency": concurrency, "runtime": runtime}
     if runtime == "torch":
         process.configure_threads()
     cache = Path(cache_dir or default_cache_dir())
     graph = (graphs or {}).get(spec.name) or codes_graph(
         spec.with_flip(False), runtime, cache, Calibration(dataset, spec) if runtime == "onnx-int8" else None)
-    settings["graph"] = graph
-    store = open_store(cache, extraction_identity(spec, runtime, settings["precision"], graph))
+    settings = Extraction(batch_size=batch_size, threads=threads or max(2, process.cpu_count()), device=device,
+                          precision=process.resolve_precision(precision, device), runtime=runtime, graph=graph,
+                          address=address, concurrency=concurrency)
+    store = open_store(cache, extraction_identity(spec, runtime, settings.precision, graph))
     if progress and store.committed_rows() == 0 and (cache / "codes").is_dir():
         print(f"cnncodes: codes stores of an older format in {cache / 'codes'} are not read any more; codes are "
               "computed once into the new store (`cnncodes cache prune --yes` removes the old ones)", file=sys.stderr)
@@ -75,6 +90,31 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
                for i in np.flatnonzero(~ok)]
     return Codes(store.matrix(rows[ok]), dataset.labels[ok], ids[ok], dataset.splits[ok], dataset.class_names,
                  spec.name, skipped + list(dataset.problems))
+
+
+def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str = "auto", precision: str = "auto",
+                batch_size: int = 64, graphs: dict | None = None):
+    """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason}).
+    graphs: {backbone name: ONNX graph} for codes computed by ONNX Runtime (see codes_graphs)."""
+    device = process.resolve_device(device, "onnx" if graphs else "torch")
+    precision = process.resolve_precision(precision, device)
+
+    from ..data.images import item_reader
+    from .inference import encode, inference_model
+
+    read = item_reader(images)
+    parts, problems = [], {}
+    for name in backbone_names(backbone):
+        spec = get_backbone(name).with_flip(flip)
+        rows = np.zeros((len(images), spec.feature_dim), np.float32)
+        model = inference_model(name, device, (graphs or {}).get(name))
+        for chunk, codes, bad in encode(read, range(len(images)), spec, model, device=device,
+                                        precision=precision, batch_size=batch_size, threads=process.cpu_count()):
+            rows[chunk.start:chunk.stop] = codes
+            problems.update(bad)
+        parts.append(rows)
+    usable = [i for i in range(len(images)) if i not in problems]
+    return np.hstack(parts)[usable], problems
 
 
 def default_cache_dir() -> Path:

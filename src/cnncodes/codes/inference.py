@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from functools import lru_cache
+from pathlib import Path
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
@@ -26,10 +28,16 @@ def inference_model(backbone: str, device: str, graph=None, threads: int | None 
     or, given an ONNX graph of it (file or bytes, see onnx_graphs.codes_graph), an ONNX Runtime session on
     `threads` CPUs (default: all the process may use)."""
     if graph is not None:
-        return Session(graph, threads)
+        return _session(graph, threads) if isinstance(graph, Path) else Session(graph, threads)
     import torch
 
     return load_model(backbone).to(device).to(memory_format=torch.channels_last)
+
+
+@lru_cache(maxsize=8)
+def _session(graph: Path, threads: int | None) -> Session:
+    """One ONNX Runtime session per graph file in a process (a server predicts many times with the same graph)."""
+    return Session(graph, threads)
 
 
 def forward(model, windows: np.ndarray, spec: Backbone, device: str, precision: str) -> np.ndarray:

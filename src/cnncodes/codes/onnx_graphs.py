@@ -9,7 +9,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ import numpy as np
 
 from . import runtime as process
 from ..errors import CnnCodesError
+from ..files import atomic_path
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 # images per ONNX Runtime run: the activations of a few images stay in the CPU's caches (one-threaded runs of 64
@@ -107,6 +107,7 @@ class Session:
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
+        ort.set_default_logger_severity(3)  # (unused initializers it removes are reported by the default logger)
         try:
             self.session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
                                                 providers=["CPUExecutionProvider"])
@@ -133,20 +134,6 @@ class Session:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
-
-
-def atomic_graph(build, path: Path) -> Path:
-    """Build a graph file once: written beside its final name and renamed, so a crash leaves no half file."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        build(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales
@@ -176,7 +163,7 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
 
         write_onnx(load_model(spec.name), torch.zeros(2, 3, size, size), tmp, "x", "codes")
 
-    fp32 = atomic_graph(export, folder / network_graph_name(spec))
+    fp32 = atomic_path(export, folder / network_graph_name(spec))
     if runtime == "onnx":
         return pixels_graph(fp32, spec.preprocess)
     if calibration is None:
@@ -191,7 +178,7 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
         if graph.exists() and len(used & wanted) >= REUSE_OVERLAP * max(len(wanted), len(used)):
             return pixels_graph(graph, spec.preprocess)
     graph = folder / int8_graph_name(spec, calibration.keys)
-    atomic_graph(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), graph)
+    atomic_path(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), graph)
     from ..files import write_json
 
     write_json(graph.with_name(graph.stem + ".keys.json"), sorted(calibration.keys))
@@ -214,7 +201,7 @@ def pixels_graph(network: Path, preprocess) -> Path:
         onnx.save(_pixel_input(onnx.load(str(network)), preprocess.mean, preprocess.std, dtype, preprocess.channels),
                   str(tmp))
 
-    return atomic_graph(build, network.with_name(pixels_graph_name(network.name, preprocess, dtype.name)))
+    return atomic_path(build, network.with_name(pixels_graph_name(network.name, preprocess, dtype.name)))
 
 
 def _pixel_input(model, mean: float, std: float, dtype: np.dtype, channels: int):

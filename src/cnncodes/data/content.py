@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -67,6 +68,9 @@ class StatMemo:
             for name, path in zip(names, paths):
                 try:
                     st = os.stat(path)
+                    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+                        out.append("not a regular file")
+                        continue
                     stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                     memo = known.get(name)
                     if memo and tuple(memo[:4]) == stamp and memo[4] - max(stamp[1], stamp[2]) > MEMO_MARGIN_NS:

@@ -71,11 +71,15 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
 
 
 def item_reader(items):
-    """A dataset-style reader (i, min_side) -> RGB over a list of image paths or (H, W, 3) uint8 arrays."""
+    """A dataset-style reader (i, min_side) -> RGB over a list of image paths, the bytes of image files (an upload)
+    or (H, W, 3) uint8 arrays."""
+    import io
     from pathlib import Path
 
     def read(i: int, min_side: int | None = None) -> np.ndarray:
         item = items[i]
+        if isinstance(item, (bytes, bytearray)):
+            return load_rgb(io.BytesIO(item), min_side)
         return load_rgb(item, min_side) if isinstance(item, (str, Path)) else np.asarray(item, np.uint8)
 
     return read

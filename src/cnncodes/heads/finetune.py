@@ -22,12 +22,14 @@ class FineTuneHead(Head):
 
     def __init__(self, backbone: str, epochs: int = 6, learning_rate: float = 3e-4, weight_decay: float = 0.05,
                  batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1, patience: int = 2,
-                 seed: int = 0, progress: bool = False, normalize: str = "none", class_weight: str = "none"):
+                 seed: int = 0, progress: bool = False, normalize: str = "none", class_weight: str = "none",
+                 precision: str = "auto"):
         if normalize != "none":
             raise CnnCodesError("--normalize does not apply to --finetune (the blocks take the raw activations)")
         self.backbone, self.epochs, self.learning_rate, self.weight_decay = backbone, epochs, learning_rate, weight_decay
         self.batch_size, self.dropout, self.label_smoothing, self.patience = batch_size, dropout, label_smoothing, patience
         self.seed, self.progress, self.class_weight = seed, progress, check_class_weight(class_weight)
+        self.precision = precision  # fp32, bf16, or auto: bf16 where the CPU multiplies it natively (--precision)
         self._build()  # fails now, before any training, when the backbone is not a cut backbone
 
     def _build(self, n_classes: int = 1) -> None:
@@ -55,18 +57,23 @@ class FineTuneHead(Head):
             yield idx, rows.view(-1, *self.shape_).contiguous(memory_format=torch.channels_last)
 
     def _run(self, x: np.ndarray, stop: int) -> np.ndarray:
-        """Outputs of net_[:stop] for every row, in evaluation mode and bf16 like the extraction."""
+        """Outputs of net_[:stop] for every row, in evaluation mode and the precision of the extraction."""
         import torch
 
         self.net_.eval()
         outs = []
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):
             for _, batch in self._batches(x):
                 outs.append(self.net_[:stop](batch).float().numpy())
         if outs:
             return np.vstack(outs)
         classifier = self.net_[-1]
         return np.zeros((0, classifier.in_features if stop == _POOLED else classifier.out_features), np.float32)
+
+    def _bf16(self) -> bool:
+        from ..codes.runtime import resolve_precision
+
+        return resolve_precision(getattr(self, "precision", "auto"), "cpu") == "bf16"
 
     def embed(self, x) -> np.ndarray:
         """The fine-tuned pooled features (what the report maps with t-SNE)."""
@@ -102,7 +109,7 @@ class FineTuneHead(Head):
                        disable=not self.progress, leave=False)
             for idx, batch in self._batches(x_train, rng.permutation(len(x_train)), self.batch_size):
                 target = torch.from_numpy(y[idx])
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):
                     logits = self.net_(batch)
                 loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=self.weight_,
                                                        label_smoothing=self.label_smoothing)

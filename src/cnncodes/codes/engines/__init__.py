@@ -1,7 +1,7 @@
 """How extraction runs. An engine computes the codes of some items of a dataset into a codes store, batch by
 batch, and returns the reasons it did not store ({content key: reason}):
 
-    compute_codes(dataset, store, indices, spec, settings, bar)
+    compute_codes(dataset, store, indices, spec, settings: codes.extract.Extraction, bar)
 
 `local` (this process's threads) and `ray` (Ray Data actors, one machine or a cluster) are peers; both call the
 one decode -> skip -> batch -> forward path in cnncodes.codes.inference."""

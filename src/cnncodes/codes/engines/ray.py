@@ -51,28 +51,34 @@ class CodesActor:
         return {"index": np.asarray(batch["index"]), "codes": codes, "reason": np.array(reasons, dtype=object)}
 
 
-def compute_codes(dataset, store, indices: list[int], spec, settings: dict, bar) -> dict:
+def actor_plan(cpus: int, gpus: int, gpu: bool, concurrency: int | None) -> tuple[int, int]:
+    """(actors, CPU threads each): one actor per GPU on GPU nodes (each asks for one: more could not be placed),
+    else one per two CPUs; --concurrency overrides the count."""
+    actors = concurrency or (max(1, gpus) if gpu else max(1, cpus // 2))
+    return actors, max(1, cpus // actors)
+
+
+def compute_codes(dataset, store, indices: list[int], spec, settings, bar) -> dict:
     ray = _require_ray()
-    address, concurrency = settings.get("address"), settings.get("concurrency")
+    address, concurrency = settings.address, settings.concurrency
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, **({} if address else {"num_cpus": runtime.cpu_count()}))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own tqdm bar counts images
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    gpu = settings["device"] != "cpu"
-    # one actor per GPU (each holds one), or one per two CPUs; an actor's device is plain "cuda": the GPU Ray gave it
-    actors = concurrency or (max(1, int(ray.cluster_resources().get("GPU", 1))) if gpu else max(1, cpus // 2))
-    threads = max(1, cpus // actors)
+    resources = ray.cluster_resources()
+    gpu = settings.device != "cpu"
+    actors, threads = actor_plan(int(resources.get("CPU", 1)), int(resources.get("GPU", 0)), gpu, concurrency)
     dataset_ref = [ray.put(dataset)]  # the items travel as indices; folders must be at the same path on every node
-    graph_ref = [ray.put(settings["graph"].read_bytes())] if settings.get("graph") else []
+    graph_ref = [ray.put(settings.graph.read_bytes())] if settings.graph else []
     # Ray Data restarts a failed actor and retries its batches (max_restarts=-1 is its default for actor pools).
     codes = ray.data.from_items([{"index": i} for i in indices]).map_batches(
         CodesActor, fn_constructor_kwargs=dict(dataset_ref=dataset_ref, backbone=spec.name, flip=spec.preprocess.flip,
-                                               device="cuda" if gpu else "cpu", precision=settings["precision"],
+                                               # the GPU Ray gave the actor is its "cuda"
+                                               device="cuda" if gpu else "cpu", precision=settings.precision,
                                                threads=threads, graph_ref=graph_ref),
-        batch_size=settings["batch_size"], compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=settings.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0,
     )
     # each batch goes to the store as it arrives (in whatever order Ray finishes them): the driver holds one batch

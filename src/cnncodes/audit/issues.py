@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .codes.view import Codes
-from .errors import CnnCodesError
+from ..codes.view import Codes
+from ..errors import CnnCodesError
 
 PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
 DUPLICATE_SIMILARITY = 0.85  # cosine of centred codes from which two images are near-duplicates (README, audit)
@@ -55,7 +55,7 @@ def principal_components(x: np.ndarray, n: int = PROBE_DIMENSIONS, seed: int = 0
 def probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01):
     """x -> class probabilities of the tuned softmax head at a fixed C, fitted on (x, y): the run's own head, so
     the audit's probabilities come from the model a user trains."""
-    from .heads import SoftmaxHead
+    from ..heads import SoftmaxHead
 
     return SoftmaxHead(c_grid=(c,)).fit(x, y, n_classes=n_classes).predict_proba
 
@@ -174,9 +174,9 @@ def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:
     gets a zero thumbnail (it correlates with nothing)."""
     from tqdm import tqdm
 
-    from .data.images import BadImage
+    from ..data.images import BadImage
 
-    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    index = dataset.row_of()
     out = np.zeros((len(ids), THUMBNAIL_SIDE * THUMBNAIL_SIDE), np.float32)
     for n, item_id in enumerate(tqdm(ids, desc="audit: thumbnails", unit="img", disable=not progress, leave=False)):
         try:

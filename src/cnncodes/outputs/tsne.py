@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes.view import Codes
-from .files import atomic_write, npz_bytes
+from ..codes.view import Codes
+from ..files import atomic_write, npz_bytes
 
 
 # Half of openTSNE's default iterations (250 exaggerated + 500): on 10,000 CIFAR-10 codes the map's class
@@ -66,7 +66,7 @@ def tsne_map(codes: Codes, out: Path, split: str = "test", sample: int = 10000, 
 
     idx = select(codes, split, sample, seed)
     if len(idx) < 5:
-        from .errors import CnnCodesError
+        from ..errors import CnnCodesError
 
         raise CnnCodesError(f"only {len(idx)} codes in split {split!r}: too few for a t-SNE map")
     emb = embed(codes.vectors[idx], seed=seed)

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .errors import CnnCodesError
-from .files import atomic_write
+from ..errors import CnnCodesError
+from ..files import atomic_write
 from .report_data import mistakes
 
 PICTURES = [
     ("sample.png", "A random sample of the data"),
-    ("learning_curve.png", "Learning curve"),
+    ("learning_curve.png", "Learning curve (SGD) or the search of the L2 strength C (tuned head)"),
     ("tsne.png", "t-SNE map of the test codes"),
     ("tsne_thumbnails.png", "t-SNE map drawn with the images"),
     ("confusion.png", "Confusion matrix"),
@@ -97,7 +97,9 @@ def _map(run_dir: Path, thumbs: dict, ids: np.ndarray, pred: np.ndarray, names: 
 
 def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, interactive: str) -> Path:
     esc = html.escape
-    rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(str(v))}</td></tr>" for k, v in settings.items())
+    rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc('default' if v is None else str(v))}</td></tr>"
+                   for k, v in settings.items())
+
     def percent(value):
         return "-" if value is None else f"{value * 100:.1f}%"
 
@@ -106,6 +108,11 @@ def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, inter
     figures = "".join(f'<figure><img src="{f}" alt="{esc(t)}"><figcaption>{esc(t)}</figcaption></figure>'
                       for f, t in PICTURES if (run_dir / f).exists())
     t = metrics.get("timings", {})
+    low_high = metrics.get("accuracy_interval_95")
+    interval = (f"95% interval of the test accuracy: {low_high[0] * 100:.1f}-{low_high[1] * 100:.1f}% (Wilson). "
+                if low_high else "")
+    top5 = f", top-5 accuracy {percent(metrics['top5_accuracy'])}" if metrics.get("top5_accuracy") is not None else ""
+    splits = ", ".join(f"{n:,} {s}" for s, n in metrics.get("split_sizes", {}).items()) + " images"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cnncodes run: {esc(metrics['dataset'])} / {esc(metrics['backbone'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
@@ -113,10 +120,9 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 figure{{margin:1.5em 0}}img{{max-width:100%}}.big{{font-size:2em;font-weight:bold}}</style></head><body>
 <h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
-<p>Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))},
-top-5 accuracy {percent(metrics.get('top5_accuracy'))}.</p>
+<p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
 <p>Validation accuracy {percent(metrics.get('validation_accuracy'))} (the split the head's settings were chosen on).</p>
-<p>{metrics['images']} test images; split sizes {esc(json.dumps(metrics['split_sizes']))};
+<p>{metrics['images']} test images; {esc(splits)};
 {metrics['skipped']} files skipped (see skipped.tsv); codes {t.get('codes_seconds', '?')} s, head {t.get('head_seconds', '?')} s;
 flipped codes: {'yes' if metrics.get('flip') else 'no'}; chosen C: {esc(str(curve.get('best_C')))}.</p>
 <h2>Per-class accuracy</h2><table><tr><th>class</th><th>accuracy</th><th>test images</th></tr>{class_rows}</table>

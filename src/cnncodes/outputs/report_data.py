@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .codes.matrix import take
-from .codes.view import Codes
-from .files import atomic_write, npz_bytes, write_json
+from ..codes.matrix import take
+from ..codes.view import Codes
+from ..files import atomic_write, npz_bytes, write_json
 from .tsne import embed, select, thumbnail_cells
 
 FILES = ["tsne.npz", "data_efficiency.json", "thumbnails.npz", "samples.json"]
@@ -25,7 +25,7 @@ HOVER_POINTS = 2000  # points of the interactive map, each carrying its image in
 
 def data_efficiency(codes: Codes, best_c: float, seed: int) -> dict:
     """Test accuracy of tuned heads trained on 100, 1,000, 10,000 and all images (fixed C: it is a curve)."""
-    from .heads import SoftmaxHead
+    from ..heads import SoftmaxHead
 
     x, y = codes.part("train", "validation")
     xt, yt = codes.part("test")
@@ -44,7 +44,7 @@ def data_efficiency(codes: Codes, best_c: float, seed: int) -> dict:
 def thumbnails(dataset, ids: list[str], size: int) -> np.ndarray:
     from PIL import Image
 
-    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    index = dataset.row_of()
     out = np.zeros((len(ids), size, size, 3), np.uint8)
     for n, item_id in enumerate(ids):
         out[n] = np.asarray(Image.fromarray(dataset.read(index[item_id], size)).resize((size, size), Image.BILINEAR))

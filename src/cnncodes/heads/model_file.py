@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write, npz_bytes
-from .errors import CnnCodesError
-from .heads import head_from_state
+from ..files import atomic_write, npz_bytes
+from ..errors import CnnCodesError
+from . import head_from_state
 
 FORMAT = "cnncodes-model"
 FORMAT_VERSION = 3  # 2: the run's settings travel in the file; 3: and the names of its ONNX graphs (graphs/)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audit import COPY_CORRELATION, AuditResult
-from .files import atomic_write
-from .report_data import thumbnails
+from .issues import COPY_CORRELATION, AuditResult
+from ..files import atomic_write
+from ..outputs.report_data import thumbnails
 
 GALLERY = 100  # images (pairs) per gallery
 THUMB = 64
@@ -38,7 +38,7 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     codes, names = result.codes, result.codes.class_names
-    index = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    index = dataset.row_of()
 
     def path(row: int) -> str:
         p = dataset.path(index[str(codes.ids[row])])
@@ -86,7 +86,7 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes audit</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1400px}} figure{{display:inline-block;margin:4px;width:150px;
-font-size:11px;vertical-align:top}} img{{width:96px;height:96px;image-rendering:pixelated}}
+font-size:11px;vertical-align:top}} figcaption{{overflow-wrap:anywhere}} img{{width:96px;height:96px;image-rendering:pixelated}}
 .pair{{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px}} .pair span{{font-size:12px}}</style></head>
 <body><h1>Audit of {html.escape(codes.backbone)} codes: {len(codes.ids):,} images</h1>
 <p>{len(result.label_issues):,} likely label errors; {len(result.pairs):,} near-duplicate pairs (cosine of centred

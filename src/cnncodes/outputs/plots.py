@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .files import atomic_write
+from ..files import atomic_write
 
 
 def _subplots(*grid, figsize, **options):

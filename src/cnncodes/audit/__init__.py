@@ -1,0 +1,1 @@
+"""Looking at a collection through its codes: likely label errors, duplicates and leaks, outliers, similar images."""

@@ -1,0 +1,1 @@
+"""Pictures, maps, metrics and the report of a run: they read what the run wrote."""

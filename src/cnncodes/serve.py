@@ -1,0 +1,158 @@
+"""`cnncodes serve`: a saved model behind HTTP, for other software (FastAPI on uvicorn). (No postponed annotations
+here: FastAPI reads the endpoints' parameter types at run time.)
+
+    GET  /          a page to drop images on and see their classes
+    GET  /health    the model's name and classes
+    POST /predict   one or more images as multipart field `file` -> for each: name, top classes, time taken
+    GET  /docs      the OpenAPI description (FastAPI's)
+
+The model is loaded once; requests run in the server's thread pool, at most one prediction per core at a time.
+Bad input (not an image, truncated, a decompression bomb, too large a body, too many files, no file) gets a 4xx
+JSON answer with the reason, and the server goes on. It never fetches anything: images come in the request body.
+"""
+
+import ipaddress
+import threading
+import time
+
+from .errors import CnnCodesError
+
+MAX_BODY_MB = 50
+MAX_FILES = 64
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX_BODY_MB,
+               max_files: int = MAX_FILES, top_k: int = 5):
+    """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
+    from pathlib import Path
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    from .codes.runtime import cpu_count
+    from .predict import Predictor
+
+    path = Path(model_path)
+    predictor = Predictor(path / "model.npz" if path.is_dir() else path)
+    slots = threading.BoundedSemaphore(max(1, cpu_count()))
+    max_bytes = int(max_body_mb * 2**20)
+    app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def limits(request: Request, call_next):
+        if request.url.path == "/predict":
+            if token is not None and request.headers.get("authorization") != f"Bearer {token}":
+                return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                return error(413, f"the request body has {int(length):,} bytes; this server takes at most "
+                                  f"{max_bytes:,} (--max-body-mb)")
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": str(path), "backbone": predictor.backbone, "classes": predictor.class_names}
+
+    @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "properties": {"file": {"type": "array", "items": {
+            "type": "string", "format": "binary"}}}, "required": ["file"]}}}}})
+    async def predict(request: Request):
+        """Top classes of each image sent as form field `file` (repeat the field for several images)."""
+        try:
+            form = await request.form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
+        except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
+            text = str(getattr(exc, "detail", "") or exc)
+            if any(word in text.lower() for word in ("too many", "size", "exceeded")):
+                return error(413, f"{text} (this server takes at most {max_files} files of at most {max_bytes:,} "
+                                  "bytes: --max-files, --max-body-mb)")
+            return error(400, f"not a multipart form with images: {text}")
+        uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
+        if not uploads:
+            return error(400, "no image: send one or more files as multipart form field 'file'")
+        names, blobs, total = [], [], 0
+        for upload in uploads:
+            data = await upload.read()
+            total += len(data)
+            if total > max_bytes:
+                return error(413, f"the images add up to more than {max_bytes:,} bytes (--max-body-mb)")
+            names.append(upload.filename or f"file{len(names)}")
+            blobs.append(data)
+        from starlette.concurrency import run_in_threadpool
+
+        started = time.perf_counter()
+
+        def run():
+            with slots:
+                return predictor(blobs, top_k)
+
+        results = await run_in_threadpool(run)
+        seconds = time.perf_counter() - started
+        answers = [{"name": n, "error": r} if isinstance(r, str) else
+                   {"name": n, "top": [{"class": c, "probability": round(p, 6)} for c, p in r]}
+                   for n, r in zip(names, results)]
+        if all("error" in a for a in answers):
+            return JSONResponse({"error": "no image could be used", "images": answers}, status_code=422)
+        return {"images": answers, "milliseconds": round(seconds * 1000, 2)}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.replace("{classes}", ", ".join(predictor.class_names).replace("<", "&lt;"))
+
+    return app
+
+
+def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          max_body_mb: float = MAX_BODY_MB, max_files: int = MAX_FILES) -> None:
+    try:
+        import uvicorn
+    except ImportError:
+        raise CnnCodesError("cnncodes serve needs FastAPI and uvicorn: pip install 'cnncodes[serve]'") from None
+    if not is_loopback(host) and not token:
+        raise CnnCodesError(f"--host {host} makes the server reachable from other machines: give --token SECRET "
+                            "(clients send 'Authorization: Bearer SECRET'), or bind 127.0.0.1")
+    app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
+    print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>cnncodes</title><style>
+body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em}
+#drop{border:3px dashed #888;border-radius:8px;padding:3em;text-align:center;color:#555}
+#drop.over{border-color:#36c;color:#36c} .item{display:flex;gap:1em;align-items:center;margin:.5em 0}
+.item img{width:96px;height:96px;object-fit:cover} .error{color:#b00}</style></head><body>
+<h1>cnncodes</h1><p>Classes: {classes}</p>
+<div id="drop">Drop images here, or <input type="file" id="pick" multiple accept="image/*"></div><div id="out"></div>
+<script>
+const drop = document.getElementById("drop"), out = document.getElementById("out");
+async function send(files) {
+  const form = new FormData();
+  for (const f of files) form.append("file", f);
+  const answer = await (await fetch("predict", {method: "POST", body: form})).json();
+  const results = answer.images || [];
+  if (!results.length) { out.prepend(Object.assign(document.createElement("p"), {className: "error", textContent: answer.error})); return; }
+  results.forEach((r, n) => {
+    const row = document.createElement("div"); row.className = "item";
+    const img = document.createElement("img"); img.src = URL.createObjectURL(files[n]); row.append(img);
+    const text = document.createElement("div");
+    text.textContent = r.error ? r.name + ": " + r.error : r.name + ": " + r.top.map(t => t.class + " " + (100 * t.probability).toFixed(1) + "%").join(", ");
+    if (r.error) text.className = "error";
+    row.append(text); out.prepend(row);
+  });
+}
+drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", e => { e.preventDefault(); drop.classList.remove("over"); send([...e.dataTransfer.files]); });
+document.getElementById("pick").addEventListener("change", e => send([...e.target.files]));
+</script></body></html>"""

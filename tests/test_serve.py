@@ -1,0 +1,134 @@
+"""`cnncodes serve` as other software meets it: a real server on a free loopback port, real HTTP requests."""
+import io
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import pytest
+from PIL import Image
+
+from .conftest import cli
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model, *args):
+    port = free_port()
+    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
+    proc = subprocess.Popen([sys.executable, "-m", "cnncodes", "--quiet", "serve", str(model), "--port", str(port),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server stopped: {proc.stderr.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not answer within 120 s")
+
+
+def png(rgb=(200, 30, 30), size=32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def bomb() -> bytes:
+    """A small PNG whose header claims 30,000 x 30,000 pixels (900 megapixels)."""
+    raw = bytearray(png())
+    ihdr = struct.pack(">II", 30000, 30000) + bytes(raw[24:29])
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve_run")
+    result = cli("run", "--data", tiny_folder, "--out", out, "--no-report")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    proc, url = start(run_dir, "--max-body-mb", "1", "--max-files", "5")
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_health_and_one_and_several_images(server, tiny_folder):
+    health = httpx.get(server + "/health").json()
+    assert health["status"] == "ok" and health["classes"] == ["bars", "checkers", "discs"]
+    disc = (tiny_folder / "discs" / "000.png").read_bytes()
+    one = httpx.post(server + "/predict", files=[("file", ("disc.png", disc, "image/png"))])
+    assert one.status_code == 200
+    answer = one.json()
+    assert answer["images"][0]["name"] == "disc.png" and answer["images"][0]["top"][0]["class"] == "discs"
+    assert answer["milliseconds"] > 0
+    bars = (tiny_folder / "bars" / "000.png").read_bytes()
+    several = httpx.post(server + "/predict", files=[("file", ("a.png", disc, "image/png")),
+                                                     ("file", ("b.png", bars, "image/png")),
+                                                     ("file", ("c.txt", b"not an image", "text/plain"))]).json()
+    assert [i["name"] for i in several["images"]] == ["a.png", "b.png", "c.txt"]
+    assert several["images"][1]["top"][0]["class"] == "bars" and "error" in several["images"][2]
+
+
+def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tiny_folder):
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(buf, "PNG")
+    noisy = buf.getvalue()
+    cases = {
+        "not an image": ([("file", ("x.jpg", b"hello", "image/jpeg"))], 422, "not an image"),
+        "truncated": ([("file", ("t.png", noisy[:len(noisy) // 2], "image/png"))], 422, "cannot decode"),
+        "decompression bomb": ([("file", ("b.png", bomb(), "image/png"))], 422, "decompression bomb"),
+        "too large a body": ([("file", ("big.png", os.urandom(2 * 2**20), "image/png"))], 413, "at most"),
+        "too many files": ([("file", (f"{n}.png", png(), "image/png")) for n in range(6)], 413, "5 files"),
+        "no file": ([("other", ("x.png", png(), "image/png"))], 400, "no image"),
+    }
+    for name, (files, status, reason) in cases.items():
+        response = httpx.post(server + "/predict", files=files)
+        assert response.status_code == status, (name, response.text)
+        assert reason in response.text, (name, response.text)
+    empty = httpx.post(server + "/predict", content=b"", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert 400 <= empty.status_code < 500
+    fine = httpx.post(server + "/predict", files=[("file", ("d.png", (tiny_folder / "discs" / "001.png").read_bytes(),
+                                                            "image/png"))])
+    assert fine.status_code == 200, "the server must serve normally after bad requests"
+
+
+def test_the_page_and_the_openapi_description(server):
+    page = httpx.get(server + "/")
+    assert page.status_code == 200 and "Drop images here" in page.text and "bars, checkers, discs" in page.text
+    spec = httpx.get(server + "/openapi.json").json()
+    assert "/predict" in spec["paths"] and "multipart/form-data" in str(spec["paths"]["/predict"])
+
+
+def test_a_token_is_refused_or_accepted_and_required_off_loopback(run_dir):
+    refused = cli("serve", run_dir, "--host", "0.0.0.0", "--port", str(free_port()))
+    assert refused.returncode == 2 and "--token" in refused.stderr
+    proc, url = start(run_dir, "--token", "s3cret")
+    try:
+        files = [("file", ("d.png", png(), "image/png"))]
+        assert httpx.post(url + "/predict", files=files).status_code == 401
+        assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
