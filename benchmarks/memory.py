@@ -70,7 +70,9 @@ def synthetic_store(root: Path):
     from cnncodes.codes.identity import ExtractionIdentity
     from cnncodes.codes.store import CodeStore
 
-    return CodeStore(root / "store", ExtractionIdentity("synthetic", "", {}, "torch", "fp32", None, FEATURES, "float32"))
+    return CodeStore(root / "store", ExtractionIdentity(backbone="synthetic", weights="", preprocess={}, runtime="torch",
+                                                      precision="fp32", graph=None, device="cpu", width=FEATURES,
+                                                      dtype="float32"))
 
 
 def synthetic_codes(root: Path, n: int):

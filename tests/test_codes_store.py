@@ -189,23 +189,19 @@ def test_sigkill_mid_append_then_rerun_gives_the_uninterrupted_codes(tiny_folder
     np.testing.assert_allclose(resumed.vectors, reference.vectors, atol=2e-2)  # batch of 1 vs 8: bf16 rounding only
 
 
-def test_an_unreadable_file_is_read_again_once_readable(tiny_folder, tmp_path, monkeypatch):
-    """A permission error while decoding says nothing about the image: reported, not stored."""
-    import errno
-
-    from cnncodes.data import datasets
-
-    def locked(path, min_side=None, _load=datasets.load_rgb):
-        if Path(path).name == "000.png" and Path(path).parent.name == "bars":
-            raise PermissionError(errno.EACCES, "Permission denied")
-        return _load(path, min_side)
-
-    monkeypatch.setattr(datasets, "load_rgb", locked)
-    codes = extract(tiny_folder, tmp_path)
-    assert dict(codes.skipped)["bars/000.png"] == "cannot read: Permission denied"
+def test_an_unreadable_file_is_read_again_once_readable(tiny_folder, tmp_path):
+    """A file that vanishes (or loses its permissions) between listing and decoding says nothing about the image:
+    reported, not stored; read when it is back."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_folder, data)
+    ds = image_folder(data, cache_dir=tmp_path)
+    away = data / "bars" / "000.png"
+    away.rename(tmp_path / "away.png")
+    codes = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path, progress=False)
+    assert dict(codes.skipped)["bars/000.png"].startswith("cannot read: No such file")
     assert stored_images(tmp_path) == 59
-    monkeypatch.undo()
-    assert "bars/000.png" in extract(tiny_folder, tmp_path).ids and stored_images(tmp_path) == 60
+    (tmp_path / "away.png").rename(away)
+    assert "bars/000.png" in extract(data, tmp_path).ids and stored_images(tmp_path) == 60
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, tmp_path, reference):

@@ -106,6 +106,15 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
         response = httpx.post(server + "/predict", files=files)
         assert response.status_code == status, (name, response.text)
         assert reason in response.text, (name, response.text)
+    def chunked():  # no Content-Length: the limit must hold while the body streams in
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n"
+        for _ in range(40):
+            yield os.urandom(2**16)
+        yield b"\r\n--x--\r\n"
+
+    streamed = httpx.post(server + "/predict", content=chunked(),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert streamed.status_code == 413 and "exceeded" in streamed.text, streamed.text
     empty = httpx.post(server + "/predict", content=b"", headers={"content-type": "multipart/form-data; boundary=x"})
     assert 400 <= empty.status_code < 500
     fine = httpx.post(server + "/predict", files=[("file", ("d.png", (tiny_folder / "discs" / "001.png").read_bytes(),

@@ -223,7 +223,9 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
     dataset = settings.load_data()
     # a fine-tuned run's codes are activation maps: the audit compares images by the network's pooled codes
     backbone = "+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+"))
-    codes = extract_codes(dataset, backbone, progress=progress, **settings.extract_options()).labelled()
+    graphs = model_graphs(run_dir / "model.npz", load_model_file(run_dir / "model.npz")[1]) \
+        if run_dir is not None and (run_dir / "model.npz").exists() else None
+    codes = extract_codes(dataset, backbone, progress=progress, graphs=graphs, **settings.extract_options()).labelled()
     if run_dir is not None and (run_dir / "test_predictions.npz").exists():
         with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as z:
             row = {i: n for n, i in enumerate(z["ids"])}

@@ -11,6 +11,7 @@ Bad input (not an image, truncated, a decompression bomb, too large a body, too 
 JSON answer with the reason, and the server goes on. It never fetches anything: images come in the request body.
 """
 
+import hmac
 import ipaddress
 import threading
 import time
@@ -35,7 +36,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
     from pathlib import Path
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from .codes.runtime import cpu_count
@@ -53,7 +54,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     @app.middleware("http")
     async def limits(request: Request, call_next):
         if request.url.path == "/predict":
-            if token is not None and request.headers.get("authorization") != f"Bearer {token}":
+            sent = request.headers.get("authorization", "")
+            if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
                 return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
             length = request.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
@@ -61,9 +63,22 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                                   f"{max_bytes:,} (--max-body-mb)")
         return await call_next(request)
 
+    def counted(request: Request):
+        """The request's body, stopped at max_bytes however it is sent (chunked bodies have no Content-Length)."""
+        receive, seen = request.receive, [0]
+
+        async def limited():
+            message = await receive()
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > max_bytes:
+                raise HTTPException(413, f"request body size exceeded: more than {max_bytes:,} bytes")
+            return message
+
+        return Request(request.scope, limited)
+
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": str(path), "backbone": predictor.backbone, "classes": predictor.class_names}
+        return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names}
 
     @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "properties": {"file": {"type": "array", "items": {
@@ -71,7 +86,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     async def predict(request: Request):
         """Top classes of each image sent as form field `file` (repeat the field for several images)."""
         try:
-            form = await request.form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
+            form = await counted(request).form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
         except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
             text = str(getattr(exc, "detail", "") or exc)
             if any(word in text.lower() for word in ("too many", "size", "exceeded")):

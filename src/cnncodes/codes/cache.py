@@ -32,6 +32,13 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
+def _last_used(root: Path) -> float:
+    try:
+        return float((root / LAST_USED).read_text())
+    except (OSError, ValueError):
+        return root.stat().st_mtime
+
+
 def cache_entries(cache_dir: Path) -> list[Entry]:
     cache_dir = Path(cache_dir)
     out = []
@@ -39,11 +46,11 @@ def cache_entries(cache_dir: Path) -> list[Entry]:
         try:
             identity = ExtractionIdentity(**json.loads((root / "identity.json").read_text()))
             summary = CodeStore(root, identity).summary()
-            used = float((root / LAST_USED).read_text())
+            used = _last_used(root)
             out.append(Entry(root, "codes store", summary["images"], summary["bytes"], used,
                              f"{identity.backbone}, {identity.runtime} {identity.precision}", identity.graph))
         except (OSError, ValueError, TypeError):
-            out.append(Entry(root, "damaged codes store", None, _size(root), root.stat().st_mtime, "unreadable"))
+            out.append(Entry(root, "damaged codes store", None, _size(root), _last_used(root), "unreadable"))
     for root in sorted((cache_dir / "codes").glob("*/")):  # stores named by a dataset's fingerprint (format 2)
         out.append(Entry(root, "codes store of an older format", None, _size(root), root.stat().st_mtime,
                          "never read again: its codes are computed once into the new stores"))
@@ -61,8 +68,8 @@ def prune(cache_dir: Path, older_than_days: float, dry_run: bool = True) -> list
     """Codes stores and graphs unused for `older_than_days`, and stores of an older format: removed unless dry_run.
     The stat memo stays (it only saves reading files again)."""
     entries = cache_entries(cache_dir)
-    stale = [e for e in entries if e.kind not in ("stat memo", "codes store", "ONNX graph")
-             or e.kind == "codes store" and e.age_days >= older_than_days]
+    stale = [e for e in entries if e.kind == "codes store of an older format"
+             or e.kind in ("codes store", "damaged codes store") and e.age_days >= older_than_days]
     kept_graphs = " ".join(e.graph or "" for e in entries if e.kind == "codes store" and e not in stale)
     stale += [e for e in entries if e.kind == "ONNX graph" and e.age_days >= older_than_days
               and e.path.stem.split("-pixels-")[0] not in kept_graphs]

@@ -60,6 +60,9 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
         raise CnnCodesError(f"--batch-size must be at least 1 (got {batch_size})")
     if len(dataset) == 0:
         raise CnnCodesError("the dataset has no images")
+    if len(dataset.keys) != len(dataset):
+        raise CnnCodesError(f"the dataset has {len(dataset):,} items but {len(dataset.keys):,} content keys: a Dataset "
+                            "made by hand needs keys (cnncodes.data.content.pixels_key or file_key) for its items")
     spec = get_backbone(names[0]).with_flip(flip)
     device = process.resolve_device(device, check_runtime(runtime))
     if runtime == "torch":
@@ -70,7 +73,7 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
     settings = Extraction(batch_size=batch_size, threads=threads or max(2, process.cpu_count()), device=device,
                           precision=process.resolve_precision(precision, device), runtime=runtime, graph=graph,
                           address=address, concurrency=concurrency)
-    store = open_store(cache, extraction_identity(spec, runtime, settings.precision, graph))
+    store = open_store(cache, extraction_identity(spec, runtime, settings.precision, graph, device))
     if progress and store.committed_rows() == 0 and (cache / "codes").is_dir():
         print(f"cnncodes: codes stores of an older format in {cache / 'codes'} are not read any more; codes are "
               "computed once into the new store (`cnncodes cache prune --yes` removes the old ones)", file=sys.stderr)

@@ -25,7 +25,8 @@ class ExtractionIdentity:
     preprocess: dict  # resize, crop, normalisation, flip (Backbone.preprocess)
     runtime: str  # torch, onnx, onnx-int8
     precision: str  # what torch computes in (fp32, bf16); the onnx runtimes: their graph decides
-    graph: str | None  # the ONNX graph file that computes the codes (its name carries its inputs, int8 calibration too)
+    graph: str | None  # the ONNX graph that computes the codes: its file name and a hash of its contents
+    device: str  # cpu or cuda: a GPU's convolutions round differently
     width: int
     dtype: str
     format: int = FORMAT_VERSION
@@ -41,12 +42,22 @@ class ExtractionIdentity:
         return asdict(self)
 
 
-def extraction_identity(spec, runtime: str, precision: str, graph=None) -> ExtractionIdentity:
+def extraction_identity(spec, runtime: str, precision: str, graph=None, device: str = "cpu") -> ExtractionIdentity:
     """spec: a Backbone (with its flip); graph: the codes graph of an onnx runtime (codes_graph), else None."""
     return ExtractionIdentity(
         backbone=spec.name, weights=spec.weights_id(), preprocess=vars(spec.preprocess), runtime=runtime,
         precision=precision if runtime == "torch" else ("int8" if runtime == "onnx-int8" else "fp32"),
-        graph=None if graph is None else graph.name, width=spec.feature_dim, dtype=spec.code_dtype)
+        graph=None if graph is None else f"{graph.name}:{file_hash(graph)}", device=device.split(":")[0],
+        width=spec.feature_dim, dtype=spec.code_dtype)
+
+
+def file_hash(path) -> str:
+    """A graph file's contents (a copy in a run folder and the cache's graph of the same name must agree)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def network_graph_name(spec) -> str:

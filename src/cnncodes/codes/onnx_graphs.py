@@ -172,16 +172,18 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
     for sidecar in sorted(folder.glob(f"{spec.name}-int8-*.keys.json")):
         graph = sidecar.with_name(sidecar.name.removesuffix(".keys.json") + ".onnx")
         try:
-            used = set(json.loads(sidecar.read_text()))
-        except (OSError, ValueError):
+            made = json.loads(sidecar.read_text())
+            used = set(made["calibration"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if graph.exists() and len(used & wanted) >= REUSE_OVERLAP * max(len(wanted), len(used)):
+        if graph.exists() and made.get("network") == fp32.name and \
+                len(used & wanted) >= REUSE_OVERLAP * max(len(wanted), len(used)):
             return pixels_graph(graph, spec.preprocess)
     graph = folder / int8_graph_name(spec, calibration.keys)
     atomic_path(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), graph)
     from ..files import write_json
 
-    write_json(graph.with_name(graph.stem + ".keys.json"), sorted(calibration.keys))
+    write_json(graph.with_name(graph.stem + ".keys.json"), {"network": fp32.name, "calibration": sorted(calibration.keys)})
     return pixels_graph(graph, spec.preprocess)
 
 

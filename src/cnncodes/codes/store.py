@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnnCodesError
-from ..files import write_json
+from ..files import atomic_write, write_json
 from .identity import ExtractionIdentity
 from .matrix import CHUNK_BYTES, CodeMatrix, FileRows
 
@@ -164,5 +164,5 @@ class CodeStore:
 def open_store(cache_dir: Path, identity: ExtractionIdentity) -> CodeStore:
     """The store of an identity in a cache, marked as used now (see codes.cache.prune)."""
     store = CodeStore(Path(cache_dir) / "stores" / identity.folder_name(), identity)
-    (store.root / LAST_USED).write_text(str(time.time()))
+    atomic_write(store.root / LAST_USED, str(time.time()).encode())
     return store

@@ -58,8 +58,8 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise BadImage("not an image Pillow can read") from None
     except OSError as exc:
-        if exc.errno in TRANSIENT_ERRNOS:
-            raise  # the disk or the system, not the file: the caller retries instead of skipping it for good
+        if exc.errno is not None:
+            raise  # opening or reading the file failed (gone, no permission, the disk): not a verdict on its content
         raise BadImage(f"cannot decode: {exc}") from None
     except MemoryError:
         raise
