@@ -274,6 +274,7 @@ def test_flipped_codes_are_aligned_with_the_codes_by_image_id(monkeypatch):
     assert np.array_equal(flipped.vectors - 10, codes.vectors)
 
 
+@pytest.mark.slow  # int8 graphs: precision-independent, once, not again in the fp32 pass
 def test_a_run_works_from_another_folder_and_its_model_without_the_training_images(tiny_folder, tmp_path):
     """`run --data photos` from one folder; audit, similar, evaluate and export from another; then the images move
     away: predict still works (the int8 graph travels in the run folder), and --data points the rest at them."""

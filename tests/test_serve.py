@@ -15,6 +15,7 @@ from .conftest import cli
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow  # HTTP behaviour: once, not again in the fp32 pass
 
 
 def free_port() -> int:

@@ -53,7 +53,7 @@ class StatMemo:
                    "ctime_ns INTEGER, inode INTEGER, hashed_ns INTEGER, key TEXT)")
         return db
 
-    def keys(self, paths: list[Path]) -> list[str]:
+    def keys(self, paths: list) -> list[str]:
         """For each path its content key ("file:..."), or why it cannot be read (a plain reason, never stored:
         a file made readable later is read on the next run). A transient error raises OSError."""
         names = [os.fsencode(os.path.abspath(p)) for p in paths]  # bytes: file names need not be UTF-8
