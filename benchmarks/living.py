@@ -72,8 +72,9 @@ def folder_steps(source: Path, work: Path, cache: Path, options: dict) -> list:
     rows, reference = [], {}
 
     def relabel(n):
-        """Move n files into the next class folder."""
-        for k, f in enumerate(train[:n]):
+        """Move n files, spread over the classes (no class folder empties), into the next class folder."""
+        for k in range(0, len(train), len(train) // n)[:n]:
+            f = train[k]
             train[k] = data / "train" / classes[(classes.index(f.parent.name) + 1) % len(classes)] / f.name
             f.rename(train[k])
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 want=()
 ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || want+=(libtcmalloc-minimal4)
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
+python3 -c "import ensurepip" 2>/dev/null || want+=(python3-venv)  # Debian ships venv without pip otherwise
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -q "${want[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${want[@]}" >/dev/null; }

@@ -362,3 +362,22 @@ def test_evaluate_without_test_images_and_audit_at_threshold_zero(finished_run, 
         assert audited.returncode == 0, audited.stderr
         pairs[threshold] = int(audited.stdout.split(" likely label errors, ")[1].split()[0].replace(",", ""))
     assert pairs["0"] > pairs["0.85"]  # 0 is a threshold, not "the default"
+
+
+def test_newcomers_mistakes_get_messages_that_name_them(finished_run, tiny_folder, tmp_path):
+    out, _ = finished_run
+    image = tiny_folder / "discs" / "000.png"
+    by_folder = cli("predict", out, image)
+    assert by_folder.returncode == 0 and "discs" in by_folder.stdout, by_folder.stderr  # a run folder is a model
+    typo = cli("predict", out, image, tmp_path / "new_photo")
+    assert typo.returncode == 2 and "no such file or folder" in typo.stderr and "new_photo" in typo.stderr
+    mistyped = cli("evaluate", out, "--data", tmp_path / "photo")
+    assert mistyped.returncode == 2 and f"--data {tmp_path / 'photo'} does not exist" in mistyped.stderr
+    holder = tmp_path / "holder"
+    (holder / "img").mkdir(parents=True)
+    (holder / "img" / "a.png").write_bytes(image.read_bytes())
+    (holder / "labels.csv").write_text("path,label\nimg/a.png,x\n")
+    folder_for_csv = cli("extract", "--data", holder, "--out", tmp_path / "o")
+    assert folder_for_csv.returncode == 2 and f"--data {holder / 'labels.csv'}" in folder_for_csv.stderr
+    port = cli("serve", out, "--port", "99999")
+    assert port.returncode == 2 and "at most 65535" in port.stderr and "Traceback" not in port.stderr

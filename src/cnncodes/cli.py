@@ -26,6 +26,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
 def _whole(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number of blocks, got {text!r}")
@@ -76,7 +83,7 @@ def _extract_options(p, backbone=True):
                    help="auto: bf16 where the hardware has it (codes within 0.3 points of fp32)")
     g.add_argument("--runtime", default=None, choices=["torch", "onnx", "onnx-int8"], help="what computes the "
                    "codes: torch (default), onnx (ONNX Runtime, fp32) or onnx-int8 (quantised, calibrated on "
-                   "training images); see the README's speed table")
+                   "training images); see docs/benchmarks.md, Speed")
     g.add_argument("--engine", default="local", choices=["local", "ray"], help="local threads or a Ray cluster")
     g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     g.add_argument("--concurrency", type=_positive_int, default=None, help="Ray actors (default: one per 2 CPUs)")
@@ -92,7 +99,7 @@ def _head_options(p):
                    "hidden layer, early stopping on validation")
     g.add_argument("--finetune", type=_whole, default=None, metavar="K", help="train the last K blocks and the "
                    "head convolution of an EfficientNet-Lite on its cached activations (K=0: the head convolution "
-                   "only); slower than a probe, see the README's table")
+                   "only); slower than a probe, see docs/benchmarks.md")
     g.add_argument("--normalize", default="none", choices=["none", "sqrt", "l2"],
                    help="transform codes before standardisation (default none)")
     g.add_argument("--class-weight", default="none", choices=["none", "balanced"], help="balanced: every class "
@@ -196,6 +203,9 @@ def cmd_evaluate(a):
 def cmd_predict(a):
     from .predict import list_images, predict_stream, write_predictions_file
 
+    missing = [p for p in a.images if not os.path.exists(p)]
+    if missing:
+        raise CnnCodesError(f"no such file or folder: {', '.join(missing)}")
     images = list_images(a.images)
     if not images:
         raise CnnCodesError(f"no image files in {', '.join(a.images)}")
@@ -222,7 +232,7 @@ def cmd_export(a):
 
     path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir, data=a.data)
     print(f"{'int8 ' if a.int8 else ''}ONNX model: {path} ({path.stat().st_size / 1e6:.1f} MB); "
-          f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (README)")
+          f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (docs/onnx_predict.py)")
 
 
 def cmd_audit(a):
@@ -329,12 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(no_report=True)
 
     sp = add("evaluate", cmd_evaluate, "test metrics of a saved model")
-    sp.add_argument("model", help="model.npz from run or train")
+    sp.add_argument("model", help="a run folder or its model.npz (from run or train)")
     _data_options(sp, splits=False); _extract_options(sp, backbone=False)
     sp.add_argument("--out", default=None, help="folder for metrics.json (default: print only)")
 
     sp = add("predict", cmd_predict, "top classes of new images")
-    sp.add_argument("model", help="model.npz from run or train, or model.onnx from export")
+    sp.add_argument("model", help="a run folder (or its model.npz), or a model.onnx from export")
     sp.add_argument("images", nargs="+", help="image files and folders (searched recursively)")
     sp.add_argument("--top-k", type=_positive_int, default=3)
     sp.add_argument("--out", default=None, help="write the predictions to this file (streamed, any number of "
@@ -360,8 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("images", nargs="+", help="query image files or folders")
     sp.add_argument("--k", type=_positive_int, default=12, help="neighbours per query (default 12)")
     sp.add_argument("--out", default="similar.html", help="the page to write (default similar.html)")
-    sp.add_argument("--data", default=None, help="where the run's images are now, for the thumbnails (default: the "
-                    "recorded path; without the images the page lists names only)")
+    sp.add_argument("--data", default=None, help="where the run's images are now (default: the recorded path)")
 
     sp = add("export", cmd_export, "one ONNX file (uint8 pixels in, class probabilities out) for ONNX Runtime")
     sp.add_argument("model", help="RUN_DIR or its model.npz")
@@ -377,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", help="a run folder, its model.npz, or a model.onnx from export")
     sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; any "
                     "other address needs --token)")
-    sp.add_argument("--port", type=_positive_int, default=8000)
+    sp.add_argument("--port", type=_port, default=8000)
     sp.add_argument("--token", default=None, help="a secret that clients send as 'Authorization: Bearer TOKEN' to "
                     "/predict; required when --host is not a loopback address")
     sp.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")

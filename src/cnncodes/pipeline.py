@@ -186,9 +186,10 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
     if out is not None and ((out / "model.npz").exists() or (out / "settings.json").exists()):
         raise CnnCodesError(f"{out} is a run folder: evaluate's metrics.json and test_predictions.npz would mix "
                             "with the run's own; choose another --out")
+    model_path = Path(model_path) / "model.npz" if Path(model_path).is_dir() else Path(model_path)
     fitted, meta = load_model_file(model_path)
     settings = RunSettings.from_dict(meta["settings"]).but(data=data, **changes)
-    dataset = settings.load_data()
+    dataset = settings.load_data(given=data is not None)
     if not (dataset.splits == "test").any():
         raise CnnCodesError(f"{settings.data or 'CIFAR-10'} has no test images: there is nothing to evaluate")
     if dataset.class_names != meta["class_names"]:
@@ -218,6 +219,8 @@ def audit_run(run_dir=None, out=None, *, settings: RunSettings | None = None, th
         run_dir = Path(run_dir)
         settings = RunSettings.of_run(run_dir).but(data=data)
         out = Path(out) if out is not None else run_dir / "audit"
+        if data is not None:
+            settings.load_data(given=True)  # a mistyped --data is named as such
     elif settings is None or out is None:
         raise CnnCodesError("audit needs a run folder, or --data (and --backbone) with --out")
     dataset = settings.load_data()
@@ -249,7 +252,7 @@ def collection(source, data=None) -> tuple[Codes, object, RunSettings | None, di
         graphs = model_graphs(source / "model.npz", meta)
         # a fine-tuned run's codes are activation maps: images are compared by the network's pooled codes
         settings = settings.but(backbone="+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+")))
-        dataset = settings.load_data()
+        dataset = settings.load_data(given=data is not None)
         codes = extract_codes(dataset, settings.backbone, progress=False, graphs=graphs, **settings.extract_options())
         return codes, dataset, settings, graphs or codes_graphs(settings, dataset)
     return Codes.load(source), None, None, {}

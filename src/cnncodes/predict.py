@@ -25,7 +25,9 @@ class Predictor:
     model.onnx from `cnncodes export` (run by ONNX Runtime alone). Calling it predicts a batch of images."""
 
     def __init__(self, model_path, device: str = "auto", precision: str = "auto"):
-        self.path, self.device, self.precision = Path(model_path), device, precision
+        model_path = Path(model_path)
+        self.path = model_path / "model.npz" if model_path.is_dir() else model_path  # a run folder: its model
+        self.device, self.precision = device, precision
         if self.path.suffix.lower() == ".onnx":
             from .export import OnnxModel
 
@@ -107,7 +109,7 @@ def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: s
     out.parent.mkdir(parents=True, exist_ok=True)
     top_k = min(top_k, len(Predictor(model_path).class_names))  # no empty columns beyond the classes there are
     done = skipped = 0
-    with atomic_output(out) as raw, tqdm(total=len(images), unit="img", desc="predicting", disable=not progress) as bar:
+    with atomic_output(out) as raw, tqdm(total=len(images), unit="img", desc="predicting", disable=None if progress else True) as bar:
         f = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         rows = csv.writer(f) if fmt == "csv" else None
         if rows:

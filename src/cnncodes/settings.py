@@ -42,12 +42,15 @@ class RunSettings:
         return dict(cache_dir=self.cache_dir, test_percent=self.test_percent,
                     validation_percent=self.validation_percent, seed=self.seed)
 
-    def load_data(self):
-        """The run's dataset; where its images were moved, a message that says how to point at them."""
+    def load_data(self, given: bool = False):
+        """The run's dataset; where its images were moved, a message that says how to point at them.
+        given: the data path came from the user's --data now (a missing one is their typo, not a moved run)."""
         import os
 
         from .data.datasets import load_dataset
 
+        if given and self.data is not None and not os.path.exists(self.data):
+            raise CnnCodesError(f"--data {self.data} does not exist")
         if self.data is not None and not os.path.exists(self.data):
             raise CnnCodesError(f"the run's images were at {self.data}, which does not exist (any more): give --data "
                                 "with where they are now")

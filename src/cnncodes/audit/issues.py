@@ -178,7 +178,7 @@ def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:
 
     index = dataset.row_of()
     out = np.zeros((len(ids), THUMBNAIL_SIDE * THUMBNAIL_SIDE), np.float32)
-    for n, item_id in enumerate(tqdm(ids, desc="audit: thumbnails", unit="img", disable=not progress, leave=False)):
+    for n, item_id in enumerate(tqdm(ids, desc="audit: thumbnails", unit="img", disable=None if progress else True, leave=False)):
         try:
             out[n] = grey_thumbnail(dataset.read(index[str(item_id)], THUMBNAIL_SIDE))
         except (BadImage, OSError):

@@ -84,7 +84,7 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
         from tqdm import tqdm
 
         desc = f"codes {spec.name}{' (flipped)' if flip else ''}"
-        with tqdm(total=len(todo), unit="img", desc=desc, disable=not progress, smoothing=0.05) as bar:
+        with tqdm(total=len(todo), unit="img", desc=desc, disable=None if progress else True, smoothing=0.05) as bar:
             unstored = get_engine(engine)(dataset, store, todo, spec, settings, bar)
         rows, reasons, _ = store.lookup(dataset.keys)
     ok = rows >= 0

@@ -228,6 +228,10 @@ def image_folder(root, test_percent: float = 20.0, validation_percent: float = 2
     else:
         names, ids, labels, problems = _scan_class_folders(root, root)
         given, carve = [""] * len(ids), (test_percent, validation_percent)
+        manifests = sorted(f.name for f in root.glob("*.csv"))
+        if len(names) < 2 and manifests:
+            raise CnnCodesError(f"{str(root)!r} holds {', '.join(manifests)} and {len(names)} class folder(s): to read "
+                                f"a manifest, give its file: --data {root / manifests[0]}")
     if not ids:
         loose = [f.name for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
         hint = (f" ({len(loose)} image files lie directly in it: put each class's images in a folder named after the "

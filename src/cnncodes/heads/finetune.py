@@ -106,7 +106,7 @@ class FineTuneHead(Head):
             self.net_.train()
             correct = 0
             bar = tqdm(total=len(x_train), desc=f"fine-tuning epoch {epoch}/{self.epochs}", unit="img",
-                       disable=not self.progress, leave=False)
+                       disable=None if self.progress else True, leave=False)
             for idx, batch in self._batches(x_train, rng.permutation(len(x_train)), self.batch_size):
                 target = torch.from_numpy(y[idx])
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):

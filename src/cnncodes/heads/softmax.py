@@ -76,7 +76,7 @@ class SoftmaxHead(Head):
             vs = [standardize(normalize_codes(v, self.normalize), mean, scale) for v in val]
             model = LogisticRegression(max_iter=self.max_iter, warm_start=True, class_weight=self._sklearn_weight())
             fitted = {}
-            for c in tqdm(sorted(self.c_grid), desc="head: choosing C", disable=not self.progress, leave=False):
+            for c in tqdm(sorted(self.c_grid), desc="head: choosing C", disable=None if self.progress else True, leave=False):
                 _quiet_fit(model.set_params(C=c), xs, yp)
                 fitted[c] = (model.coef_.copy(), model.intercept_.copy())
                 self.search_.append({"C": c, "validation_accuracy": views_accuracy(model.predict_proba, vs, y_val),
