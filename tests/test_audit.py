@@ -92,7 +92,7 @@ def test_audit_command_writes_galleries_and_finds_copied_images_in_test(copied_r
     assert result.returncode == 0, result.stderr
     out = run / "audit"
     page = (out / "audit.html").read_text()
-    assert page.count("data:image/png;base64") >= 10 and "Likely label errors" in page
+    assert page.count("data:image/png;base64") >= 7 and "Likely label errors" in page  # 3 leak pairs, an outlier
     leaks = [r for r in _rows(out / "duplicates.csv") if r["train_test_leak"] == "yes"]
     found = {r["id_a"] if r["split_a"] == "test" else r["id_b"] for r in leaks}
     assert found >= {"test/cat/copy.png", "test/cat/resized.png", "test/cat/reencoded.jpg"}
@@ -129,3 +129,29 @@ def test_similar_command_finds_the_original_of_a_copy(copied_run, tmp_path):
     assert len(neighbours) == 3 and not any(n.startswith("test/cat/resized.png") for n in neighbours)  # not itself
     assert neighbours[0].startswith("train/cat/")  # its original first
     assert "skipped" in result.stdout and (tmp_path / "similar.html").read_text().count("<img") >= 4
+
+
+@pytest.mark.slow  # real images through the network
+def test_a_small_collection_ranks_planted_label_errors_high(tmp_path):
+    """3 classes of 20 real images, 3 ships filed as cats: the cross-validated probe ranks at least 2 of the 3 in
+    the top 10 (the fixed C = 0.01 gave near-uniform probabilities and ranked none of them there)."""
+    import shutil
+
+    from cnncodes import extract_codes, image_folder
+
+    exact = need_shared("cifar10-exact")
+    planted = []
+    for name in ("cat", "ship", "truck"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        files = sorted((exact / "train" / name).glob("*.png"))
+        for f in files[:20]:
+            shutil.copy(f, tmp_path / "data" / name / f.name)
+        if name == "ship":
+            for f in files[20:23]:
+                shutil.copy(f, tmp_path / "data" / "cat" / f"ship_{f.name}")
+                planted.append(f"cat/ship_{f.name}")
+    codes = extract_codes(image_folder(tmp_path / "data", test_percent=0, cache_dir=tmp_path), progress=False,
+                          cache_dir=tmp_path)
+    result = audit_codes(codes, folds=5)
+    top = [str(codes.ids[r]) for r in np.argsort(result.quality, kind="stable")[:10]]
+    assert len(set(top) & set(planted)) >= 2, (top, planted, result.probe_c)

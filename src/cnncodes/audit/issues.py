@@ -21,6 +21,9 @@ THUMBNAIL_SIDE = 16
 CANDIDATE_MARGIN = 0.05  # pairs are first searched in the principal components, this much below the threshold
 OUTLIER_SHARE = 0.01  # the most atypical 1% of the images are listed
 NEIGHBOURS = 10  # an image's outlier score: 1 - its mean cosine to this many nearest images
+PROBE_C = 0.01  # the probe's L2 strength on collections of SMALL images or more (chosen on CIFAR-10: benchmarks/audit.py)
+SMALL = 1000  # below this many labelled (non-test) images: the full codes, and the probe's C cross-validated
+SMALL_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class AuditResult:
     outlier_scores: np.ndarray  # (N,) 1 - mean cosine to the nearest images (principal components): high = atypical
     outliers: np.ndarray  # row indices of the highest OUTLIER_SHARE of outlier_scores, most atypical first
     seconds: dict = field(default_factory=dict)
+    probe_c: float = PROBE_C  # the probe's L2 strength: PROBE_C, or cross-validated on a small collection (full codes)
 
     @property
     def leaks(self) -> np.ndarray:
@@ -52,7 +56,7 @@ def principal_components(x: np.ndarray, n: int = PROBE_DIMENSIONS, seed: int = 0
     return PCA(n, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01):
+def probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = PROBE_C):
     """x -> class probabilities of the tuned softmax head at a fixed C, fitted on (x, y): the run's own head, so
     the audit's probabilities come from the model a user trains."""
     from ..heads import SoftmaxHead
@@ -60,7 +64,23 @@ def probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01):
     return SoftmaxHead(c_grid=(c,)).fit(x, y, n_classes=n_classes).predict_proba
 
 
-def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0) -> np.ndarray:
+def cross_validated_c(x: np.ndarray, y: np.ndarray, folds: int, seed: int = 0) -> float:
+    """The probe's L2 strength with the lowest stratified k-fold log-loss on standardised codes (what scikit-learn's
+    LogisticRegressionCV does; written as its loop because that class's API is changing): on a small collection the
+    fixed PROBE_C gives probabilities in which no label stands out."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    loss = {c: -cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)), x, y, cv=cv,
+                                scoring="neg_log_loss").mean() for c in SMALL_C_GRID}
+    return min(loss, key=loss.get)
+
+
+def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0,
+                      c: float = PROBE_C) -> np.ndarray:
     """Each row's class probabilities from a probe that never saw it (K folds, stratified)."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -70,7 +90,7 @@ def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int =
         raise CnnCodesError("out-of-fold probabilities need at least 2 labelled images of every class")
     out = np.zeros((len(x), n_classes), np.float32)
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        out[held] = probe(x[train], y[train], n_classes)(x[held])
+        out[held] = probe(x[train], y[train], n_classes, c)(x[held])
     return out
 
 
@@ -151,9 +171,16 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     t = time.perf_counter()
     test = codes.splits == "test"
     proba = np.zeros((len(x), k), np.float32)
-    proba[~test] = out_of_fold_proba(reduced[~test], y[~test], k, folds, seed)
+    counts = np.bincount(y[~test], minlength=k)
+    small_folds = int(min(folds, counts[counts > 0].min()))
+    small = (~test).sum() < SMALL and small_folds >= 2
+    # the principal components are for speed on large collections; on a few images their standardised trailing
+    # components are noise the probe drowns in (near-uniform probabilities): the full codes, and C cross-validated
+    features = x if small else reduced
+    c = cross_validated_c(features[~test], y[~test], small_folds, seed) if small else PROBE_C
+    proba[~test] = out_of_fold_proba(features[~test], y[~test], k, folds, seed, c)
     if test.any():
-        proba[test] = test_proba if test_proba is not None else probe(reduced[~test], y[~test], k)(reduced[test])
+        proba[test] = test_proba if test_proba is not None else probe(features[~test], y[~test], k, c)(features[test])
     seconds["out-of-fold probabilities"] = time.perf_counter() - t
     t = time.perf_counter()
     quality = get_label_quality_scores(y, proba, method="self_confidence")
@@ -166,7 +193,7 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     outliers = np.argsort(-scores, kind="stable")[:max(1, int(round(OUTLIER_SHARE * len(x))))]
     seconds["near-duplicates and outliers"] = time.perf_counter() - t
     return AuditResult(codes, proba, quality, np.asarray(issues, np.int64), pairs, similarity, correlation, scores,
-                       outliers, seconds)
+                       outliers, seconds, c)
 
 
 def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:

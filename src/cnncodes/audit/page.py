@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .issues import COPY_CORRELATION, AuditResult
+from .issues import AuditResult, COPY_CORRELATION, SMALL
 from ..files import atomic_write
 from ..outputs.report_data import thumbnails
 
@@ -84,6 +84,9 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     n_test = int((codes.splits == "test").sum())
     leaked_test = len({int(r) for r in result.pairs[result.leaks].ravel() if codes.splits[r] == "test"})
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    small = int((codes.splits != "test").sum()) < SMALL
+    probe_how = " on the full codes, chosen by cross-validation (a small collection)" if small else \
+        " on the codes' principal components"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes audit</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1400px}} figure{{display:inline-block;margin:4px;width:150px;
 font-size:11px;vertical-align:top}} figcaption{{overflow-wrap:anywhere}} img{{width:96px;height:96px;image-rendering:pixelated}}
@@ -93,7 +96,8 @@ font-size:11px;vertical-align:top}} figcaption{{overflow-wrap:anywhere}} img{{wi
 codes at least the threshold, or copies: code neighbours whose small grey thumbnails correlate at
 {COPY_CORRELATION} or more), of which {len(result.leaks):,} join a test image to a training image
 ({leaked_test:,} of the {n_test:,} test images have a near-duplicate outside the test split); the {len(result.outliers):,} most atypical images.
-Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}.</p>
+Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}. Label errors come from
+out-of-fold probabilities of a softmax probe with L2 strength C = {result.probe_c:g}{probe_how}.</p>
 <h2>Likely label errors (most likely first)</h2>{issues or "<p>none</p>"}
 <h2>Train/test near-duplicates (leaks)</h2>{pair_cards(leaks, result.similarity[result.leaks[:GALLERY]]) or "<p>none</p>"}
 <h2>Other near-duplicates</h2>{pair_cards(others, result.similarity[other_rows]) or "<p>none</p>"}
