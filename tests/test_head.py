@@ -229,3 +229,28 @@ def test_tuned_head_on_codes_on_disk_reads_a_chunk_at_a_time(tmp_path, monkeypat
     head = SoftmaxHead(search_samples=500).fit(on_disk.select(np.arange(5000)), y[:5000], x[5000:], y[5000:])
     assert head.validation_accuracy_ > 0.9 and head.search_rows_ == 500
     assert max(reads) <= 500 and sum(reads) > 10 * 5000  # many passes, each in small reads
+
+
+def test_a_small_validation_split_hands_the_choice_of_c_to_cross_validation():
+    """9 validation images tie most Cs on accuracy: C is chosen by stratified 5-fold log-loss over train +
+    validation (recomputed here fold by fold with scikit-learn), then refit on all of them."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = blobs(n=600, d=60, seed=3)
+    x += np.random.default_rng(1).normal(0, 4, x.shape).astype(np.float32)
+    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    head = SoftmaxHead(c_grid=grid).fit(x[:51], y[:51], x[51:60], y[51:60])
+    assert head.selection_.startswith("5-fold cross-validation")
+    xs, ys = x[:60], y[:60]
+    losses = {}
+    for c in grid:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        losses[c] = np.mean([log_loss(ys[held], model.fit(xs[fit], ys[fit]).predict_proba(xs[held]), labels=np.unique(ys))
+                             for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(xs, ys)])
+    assert head.best_c_ == min(losses, key=losses.get)  # the C of the lowest cross-validated log-loss
+    assert [r["log_loss"] for r in head.search_] == pytest.approx([losses[c] for c in sorted(grid)], rel=1e-3)
+    assert head.score(x[60:], y[60:]) > 0.6

@@ -161,6 +161,7 @@ def _run_or_train(a, evaluate_test: bool):
         print(f"skipped {skipped} unusable files (listed with reasons in {result.out / 'skipped.tsv'})")
     if evaluate_test:
         print(format_table(result.metrics))
+        print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")
         if (result.out / "report.html").exists():
             print(f"report: {result.out / 'report.html'}")
     print(f"model: {result.out / 'model.npz'}")

@@ -100,6 +100,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     proba = predict_codes(fitted, codes, flipped)
     metrics = run_metrics(codes, proba, settings, dataset.name)
     metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
+                "chosen_on": getattr(fitted, "selection_", "validation split"),
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
     metrics["split_sizes_by_class"] = dataset.split_sizes()
     write_predictions(out, codes, proba)

@@ -16,6 +16,7 @@ from .base import (Head, check_class_weight, check_normalization, class_weights,
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 SEARCH_MIN_ROWS, SEARCH_ROWS_PER_FEATURE = 10_000, 4
+SMALL_VALIDATION = 100  # below this many validation images, C is cross-validated over train + validation
 
 
 def search_sample_size(n_rows: int, n_features: int) -> int:
@@ -64,6 +65,11 @@ class SoftmaxHead(Head):
 
         best_c, start = self.c_grid[len(self.c_grid) // 2], None
         blocks, labels = [x], [y]
+        self.selection_ = "validation split"
+        if val is not None and len(self.c_grid) > 1 and len(val) == 1 and len(y_val) < SMALL_VALIDATION:
+            best_c = self._cross_validated_c([x, *val], [y, y_val])
+            blocks, labels = [x, *val], [y, y_val]
+            val = None  # chosen: the refit below uses every labelled row
         if val is not None and len(self.c_grid) > 1:
             n = min(len(x), self.search_samples) if self.search_samples else search_sample_size(*x.shape)
             self.search_rows_ = n
@@ -94,6 +100,35 @@ class SoftmaxHead(Head):
         if self.progress:
             print(f"head: refitting with C={best_c:g} on {sum(len(b) for b in blocks):,} rows", flush=True)
         self._fit_linear(blocks, labels, best_c, start)
+
+    def _cross_validated_c(self, blocks, labels) -> float:
+        """C by stratified k-fold log-loss over train + validation (scikit-learn's LogisticRegressionCV, as a loop):
+        a validation split of a few images ties most Cs on accuracy and picks by chance. search_ records each C's
+        cross-validated accuracy, validation_accuracy_ the chosen one's."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_validate
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        xa = normalize_codes(np.vstack([np.asarray(b) for b in blocks]), self.normalize)
+        ya = np.concatenate(labels)
+        counts = np.bincount(ya)
+        folds = int(min(5, counts[counts > 0].min()))
+        if folds < 2:
+            return self.c_grid[len(self.c_grid) // 2]
+        self.selection_ = f"{folds}-fold cross-validation over train + validation (the validation split is small)"
+        cv = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+        for c in sorted(self.c_grid):
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=self.max_iter,
+                                                                       class_weight=self._sklearn_weight()))
+            with warnings.catch_warnings():  # a fold that stops at max_iter still scores its C
+                warnings.simplefilter("ignore")
+                scores = cross_validate(model, xa, ya, cv=cv, scoring=("neg_log_loss", "accuracy"))
+            self.search_.append({"C": c, "validation_accuracy": float(scores["test_accuracy"].mean()),
+                                 "log_loss": float(-scores["test_neg_log_loss"].mean())})
+        best = min(self.search_, key=lambda r: r["log_loss"])
+        self.validation_accuracy_ = best["validation_accuracy"]
+        return best["C"]
 
     def _fit_linear(self, blocks, labels, c: float, start=None) -> None:
         """Standardisation and weights from all rows of the blocks, read chunk by chunk, starting from `start`

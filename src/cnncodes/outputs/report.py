@@ -121,7 +121,8 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}.big{{font-size:2em;font-weight:bol
 <h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
 <p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
-<p>Validation accuracy {percent(metrics.get('validation_accuracy'))} (the split the head's settings were chosen on).</p>
+<p>Validation accuracy {percent(metrics.get('validation_accuracy'))} (the head's settings were chosen on:
+{esc(metrics.get('chosen_on', 'the validation split'))}).</p>
 <p>{metrics['images']} test images; {esc(splits)};
 {metrics['skipped']} files skipped (see skipped.tsv); codes {t.get('codes_seconds', '?')} s, head {t.get('head_seconds', '?')} s;
 flipped codes: {'yes' if metrics.get('flip') else 'no'}; chosen C: {esc(str(curve.get('best_C')))}.</p>
