@@ -204,6 +204,8 @@ def cmd_evaluate(a):
 def cmd_predict(a):
     from .predict import list_images, predict_stream, write_predictions_file
 
+    if not os.path.exists(a.model):
+        raise CnnCodesError(f"model {a.model!r} does not exist (a run folder, its model.npz, or a model.onnx)")
     missing = [p for p in a.images if not os.path.exists(p)]
     if missing:
         raise CnnCodesError(f"no such file or folder: {', '.join(missing)}")

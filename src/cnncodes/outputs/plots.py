@@ -75,8 +75,11 @@ def learning_curve(curve: list[dict], path: Path) -> None:
 def c_search(search: list[dict], best_c: float | None, path: Path) -> None:
     fig, ax = _subplots(figsize=(7, 4))
     cs = [r["C"] for r in search]
-    ax.semilogx(cs, [r["validation_accuracy"] * 100 for r in search], "o-", label="validation")
-    ax.semilogx(cs, [r["train_accuracy"] * 100 for r in search], "s--", label="train", alpha=0.7)
+    crossed = "log_loss" in search[0]  # chosen by cross-validation over train + validation (a small validation split)
+    ax.semilogx(cs, [r["validation_accuracy"] * 100 for r in search], "o-",
+                label="cross-validated (C chosen by log-loss)" if crossed else "validation")
+    if not crossed:
+        ax.semilogx(cs, [r["train_accuracy"] * 100 for r in search], "s--", label="train", alpha=0.7)
     if best_c is not None:
         ax.axvline(best_c, color="grey", ls=":", label=f"chosen C = {best_c:g}")
     ax.set_xlabel("C (inverse L2 strength)"); ax.set_ylabel("accuracy (%)")
