@@ -107,6 +107,8 @@ def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_fold
 
     ds = load_dataset(str(tiny_folder))
     codes = {rt: extract_codes(ds, runtime=rt, precision="fp32", progress=False) for rt in ("torch", "onnx", "onnx-int8")}
+    stores = {rt: Path(c.vectors.sources[0].path).parent for rt, c in codes.items()}
+    assert len(set(stores.values())) == 3 and all(f"-{rt}-" in stores[rt].name for rt in stores)  # one each
     np.testing.assert_allclose(codes["onnx"].vectors, codes["torch"].vectors, rtol=1e-3, atol=1e-3)
     a, b = np.asarray(codes["onnx-int8"].vectors), np.asarray(codes["torch"].vectors)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
