@@ -350,6 +350,7 @@ def test_html_in_class_and_file_names_stays_text_in_every_page(tmp_path):
     assert "&lt;img src=x onerror=alert(1)&gt;" in (tmp_path / "similar.html").read_text()
 
 
+@pytest.mark.slow  # command behaviour: once, not again in the fp32 pass
 def test_evaluate_without_test_images_and_audit_at_threshold_zero(finished_run, tiny_folder, tmp_path):
     trained = cli("train", "--data", tiny_folder, "--test-percent", "0", "--out", tmp_path / "t")
     assert trained.returncode == 0, trained.stderr

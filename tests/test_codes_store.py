@@ -129,6 +129,7 @@ def test_a_store_of_another_identity_is_refused_not_mixed(tiny_folder, tmp_path)
         extract(tiny_folder, tmp_path)
 
 
+@pytest.mark.slow  # precisions named: once, not again in the fp32 pass
 def test_other_settings_never_reuse_a_store(tiny_folder, tmp_path):
     ds = image_folder(tiny_folder)
     # precision named, not "auto": on a CPU without bf16, auto is fp32 and the first two would rightly share

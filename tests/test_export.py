@@ -101,6 +101,7 @@ def test_int8_export_keeps_the_predictions_and_is_smaller(flip_run, tiny_folder,
     assert run.returncode == 0, run.stderr
 
 
+@pytest.mark.slow  # ONNX graphs and precision named: once, not again in the fp32 pass
 def test_onnx_runtime_codes_match_torch_codes_and_have_their_own_store(tiny_folder):
     from cnncodes.data.datasets import load_dataset
     from cnncodes.codes.extract import extract_codes
