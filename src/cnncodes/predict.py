@@ -69,11 +69,11 @@ def _results(predicted, class_names: list, top_k: int) -> list:
     return results
 
 
-def predict_stream(model_path, images: Sequence, top_k: int = 5, device: str = "auto",
+def predict_stream(model, images: Sequence, top_k: int = 5, device: str = "auto",
                    precision: str = "auto") -> Iterator:
     """For each image in order: a list of (class name, probability), best first, or the reason it was skipped;
-    computed CHUNK images at a time (see Predictor)."""
-    predictor = Predictor(model_path, device, precision)
+    computed CHUNK images at a time. model: a model path (see Predictor), or a Predictor already loaded."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device, precision)
     for start in range(0, len(images), CHUNK):
         yield from predictor(images[start:start + CHUNK], top_k)
 
@@ -107,7 +107,8 @@ def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: s
         raise CnnCodesError(f"--format must be csv or json (got {fmt!r})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    top_k = min(top_k, len(Predictor(model_path).class_names))  # no empty columns beyond the classes there are
+    predictor = Predictor(model_path, device, precision)
+    top_k = min(top_k, len(predictor.class_names))  # no empty columns beyond the classes there are
     done = skipped = 0
     with atomic_output(out) as raw, tqdm(total=len(images), unit="img", desc="predicting", disable=None if progress else True) as bar:
         f = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
@@ -117,7 +118,7 @@ def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: s
                           + ["error"])
         else:
             f.write("[")
-        for n, (path, result) in enumerate(zip(images, predict_stream(model_path, images, top_k, device, precision))):
+        for n, (path, result) in enumerate(zip(images, predict_stream(predictor, images, top_k))):
             failed = isinstance(result, str)
             skipped += failed
             done += not failed

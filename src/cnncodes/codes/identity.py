@@ -9,6 +9,8 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
+from ..data.content import file_sha256
+
 FORMAT_VERSION = 3  # 3: content-addressed stores (rows + SQLite index)
 
 
@@ -47,17 +49,8 @@ def extraction_identity(spec, runtime: str, precision: str, graph=None, device: 
     return ExtractionIdentity(
         backbone=spec.name, weights=spec.weights_id(), preprocess=vars(spec.preprocess), runtime=runtime,
         precision=precision if runtime == "torch" else ("int8" if runtime == "onnx-int8" else "fp32"),
-        graph=None if graph is None else f"{graph.name}:{file_hash(graph)}", device=device.split(":")[0],
+        graph=None if graph is None else f"{graph.name}:{file_sha256(graph)[:16]}", device=device.split(":")[0],
         width=spec.feature_dim, dtype=spec.code_dtype)
-
-
-def file_hash(path) -> str:
-    """A graph file's contents (a copy in a run folder and the cache's graph of the same name must agree)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def network_graph_name(spec) -> str:

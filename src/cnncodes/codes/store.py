@@ -59,10 +59,19 @@ class CodeStore:
         if not self.rows_path.exists():
             self.rows_path.touch()
 
-    def _db(self) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.index_path, timeout=60, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         return db
+
+    @contextmanager
+    def _db(self):
+        """A connection for one step, closed after it (sqlite3's own context manager leaves it open)."""
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
 
     def committed_rows(self) -> int:
         with self._db() as db:
@@ -118,7 +127,7 @@ class CodeStore:
                 raise CnnCodesError(f"another cnncodes process is extracting into {self.root}: wait for it to "
                                     "finish (its codes will be reused)") from None
             rows_file = open(self.rows_path, "r+b")
-            db = self._db()
+            db = self._connect()
             try:
                 next_row = [db.execute("SELECT value FROM meta WHERE name='rows'").fetchone()[0]]
 

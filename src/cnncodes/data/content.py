@@ -31,12 +31,17 @@ def pixels_key(pixels: np.ndarray) -> str:
     return "px:" + h.hexdigest()[:32]
 
 
-def file_key(path: Path) -> str:
+def file_sha256(path) -> str:
+    """The hex SHA-256 of a file's bytes, read a block at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(READ_BLOCK):
             h.update(block)
-    return "file:" + h.hexdigest()[:32]
+    return h.hexdigest()
+
+
+def file_key(path: Path) -> str:
+    return "file:" + file_sha256(path)[:32]
 
 
 class StatMemo:
