@@ -151,7 +151,7 @@ def test_pixel_graphs_give_the_network_graphs_codes_bit_for_bit(tiny_folder):
             np.testing.assert_array_equal(a, b)
         else:  # bit for bit where ONNX Runtime's int8 kernels are (CPUs with VNNI); within rounding elsewhere
             cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-            assert cosine.min() > 0.998, cosine.min()  # AVX2 without VNNI: 0.9991 at the least
+            assert cosine.min() > 0.998, cosine.min()
     assert _maps_pixels_to_themselves(127.0, 128.0, np.float32(1 / 128), np.uint8(127))
     assert not _maps_pixels_to_themselves(127.0, 128.0, np.float32(1.01 / 128), np.uint8(127))
     assert not _maps_pixels_to_themselves(127.0, 128.0, np.float32(1 / 128), np.uint8(128))
