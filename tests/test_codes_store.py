@@ -25,11 +25,18 @@ def stores(cache: Path) -> list[Path]:
 
 
 def stored_images(cache: Path) -> int:
-    """Images whose codes (or skip reasons) the cache's stores hold."""
+    """Images whose codes (or skip reasons) the cache's stores hold; a store still being created holds none."""
     import sqlite3
+    from contextlib import closing
 
-    return sum(sqlite3.connect(s / "index.sqlite").execute("SELECT COUNT(*) FROM items").fetchone()[0]
-               for s in stores(cache))
+    total = 0
+    for store in stores(cache):
+        try:
+            with closing(sqlite3.connect(f"file:{store / 'index.sqlite'}?mode=ro", uri=True)) as db:
+                total += db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        except sqlite3.OperationalError:  # the index file or its table is not made yet
+            pass
+    return total
 
 
 def extract(data, cache, **options):
