@@ -64,3 +64,12 @@ def write_image_folder(root: Path, per_class: int, seed: int) -> Path:
 def tiny_folder(tmp_path_factory) -> Path:
     """3 classes x 20 PNG images in one tree (test and validation carved by hash)."""
     return write_image_folder(tmp_path_factory.mktemp("tiny"), 20, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_folder, tmp_path_factory) -> Path:
+    """A finished run (no report) on the tiny folder: the model that prediction, serving and maps start from."""
+    out = tmp_path_factory.mktemp("tiny_run")
+    result = cli("run", "--data", tiny_folder, "--out", out, "--no-report")
+    assert result.returncode == 0, result.stderr
+    return out

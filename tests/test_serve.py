@@ -59,16 +59,8 @@ def bomb() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve_run")
-    result = cli("run", "--data", tiny_folder, "--out", out, "--no-report")
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(run_dir):
-    proc, url = start(run_dir, "--max-body-mb", "1", "--max-files", "5")
+def server(tiny_run):
+    proc, url = start(tiny_run, "--max-body-mb", "1", "--max-files", "5")
     yield url
     proc.terminate()
     proc.wait(30)
@@ -89,6 +81,17 @@ def test_health_and_one_and_several_images(server, tiny_folder):
                                                      ("file", ("c.txt", b"not an image", "text/plain"))]).json()
     assert [i["name"] for i in several["images"]] == ["a.png", "b.png", "c.txt"]
     assert several["images"][1]["top"][0]["class"] == "bars" and "error" in several["images"][2]
+
+
+def test_a_heatmap_on_request(server, tiny_folder):
+    import base64
+
+    disc = (tiny_folder / "discs" / "000.png").read_bytes()
+    answer = httpx.post(server + "/predict?explain=true", files=[("file", ("disc.png", disc, "image/png")),
+                                                                 ("file", ("c.txt", b"text", "text/plain"))]).json()
+    heat = Image.open(io.BytesIO(base64.b64decode(answer["images"][0]["heatmap_jpeg"])))
+    assert heat.format == "JPEG" and heat.size == (448, 448) and "heatmap_jpeg" not in answer["images"][1]
+    assert "heatmap_jpeg" not in httpx.post(server + "/predict", files=[("file", ("d.png", disc))]).json()["images"][0]
 
 
 def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tiny_folder):
@@ -130,10 +133,10 @@ def test_the_page_and_the_openapi_description(server):
     assert "/predict" in spec["paths"] and "multipart/form-data" in str(spec["paths"]["/predict"])
 
 
-def test_a_token_is_refused_or_accepted_and_required_off_loopback(run_dir):
-    refused = cli("serve", run_dir, "--host", "0.0.0.0", "--port", str(free_port()))
+def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
+    refused = cli("serve", tiny_run, "--host", "0.0.0.0", "--port", str(free_port()))
     assert refused.returncode == 2 and "--token" in refused.stderr
-    proc, url = start(run_dir, "--token", "s3cret")
+    proc, url = start(tiny_run, "--token", "s3cret")
     try:
         files = [("file", ("d.png", png(), "image/png"))]
         assert httpx.post(url + "/predict", files=files).status_code == 401

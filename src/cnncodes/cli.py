@@ -202,7 +202,7 @@ def cmd_evaluate(a):
 
 
 def cmd_predict(a):
-    from .predict import list_images, predict_stream, write_predictions_file
+    from .predict import Predictor, list_images, predict_stream, write_predictions_file
 
     if not os.path.exists(a.model):
         raise CnnCodesError(f"model {a.model!r} does not exist (a run folder, its model.npz, or a model.onnx)")
@@ -212,15 +212,21 @@ def cmd_predict(a):
     images = list_images(a.images)
     if not images:
         raise CnnCodesError(f"no image files in {', '.join(a.images)}")
+    predictor = Predictor(a.model, a.device, a.precision)
+    if a.explain:
+        from .explain import Explainer, write_explanations
+
+        written = write_explanations(Explainer.of(predictor), images, predictor.class_names, a.explain)
+        made = sum(not isinstance(w, str) for w in written)
+        print(f"{made} heatmaps -> {a.explain}" + (f" ({len(written) - made} images skipped)" if made < len(written) else ""))
     if a.out:
-        done, skipped = write_predictions_file(a.model, images, Path(a.out), a.format, a.top_k, a.device, a.precision,
-                                               progress=_progress(a))
+        done, skipped = write_predictions_file(predictor, images, Path(a.out), a.format, a.top_k, progress=_progress(a))
         print(f"{done} images predicted, {skipped} skipped (reasons in the error column) -> {a.out}")
         if not done:
             raise CnnCodesError("no image could be read")
         return
     failed = 0
-    for path, res in zip(images, predict_stream(a.model, images, a.top_k, a.device, a.precision)):
+    for path, res in zip(images, predict_stream(predictor, images, a.top_k)):
         if isinstance(res, str):
             failed += 1
             print(f"{path}: skipped ({res})")
@@ -353,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="write the predictions to this file (streamed, any number of "
                     "images) instead of printing them")
     sp.add_argument("--format", default="csv", choices=["csv", "json"], help="format of --out (default csv)")
+    sp.add_argument("--explain", metavar="DIR", default=None, help="also write a heatmap over each image into DIR: "
+                    "where the network saw evidence for its top class (class activation map; EfficientNet-Lite with "
+                    "the tuned or sgd head)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 

@@ -73,9 +73,14 @@ def predict_stream(model, images: Sequence, top_k: int = 5, device: str = "auto"
                    precision: str = "auto") -> Iterator:
     """For each image in order: a list of (class name, probability), best first, or the reason it was skipped;
     computed CHUNK images at a time. model: a model path (see Predictor), or a Predictor already loaded."""
-    predictor = model if isinstance(model, Predictor) else Predictor(model, device, precision)
+    predictor = loaded(model, device, precision)
     for start in range(0, len(images), CHUNK):
         yield from predictor(images[start:start + CHUNK], top_k)
+
+
+def loaded(model, device: str = "auto", precision: str = "auto") -> Predictor:
+    """A Predictor as given, or loaded from a model path."""
+    return model if isinstance(model, Predictor) else Predictor(model, device, precision)
 
 
 def predict_images(model_path, images: Sequence, top_k: int = 5, device: str = "auto", precision: str = "auto"):
@@ -97,17 +102,17 @@ def list_images(paths: Sequence) -> list[Path]:
     return out
 
 
-def write_predictions_file(model_path, images: Sequence[Path], out: Path, fmt: str = "csv", top_k: int = 5,
+def write_predictions_file(model, images: Sequence[Path], out: Path, fmt: str = "csv", top_k: int = 5,
                            device: str = "auto", precision: str = "auto", progress: bool = True) -> tuple[int, int]:
     """Stream predictions to a CSV (path, class_1, probability_1, ..., error) or JSON file, written atomically
-    (a reader never sees half of it). Returns (predicted, skipped)."""
+    (a reader never sees half of it). model: a model path or a loaded Predictor. Returns (predicted, skipped)."""
     from tqdm import tqdm
 
     if fmt not in ("csv", "json"):
         raise CnnCodesError(f"--format must be csv or json (got {fmt!r})")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(model_path, device, precision)
+    predictor = loaded(model, device, precision)
     top_k = min(top_k, len(predictor.class_names))  # no empty columns beyond the classes there are
     done = skipped = 0
     with atomic_output(out) as raw, tqdm(total=len(images), unit="img", desc="predicting", disable=None if progress else True) as bar:

@@ -3,7 +3,8 @@ here: FastAPI reads the endpoints' parameter types at run time.)
 
     GET  /          a page to drop images on and see their classes
     GET  /health    the model's name and classes
-    POST /predict   one or more images as multipart field `file` -> for each: name, top classes, time taken
+    POST /predict   one or more images as multipart field `file` -> for each: name, top classes, time taken;
+                    ?explain=true adds a heatmap (JPEG, base64) of where the network saw its top class
     GET  /docs      the OpenAPI description (FastAPI's)
 
 The model is loaded once; requests run in the server's thread pool, at most one prediction per core at a time.
@@ -48,6 +49,29 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     max_bytes = int(max_body_mb * 2**20)
     app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
 
+    made, unexplained = [], ""
+
+    def explainer():
+        """The model's activation maps, built on the first request that asks (None when it has none)."""
+        nonlocal unexplained
+        if not made:
+            from .explain import Explainer
+
+            try:
+                made.append(Explainer.of(predictor))
+            except CnnCodesError as exc:
+                made.append(None)
+                unexplained = str(exc)
+        return made[0]
+
+    def heatmap(blob: bytes) -> str:
+        import base64
+
+        from .data.images import item_reader
+        from .explain import heatmap_jpeg
+
+        return base64.b64encode(heatmap_jpeg(explainer(), item_reader([blob])(0))).decode()
+
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
@@ -83,8 +107,11 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "properties": {"file": {"type": "array", "items": {
             "type": "string", "format": "binary"}}}, "required": ["file"]}}}}})
-    async def predict(request: Request):
-        """Top classes of each image sent as form field `file` (repeat the field for several images)."""
+    async def predict(request: Request, explain: bool = False):
+        """Top classes of each image sent as form field `file` (repeat the field for several images); with
+        explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""
+        if explain and explainer() is None:
+            return error(400, unexplained)
         try:
             form = await counted(request).form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
         except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
@@ -110,13 +137,17 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
         def run():
             with slots:
-                return predictor(blobs, top_k)
+                results = predictor(blobs, top_k)
+                maps = [None if isinstance(r, str) else heatmap(blob) for r, blob in zip(results, blobs)] \
+                    if explain else [None] * len(blobs)
+                return results, maps
 
-        results = await run_in_threadpool(run)
+        results, maps = await run_in_threadpool(run)
         seconds = time.perf_counter() - started
         answers = [{"name": n, "error": r} if isinstance(r, str) else
                    {"name": n, "top": [{"class": c, "probability": round(p, 6)} for c, p in r]}
-                   for n, r in zip(names, results)]
+                   | ({"heatmap_jpeg": m} if m else {})
+                   for n, r, m in zip(names, results, maps)]
         if all("error" in a for a in answers):
             return JSONResponse({"error": "no image could be used", "images": answers}, status_code=422)
         return {"images": answers, "milliseconds": round(seconds * 1000, 2)}
@@ -155,18 +186,22 @@ body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 
 #drop.over{border-color:#36c;color:#36c} .item{display:flex;gap:1em;align-items:center;margin:.5em 0}
 .item img{width:96px;height:96px;object-fit:cover} .error{color:#b00}</style></head><body>
 <h1>cnncodes</h1><p>Classes: {classes}</p>
-<div id="drop">Drop images here, or <input type="file" id="pick" multiple accept="image/*"></div><div id="out"></div>
+<div id="drop">Drop images here, or <input type="file" id="pick" multiple accept="image/*"></div>
+<p><label><input type="checkbox" id="explain"> show where the network looked (heatmap of the top class)</label></p>
+<div id="out"></div>
 <script>
 const drop = document.getElementById("drop"), out = document.getElementById("out");
 async function send(files) {
   const form = new FormData();
   for (const f of files) form.append("file", f);
-  const answer = await (await fetch("predict", {method: "POST", body: form})).json();
+  const explain = document.getElementById("explain").checked;
+  const answer = await (await fetch(explain ? "predict?explain=true" : "predict", {method: "POST", body: form})).json();
   const results = answer.images || [];
   if (!results.length) { out.prepend(Object.assign(document.createElement("p"), {className: "error", textContent: answer.error})); return; }
   results.forEach((r, n) => {
     const row = document.createElement("div"); row.className = "item";
-    const img = document.createElement("img"); img.src = URL.createObjectURL(files[n]); row.append(img);
+    const img = document.createElement("img");
+    img.src = r.heatmap_jpeg ? "data:image/jpeg;base64," + r.heatmap_jpeg : URL.createObjectURL(files[n]); row.append(img);
     const text = document.createElement("div");
     text.textContent = r.error ? r.name + ": " + r.error : r.name + ": " + r.top.map(t => t.class + " " + (100 * t.probability).toFixed(1) + "%").join(", ");
     if (r.error) text.className = "error";

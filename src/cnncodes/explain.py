@@ -1,0 +1,128 @@
+"""Why a model decided: class activation maps (Zhou et al., CVPR 2016).
+
+With an EfficientNet-Lite backbone the code is the mean of the last feature map over its positions, and a linear head
+on plain codes is linear in it, so class k's logit is the mean over positions of w_k . standardised(feature) plus the
+bias. The map of those per-position terms is therefore exact: it is what the decision adds up, not an estimate. The
+map comes from the fp32 network (torch), whatever runtime computed the model's codes."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backbones import get_backbone, load_model
+from .data.images import BadImage, item_reader
+from .errors import CnnCodesError
+
+SUPPORTED = ("an EfficientNet-Lite backbone (efficientnet_lite0, _lite1 or _lite2, without options, not joined with +) "
+             "and a linear head (tuned or sgd) trained on plain codes (no --normalize)")
+DISPLAY_SIDE = 448  # the longer side of a written heatmap
+
+
+def unexplainable(backbone: str, head) -> str | None:
+    """Why a model's decisions have no exact activation map, or None when they have one."""
+    if backbone not in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        return f"activation maps need {SUPPORTED}; this model's backbone is {backbone!r}"
+    if getattr(head, "mode", "") not in ("tuned", "sgd") or head.normalize != "none":
+        return (f"activation maps need {SUPPORTED}; this model's head is {getattr(head, 'mode', '?')!r}"
+                + (f" with --normalize {head.normalize}" if head.normalize != "none" else ""))
+    return None
+
+
+class Explainer:
+    """Activation maps of one model: maps(rgb) gives (positions x classes terms, logits)."""
+
+    def __init__(self, backbone: str, head):
+        reason = unexplainable(backbone, head)
+        if reason:
+            raise CnnCodesError(reason)
+        self.spec, self.head, self.model = get_backbone(backbone), head, load_model(backbone)
+
+    @classmethod
+    def of(cls, predictor) -> "Explainer":
+        """The explainer of a loaded Predictor (a run's model.npz; an exported ONNX file keeps no feature map)."""
+        if predictor.head is None:
+            raise CnnCodesError(f"activation maps need the run folder or its model.npz, not the exported "
+                                f"{predictor.path.name}: the ONNX file ends at the probabilities")
+        return cls(predictor.backbone, predictor.head)
+
+    def maps(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(H', W', K) per-position logit terms over the network's input window, and the (K,) logits they add up to."""
+        import torch
+
+        x = torch.from_numpy(self.spec.preprocess(rgb)[None])
+        with torch.no_grad():
+            features = self.model.features(x)[0].float().numpy()  # (C, H', W')
+        terms = self.head._standardized(features.reshape(len(features), -1).T) @ self.head.coef_  # (H'W', K)
+        terms = terms.reshape(*features.shape[1:], -1)
+        return terms, terms.mean((0, 1)) + self.head.intercept_
+
+    def overlay(self, rgb: np.ndarray, class_index: int | None = None) -> tuple["Image.Image", int]:
+        """The photo with class_index's map over the part the network saw (the top class when None), and that class.
+
+        Brighter is more evidence for the class; the map spans its own minimum to maximum, and a centre crop's
+        margins, which the network never saw, are left dim."""
+        from matplotlib import colormaps
+        from PIL import Image
+
+        terms, logits = self.maps(rgb)
+        k = int(np.argmax(logits)) if class_index is None else int(class_index)
+        heat = terms[..., k]
+        heat = (heat - heat.min()) / (np.ptp(heat) + 1e-12)
+        h, w = rgb.shape[:2]
+        scale = DISPLAY_SIDE / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        photo = Image.fromarray(rgb).resize(size, Image.BICUBIC)
+        top, left, bottom, right = self._seen_box(h, w, scale)
+        grid = Image.fromarray(heat.astype(np.float32), mode="F").resize((right - left, bottom - top), Image.BILINEAR)
+        colour = (colormaps["inferno"](np.clip(np.asarray(grid), 0, 1))[..., :3] * 255).astype(np.uint8)
+        out = np.asarray(photo).astype(np.float32) * 0.35
+        seen = np.asarray(photo)[top:bottom, left:right].astype(np.float32)
+        out[top:bottom, left:right] = 0.45 * seen + 0.55 * colour
+        return Image.fromarray(out.round().astype(np.uint8)), k
+
+    def _seen_box(self, h: int, w: int, scale: float) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of the network's input window, in the displayed photo's pixels."""
+        rh, rw, top, left = self.spec.preprocess.geometry(h, w)
+        size = self.spec.preprocess.size
+        sy, sx = h / rh * scale, w / rw * scale
+        return round(top * sy), round(left * sx), round((top + size) * sy), round((left + size) * sx)
+
+
+def write_explanations(explainer: Explainer, images: Sequence, class_names: list[str], out_dir) -> list:
+    """For each image: the path of its heatmap JPEG in out_dir (named after the image and its top class), or the
+    reason it was skipped. Names stay unique when several images share a file name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    read, used, results = item_reader(images), set(), []
+    for n, item in enumerate(images):
+        try:
+            picture, k = explainer.overlay(read(n))
+        except BadImage as exc:
+            results.append(str(exc))
+            continue
+        except OSError as exc:
+            results.append(f"cannot read: {exc.strerror or exc}")
+            continue
+        stem = Path(str(item)).stem if isinstance(item, (str, Path)) else f"image{n}"
+        name = f"{stem}.{_safe(class_names[k])}.jpg"
+        while name in used:
+            name = f"{stem}.{len(used)}.{_safe(class_names[k])}.jpg"
+        used.add(name)
+        picture.save(out_dir / name, quality=90)
+        results.append(out_dir / name)
+    return results
+
+
+def heatmap_jpeg(explainer: Explainer, rgb: np.ndarray) -> bytes:
+    """One heatmap as JPEG bytes (what the server returns)."""
+    picture, _ = explainer.overlay(rgb)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "class"

@@ -1,0 +1,59 @@
+"""Class activation maps: exact (they add up to the head's logits) and where the object is."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnncodes import CnnCodesError
+from cnncodes.explain import Explainer
+from cnncodes.predict import Predictor
+
+from .conftest import cli, make_image
+
+CLASSES = ["discs", "bars", "checkers"]
+
+
+def one_object(kind: int, quadrant: int, rng) -> np.ndarray:
+    """A 128 x 128 dark picture with one 64 x 64 synthetic object in the given quadrant (0 top left ... 3)."""
+    img = np.full((128, 128, 3), 30, np.uint8)
+    r, c = divmod(quadrant, 2)
+    img[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64] = make_image(kind, rng, 64)
+    return img
+
+
+def test_the_map_adds_up_to_the_logits_and_finds_the_object(tiny_run):
+    predictor = Predictor(tiny_run)
+    explainer = Explainer.of(predictor)
+    rng = np.random.default_rng(5)
+    found = 0
+    for kind in range(3):
+        for quadrant in range(4):
+            img = one_object(kind, quadrant, rng)
+            terms, logits = explainer.maps(img)
+            with torch.no_grad():
+                code = explainer.model(torch.from_numpy(explainer.spec.preprocess(img)[None])).numpy()
+            np.testing.assert_allclose(logits, predictor.head.decision_function(code)[0], rtol=1e-4, atol=1e-3)
+            heat = np.kron(terms[..., predictor.class_names.index(CLASSES[kind])], np.ones((2, 2)))  # 7x7 -> 14x14
+            n = len(heat) // 2
+            quadrants = [heat[:n, :n].mean(), heat[:n, n:].mean(), heat[n:, :n].mean(), heat[n:, n:].mean()]
+            found += int(np.argmax(quadrants)) == quadrant
+    assert found >= 9, f"the object's quadrant was the map's hottest in only {found} of 12 pictures (chance: 3)"
+
+
+def test_predict_explain_writes_heatmaps_and_says_what_is_unsupported(tiny_run, tmp_path, tiny_folder):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(one_object(0, 1, np.random.default_rng(0))).save(photos / "wide.png")
+    Image.fromarray(np.zeros((300, 500, 3), np.uint8)).save(photos / "black.jpg")
+    (photos / "broken.jpg").write_bytes(b"not an image")
+    result = cli("predict", tiny_run, photos, "--explain", tmp_path / "maps")
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert len(written) == 2 and written[1].startswith("wide.") and "1 images skipped" in result.stdout
+    assert Image.open(tmp_path / "maps" / written[0]).size == (448, 269)  # the photo's shape, longer side 448
+    mlp = tmp_path / "mlp"
+    assert cli("train", "--data", tiny_folder, "--head", "mlp", "--out", mlp).returncode == 0
+    refused = cli("predict", mlp, photos / "wide.png", "--explain", tmp_path / "maps2")
+    assert refused.returncode != 0 and "linear head" in refused.stderr and "'mlp'" in refused.stderr
+    with pytest.raises(CnnCodesError, match="backbone is 'inception_v3_2015'"):
+        Explainer("inception_v3_2015", Predictor(tiny_run).head)
