@@ -57,3 +57,28 @@ def test_predict_explain_writes_heatmaps_and_says_what_is_unsupported(tiny_run, 
     assert refused.returncode != 0 and "linear head" in refused.stderr and "'mlp'" in refused.stderr
     with pytest.raises(CnnCodesError, match="backbone is 'inception_v3_2015'"):
         Explainer("inception_v3_2015", Predictor(tiny_run).head)
+
+
+def test_the_report_shows_maps_over_its_mistakes(tiny_folder, tmp_path):
+    """Every test image called wrong on purpose: the run's mistake maps are those of the (wrong) predicted class,
+    and the rebuilt report draws them."""
+
+
+    from cnncodes import image_folder
+    from cnncodes.explain import write_mistake_maps
+
+    run = tmp_path / "run"
+    assert cli("run", "--data", tiny_folder, "--out", run).returncode == 0
+    predictor, dataset = Predictor(run), image_folder(tiny_folder)
+    test = np.flatnonzero(dataset.splits == "test")
+    labels = dataset.labels[test]
+    proba = np.eye(3)[(labels + 1) % 3]
+    assert write_mistake_maps(run, dataset, predictor.head, predictor.backbone, np.asarray(dataset.ids)[test], labels, proba)
+    with np.load(run / "mistake_maps.npz") as maps:
+        first = dataset.row_of()[str(maps["ids"][0])]
+        assert len(maps["ids"]) == min(18, len(test)) and maps["images"].shape[1:] == (192, 192, 3)
+        wrong = int((dataset.labels[first] + 1) % 3)
+        expected = np.asarray(Explainer.of(predictor).overlay(dataset.read(first), wrong)[0].resize((192, 192)))
+        np.testing.assert_array_equal(maps["images"][0], expected)
+    assert cli("report", run).returncode == 0
+    assert (run / "mistake_maps.png").exists() and 'src="mistake_maps.png"' in (run / "report.html").read_text()

@@ -116,6 +116,25 @@ def write_explanations(explainer: Explainer, images: Sequence, class_names: list
     return results
 
 
+def write_mistake_maps(out, dataset, head, backbone: str, test_ids, labels, proba) -> bool:
+    """mistake_maps.npz in a run folder: the map of the predicted class over each mistake the report shows, so the
+    report can draw them without the network. False (nothing written) for a model without exact maps."""
+    from .files import atomic_write, npz_bytes
+    from .outputs.report_data import PICTURE, mistakes
+
+    if unexplainable(backbone, head):
+        return False
+    explainer, row = Explainer(backbone, head), dataset.row_of()
+    worst = mistakes(labels, proba)
+    pictures = [explainer.overlay(dataset.read(row[test_ids[n]]), int(proba[n].argmax()))[0] for n in worst]
+    side = 2 * PICTURE
+    atomic_write(Path(out) / "mistake_maps.npz", npz_bytes(
+        ids=np.array([str(test_ids[n]) for n in worst], dtype=str),
+        images=np.stack([np.asarray(p.resize((side, side))) for p in pictures]) if pictures
+        else np.zeros((0, side, side, 3), np.uint8)))
+    return True
+
+
 def heatmap_jpeg(explainer: Explainer, rgb: np.ndarray) -> bytes:
     """One heatmap as JPEG bytes (what the server returns)."""
     picture, _ = explainer.overlay(rgb)

@@ -107,11 +107,14 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     write_unlabeled_predictions(out, fitted, codes, flipped, dataset)
     write_json(out / "metrics.json", metrics)
     if report:
+        from .explain import write_mistake_maps
         from .outputs.report import write_report
         from .outputs.report_data import write_report_data
 
         seen = codes if settings.head != "finetune" else replace(codes, vectors=fitted.embed(codes.vectors))
         write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress)
+        test = codes.splits == "test"
+        write_mistake_maps(out, dataset, fitted, settings.backbone, codes.ids[test], codes.labels[test], proba)
         write_report(out, progress=progress)
     return RunResult(out, settings, metrics, fitted, codes, timings)
 

@@ -155,14 +155,15 @@ def per_class_bars(per_class: dict, path: Path, most: int = 2 * MAX_LISTED) -> N
     _save(fig, path)
 
 
-def mistakes_grid(images: list[np.ndarray], captions: list[str], path: Path, cols: int = 6) -> None:
+def mistakes_grid(images: list[np.ndarray], captions: list[str], path: Path, cols: int = 6,
+                  title: str = "Most confidently misclassified test images") -> None:
     rows = max(1, -(-len(images) // cols))
     fig, axes = _subplots(rows, cols, figsize=(cols * 1.9, rows * 2.2), squeeze=False)
     for n, ax in enumerate(axes.flat):
         ax.axis("off")
         if n < len(images):
             ax.imshow(images[n]); ax.set_title(captions[n], fontsize=7)
-    fig.suptitle("Most confidently misclassified test images")
+    fig.suptitle(title)
     _save(fig, path)
 
 

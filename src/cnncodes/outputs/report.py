@@ -24,6 +24,8 @@ PICTURES = [
     ("confusion.png", "Confusion matrix"),
     ("per_class.png", "Per-class accuracy"),
     ("mistakes.png", "Most confident mistakes"),
+    ("mistake_maps.png", "Where the network saw its answer in those mistakes (class activation maps of the "
+                         "predicted class: brighter is more evidence)"),
     ("data_efficiency.png", "Accuracy against training set size"),
 ]
 
@@ -75,6 +77,11 @@ def write_report(run_dir, progress: bool = True) -> Path:
     plots.mistakes_grid([picture[ids[n]] for n in worst],
                         [f"true {names[labels[n]]}\npred {names[pred[n]]} {proba[n, pred[n]] * 100:.0f}%" for n in worst],
                         run_dir / "mistakes.png")
+    maps = _read_npz(run_dir / "mistake_maps.npz") if (run_dir / "mistake_maps.npz").exists() else {"ids": []}
+    if len(maps["ids"]):
+        shown = {i: n for n, i in enumerate(ids)}
+        plots.mistakes_grid(list(maps["images"]), [f"pred {names[pred[shown[i]]]}" for i in maps["ids"]],
+                            run_dir / "mistake_maps.png", title="Where the network saw its answer")
     efficiency = _read_json(run_dir / "data_efficiency.json")
     plots.data_efficiency(efficiency["sizes"], efficiency["test_accuracy"], run_dir / "data_efficiency.png")
     return _write_html(run_dir, settings, metrics, curve, _map(run_dir, thumbs, ids, pred, names))

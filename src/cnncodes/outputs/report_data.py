@@ -4,6 +4,7 @@
     data_efficiency.json test accuracy of tuned heads trained on 100, 1,000, 10,000 and all training images
     thumbnails.npz       small copies of the images the pictures show (samples, mistakes, t-SNE map cells)
     samples.json         the ids of the sample grid, per class
+    mistake_maps.npz     activation maps over the mistakes, where the model has them (written by explain.py)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..codes.view import Codes
 from ..files import atomic_write, npz_bytes, write_json
 from .tsne import embed, select, thumbnail_cells
 
-FILES = ["tsne.npz", "data_efficiency.json", "thumbnails.npz", "samples.json"]
+FILES = ["tsne.npz", "data_efficiency.json", "thumbnails.npz", "samples.json", "mistake_maps.npz"]
 DATA_EFFICIENCY_C = 0.01  # for runs whose head chose no C (sgd, mlp): the middle of the tuned head's grid
 MAP_CELL, PICTURE = 32, 96  # pixels: an image in a cell of the t-SNE image map; in the sample and mistake grids
 SAMPLES_PER_CLASS, SAMPLE_CLASSES, MISTAKES, TSNE_POINTS = 8, 20, 18, 10000
