@@ -114,7 +114,8 @@ def test_predict_a_folder_into_a_file(finished_run, tiny_folder, tmp_path, fmt, 
                  "--top-k", "2"]) == 0
     if fmt == "csv":
         rows = list(csv.DictReader(target.open()))
-        assert list(rows[0]) == ["path", "class_1", "probability_1", "class_2", "probability_2", "error"]
+        assert list(rows[0]) == ["path", "label", "unknown_score", "class_1", "probability_1", "class_2",
+                                 "probability_2", "error"]
         good = [r for r in rows if not r["error"]]
         assert [r["path"] for r in rows if r["error"]] == [str(folder / "broken.jpg")]
         assert sum(r["class_1"] == "discs" for r in good) >= 0.9 * len(good)
@@ -324,7 +325,7 @@ def test_similar_with_no_readable_query_fails_and_predictions_have_no_empty_colu
     predicted = cli("predict", out / "model.npz", good, "--top-k", "5", "--out", tmp_path / "p.csv")
     assert predicted.returncode == 0, predicted.stderr
     header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
-    assert header == ["path", "class_1", "probability_1", "class_2", "probability_2", "class_3", "probability_3",
+    assert header == ["path", "label", "unknown_score", "class_1", "probability_1", "class_2", "probability_2", "class_3", "probability_3",
                       "error"]  # three classes: no empty columns for a 4th and 5th
 
 

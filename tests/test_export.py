@@ -9,7 +9,7 @@ import pytest
 
 from cnncodes import CnnCodesError
 from cnncodes.pipeline import run_experiment
-from cnncodes.predict import list_images, predict_images
+from cnncodes.predict import Prediction, list_images, predict_images
 from cnncodes.settings import RunSettings
 
 from .conftest import cli
@@ -64,8 +64,8 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
     ours = predict_images(flip_run / "model.npz", test_images, top_k=3, precision="fp32")
     exported = predict_images(tmp_path / "model.onnx", test_images, top_k=3)
     for a, b in zip(ours, exported):
-        assert [name for name, _ in a] == [name for name, _ in b]
-        np.testing.assert_allclose([p for _, p in a], [p for _, p in b], atol=1e-3)
+        assert [name for name, _ in a.top] == [name for name, _ in b.top]
+        np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-3)
     model = OnnxModel(tmp_path / "model.onnx")
     assert model.class_names == ["bars", "checkers", "discs"] and model.recipe["flip_average"]
 
@@ -75,7 +75,7 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
     assert run.returncode == 0, run.stderr
     for line, top in zip(run.stdout.splitlines(), ours):
         path, name, p = line.rsplit(" ", 2)
-        assert name == top[0][0] and abs(float(p) - top[0][1]) < 2e-3, line
+        assert name == top.top[0][0] and abs(float(p) - top.top[0][1]) < 2e-3, line
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
@@ -87,7 +87,7 @@ def test_int8_export_keeps_the_predictions_and_is_smaller(flip_run, tiny_folder,
     # Lite0's 3.4 M weights take 13.6 MB as float32 and a quarter of that as int8; the head stays float
     assert fp32.stat().st_size - int8.stat().st_size > 8e6
     images = list_images([tiny_folder])
-    top = [[r[0][0] for r in predict_images(path, images, top_k=1)] for path in (fp32, int8)]
+    top = [[r.top[0][0] for r in predict_images(path, images, top_k=1)] for path in (fp32, int8)]
     assert np.mean(np.array(top[0]) == np.array(top[1])) >= 0.95
 
     # prediction from the file, and extraction on ONNX Runtime with its graphs in the cache, never import PyTorch
@@ -201,7 +201,7 @@ def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
 
     graphs = codes_graphs(settings)
     assert [p.name.split("-")[1] for p in graphs.values()] == ["int8"]
-    assert all(isinstance(r, list) for r in predict_images(tmp_path / "model.npz", images))
+    assert all(isinstance(r, Prediction) for r in predict_images(tmp_path / "model.npz", images))
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass

@@ -105,6 +105,9 @@ def _head_options(p):
     g.add_argument("--class-weight", default="none", choices=["none", "balanced"], help="balanced: every class "
                    "weighs the same in the loss (imbalanced data); default none")
     g.add_argument("--eval-every", type=_positive_int, default=100, help="sgd: learning-curve point every N steps")
+    g.add_argument("--no-unknown", dest="detect_unknown", action="store_false", help="do not learn when an image "
+                   "shows none of the classes (by default predictions say 'unknown' for such images; 95%% of "
+                   "known validation images are kept)")
 
 
 def _progress(a) -> bool:
@@ -130,7 +133,7 @@ def _settings(a):
     chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
     return RunSettings(data=a.data, backbone=chosen["backbone"], head=chosen["head"], flip=chosen["flip"],
                        normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every,
-                       **_data_kwargs(a), **{**_extract_kwargs(a), "runtime": a.runtime or "torch"})
+                       detect_unknown=a.detect_unknown, **_data_kwargs(a), **{**_extract_kwargs(a), "runtime": a.runtime or "torch"})
 
 
 def cmd_backbones(a):
@@ -212,7 +215,7 @@ def cmd_predict(a):
     images = list_images(a.images)
     if not images:
         raise CnnCodesError(f"no image files in {', '.join(a.images)}")
-    predictor = Predictor(a.model, a.device, a.precision)
+    predictor = Predictor(a.model, a.device, a.precision, unknown=a.unknown)
     if a.explain:
         from .explain import Explainer, write_explanations
 
@@ -231,7 +234,7 @@ def cmd_predict(a):
             failed += 1
             print(f"{path}: skipped ({res})")
         else:
-            print(f"{path}: " + ", ".join(f"{name} {p * 100:.1f}%" for name, p in res), flush=True)
+            print(f"{path}: {res}", flush=True)
     if failed == len(images):
         raise CnnCodesError("no image could be read")
 
@@ -359,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="write the predictions to this file (streamed, any number of "
                     "images) instead of printing them")
     sp.add_argument("--format", default="csv", choices=["csv", "json"], help="format of --out (default csv)")
+    sp.add_argument("--no-unknown", dest="unknown", action="store_false", help="always name one of the known "
+                    "classes (by default an image unlike the training images is called unknown: none of these)")
     sp.add_argument("--explain", metavar="DIR", default=None, help="also write a heatmap over each image into DIR: "
                     "where the network saw evidence for its top class (class activation map; EfficientNet-Lite with "
                     "the tuned or sgd head)")
@@ -374,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=float, default=None, help="cosine similarity of centred codes from which "
                     "two images are near-duplicates (default 0.85)")
     sp.add_argument("--folds", type=_positive_int, default=5, help="folds of the out-of-fold probabilities")
-    sp.set_defaults(preset=None, head=None, finetune=None, normalize="none", class_weight="none", eval_every=100)
+    sp.set_defaults(preset=None, head=None, finetune=None, normalize="none", class_weight="none", eval_every=100,
+                    detect_unknown=True)
 
     sp = add("similar", cmd_similar, "the images of a collection most like some query images (exact search over "
              "the codes), with an HTML page")

@@ -14,7 +14,8 @@ from .data.datasets import UNLABELED, load_dataset
 from .errors import CnnCodesError
 from .codes.extract import codes_graphs, extract_codes, image_codes
 from .files import atomic_path, atomic_write, npz_bytes, write_json
-from .heads import Head, make_head
+from .heads import Head, SoftmaxHead, make_head
+from .heads.unknown import UnknownDetector
 from .outputs.metrics import classification_metrics
 from .heads.model_file import load_model_file, model_graphs, save_model
 from .settings import RunSettings
@@ -85,11 +86,12 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     fitted = train_head(codes, settings.head, flipped, eval_every=settings.eval_every, seed=settings.seed,
                         normalize=settings.normalize, class_weight=settings.class_weight, progress=progress,
                         backbone=settings.backbone, precision=settings.precision)
+    unknown = fit_unknown(fitted, codes, settings)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
     clear_run_folder(out)
     save_model(out / "model.npz", fitted, settings, codes.class_names, test_split=test_split_id(dataset),
-               graphs=keep_graphs(graphs, out))
+               graphs=keep_graphs(graphs, out), unknown=unknown)
     write_json(out / "settings.json", settings.to_dict())
     write_json(out / "curve.json", {"mode": settings.head, "curve": fitted.curve_, "search": fitted.search_,
                                    "best_C": getattr(fitted, "best_c_", None), "timings": timings})
@@ -98,7 +100,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     if not evaluate_test:
         return RunResult(out, settings, {}, fitted, codes, timings)
     proba = predict_codes(fitted, codes, flipped)
-    metrics = run_metrics(codes, proba, settings, dataset.name)
+    metrics = run_metrics(codes, proba, settings, dataset.name) | unknown_metrics(unknown, fitted, codes)
     metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
                 "chosen_on": getattr(fitted, "selection_", "validation split"),
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
@@ -117,6 +119,33 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         write_mistake_maps(out, dataset, fitted, settings.backbone, codes.ids[test], codes.labels[test], proba)
         write_report(out, progress=progress)
     return RunResult(out, settings, metrics, fitted, codes, timings)
+
+
+def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | None:
+    """The run's 'none of these' detector, calibrated on validation (heads/unknown.py); None when switched off, and
+    for a fine-tuned head, whose codes are activation maps rather than points to measure distances between."""
+    if not settings.detect_unknown or settings.head == "finetune":
+        return None
+    x_train, y_train = codes.part("train")
+    x_val, y_val = codes.part("validation")
+    options = dict(seed=settings.seed, normalize=settings.normalize, class_weight=settings.class_weight)
+
+    def fold_head(x, y):  # the same kind of head; a tuned one keeps the L2 strength it chose
+        fresh = SoftmaxHead("tuned", c_grid=(head.best_c_,), **options) if settings.head == "tuned" else \
+            make_head(settings.head, **options)
+        return fresh.fit(x, y, n_classes=len(codes.class_names))
+
+    return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, fold_head=fold_head, seed=settings.seed)
+
+
+def unknown_metrics(unknown: UnknownDetector | None, head, codes: Codes) -> dict:
+    """The share of test images the detector calls unknown (all of them show known classes: ideally 1 - keep)."""
+    if unknown is None:
+        return {"unknown": None}
+    x, _ = codes.part("test")
+    called = unknown.score(x, head.decision_function(x)) > unknown.threshold
+    return {"unknown": {"keep": unknown.keep, "threshold": unknown.threshold,
+                        "test_share_called_unknown": float(called.mean())}}
 
 
 def keep_graphs(graphs: dict, out: Path) -> dict:

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -14,65 +15,103 @@ from .data.datasets import IMAGE_SUFFIXES
 from .errors import CnnCodesError
 from .files import atomic_output
 from .codes.extract import codes_graphs, image_codes
+from .heads.base import softmax
 from .heads.model_file import load_model_file, model_graphs
 from .settings import RunSettings
 
 CHUNK = 256  # images per step of prediction: memory stays the same however many images there are
 
 
+@dataclass
+class Prediction:
+    """One image's answer: its top classes with probabilities, best first, and whether it shows none of them."""
+
+    top: list  # [(class name, probability)]
+    unknown: bool = False  # the image is unlike the training images: "none of these"
+    unknown_score: float | None = None  # higher is less like them; None: the model has no unknown detector
+
+    @property
+    def label(self) -> str:
+        """The answer in one word: the top class, or "unknown"."""
+        return "unknown" if self.unknown else self.top[0][0]
+
+    def as_dict(self) -> dict:
+        """The JSON form (predict --format json, the server)."""
+        out = {"label": self.label, "top": [{"class": c, "probability": round(p, 6)} for c, p in self.top]}
+        if self.unknown_score is not None:
+            out |= {"unknown": self.unknown, "unknown_score": round(self.unknown_score, 4)}
+        return out
+
+    def __str__(self) -> str:
+        classes = ", ".join(f"{name} {p * 100:.1f}%" for name, p in self.top)
+        return f"unknown: none of these (score {self.unknown_score:.2f}); nearest {classes}" if self.unknown else classes
+
+
 class Predictor:
     """A saved model, loaded once: model.npz (its head; its backbone and ONNX graphs computed the codes) or a
-    model.onnx from `cnncodes export` (run by ONNX Runtime alone). Calling it predicts a batch of images."""
+    model.onnx from `cnncodes export` (run by ONNX Runtime alone). Calling it predicts a batch of images.
+    unknown=False leaves out the model's "none of these" answer (heads/unknown.py)."""
 
-    def __init__(self, model_path, device: str = "auto", precision: str = "auto"):
+    def __init__(self, model_path, device: str = "auto", precision: str = "auto", unknown: bool = True):
         model_path = Path(model_path)
         self.path = model_path / "model.npz" if model_path.is_dir() else model_path  # a run folder: its model
         self.device, self.precision = device, precision
         if self.path.suffix.lower() == ".onnx":
             from .export import OnnxModel
 
-            self.head, self.onnx, self.graphs = None, OnnxModel(self.path), {}
+            self.head, self.onnx, self.graphs, self.unknown = None, OnnxModel(self.path), {}, None
             self.class_names, self.backbone = self.onnx.class_names, self.onnx.recipe.get("backbone", "")
             return
         self.head, self.meta = load_model_file(self.path)
         self.onnx, self.class_names, self.backbone = None, self.meta["class_names"], self.meta["backbone"]
+        self.unknown = self.head.unknown_ if unknown else None
         self.graphs = model_graphs(self.path, self.meta) or codes_graphs(RunSettings.from_dict(self.meta["settings"]))
 
     def __call__(self, images: Sequence, top_k: int = 5) -> list:
-        """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: a list of (class name,
-        probability), best first, or the reason it was skipped."""
+        """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: its Prediction, or
+        the reason it was skipped."""
         if self.onnx is not None:
-            return _results(self.onnx.predict_images(images), self.class_names, top_k)
+            proba, problems = self.onnx.predict_images(images)
+            return _results(proba, None, problems, self.class_names, top_k)
         options = dict(device=self.device, precision=self.precision, graphs=self.graphs)
         codes, problems = image_codes(self.backbone, images, **options)
         if codes.shape[0] and codes.shape[1] != self.head.input_dim:
             raise CnnCodesError(f"the model expects {self.head.input_dim}-d codes but {self.backbone} gives "
                                 f"{codes.shape[1]}: the model file does not match its backbone")
-        proba = self.head.predict_proba(codes) if len(codes) else np.zeros((0, len(self.class_names)))
-        if self.meta.get("flip_average") and len(codes):
+        if not len(codes):
+            return _results(np.zeros((0, len(self.class_names))), None, problems, self.class_names, top_k)
+        logits = self.head.decision_function(codes)
+        proba = softmax(logits)
+        if self.meta.get("flip_average"):
             mirrored, _ = image_codes(self.backbone, [x for n, x in enumerate(images) if n not in problems],
                                       flip=True, **options)
             proba = (proba + self.head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
-        return _results((proba, problems), self.class_names, top_k)
+        scores = None if self.unknown is None else self.unknown.score(codes, logits)
+        return _results(proba, scores, problems, self.class_names, top_k, self.unknown)
 
 
-def _results(predicted, class_names: list, top_k: int) -> list:
-    """(probabilities of the usable images, {position: reason}) -> per image: top-k (name, p) or the reason."""
-    proba, problems = predicted
-    results, rows = [], iter(proba)
+def _results(proba, scores, problems: dict, class_names: list, top_k: int, unknown=None) -> list:
+    """Probabilities (and unknown scores) of the usable images, {position: reason} -> per image: its Prediction
+    or the reason it was skipped."""
+    results, rows = [], iter(range(len(proba)))
     for n in range(len(proba) + len(problems)):
         if n in problems:
             results.append(problems[n])
             continue
-        p = next(rows)
-        results.append([(class_names[k], float(p[k])) for k in np.argsort(-p)[:top_k]])
+        row = next(rows)
+        p = proba[row]
+        top = [(class_names[k], float(p[k])) for k in np.argsort(-p)[:top_k]]
+        if scores is None:
+            results.append(Prediction(top))
+        else:
+            results.append(Prediction(top, bool(scores[row] > unknown.threshold), float(scores[row])))
     return results
 
 
 def predict_stream(model, images: Sequence, top_k: int = 5, device: str = "auto",
                    precision: str = "auto") -> Iterator:
-    """For each image in order: a list of (class name, probability), best first, or the reason it was skipped;
-    computed CHUNK images at a time. model: a model path (see Predictor), or a Predictor already loaded."""
+    """For each image in order: its Prediction, or the reason it was skipped; computed CHUNK images at a time.
+    model: a model path (see Predictor), or a Predictor already loaded."""
     predictor = loaded(model, device, precision)
     for start in range(0, len(images), CHUNK):
         yield from predictor(images[start:start + CHUNK], top_k)
@@ -104,8 +143,8 @@ def list_images(paths: Sequence) -> list[Path]:
 
 def write_predictions_file(model, images: Sequence[Path], out: Path, fmt: str = "csv", top_k: int = 5,
                            device: str = "auto", precision: str = "auto", progress: bool = True) -> tuple[int, int]:
-    """Stream predictions to a CSV (path, class_1, probability_1, ..., error) or JSON file, written atomically
-    (a reader never sees half of it). model: a model path or a loaded Predictor. Returns (predicted, skipped)."""
+    """Stream predictions to a CSV (path, label, unknown_score, class_1, probability_1, ..., error) or JSON file,
+    written atomically (a reader never sees half of it); label is the top class or "unknown". model: a model path or a loaded Predictor. Returns (predicted, skipped)."""
     from tqdm import tqdm
 
     if fmt not in ("csv", "json"):
@@ -119,8 +158,8 @@ def write_predictions_file(model, images: Sequence[Path], out: Path, fmt: str = 
         f = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         rows = csv.writer(f) if fmt == "csv" else None
         if rows:
-            rows.writerow(["path"] + [f"{c}_{k}" for k in range(1, top_k + 1) for c in ("class", "probability")]
-                          + ["error"])
+            rows.writerow(["path", "label", "unknown_score"]
+                          + [f"{c}_{k}" for k in range(1, top_k + 1) for c in ("class", "probability")] + ["error"])
         else:
             f.write("[")
         for n, (path, result) in enumerate(zip(images, predict_stream(predictor, images, top_k))):
@@ -128,11 +167,12 @@ def write_predictions_file(model, images: Sequence[Path], out: Path, fmt: str = 
             skipped += failed
             done += not failed
             if rows:
-                cells = [] if failed else [v for name, p in result for v in (name, f"{p:.6f}")]
-                rows.writerow([str(path)] + cells + [""] * (2 * top_k - len(cells)) + [result if failed else ""])
+                cells = [] if failed else [v for name, p in result.top for v in (name, f"{p:.6f}")]
+                head = ["", ""] if failed else [result.label, "" if result.unknown_score is None
+                                                else f"{result.unknown_score:.4f}"]
+                rows.writerow([str(path)] + head + cells + [""] * (2 * top_k - len(cells)) + [result if failed else ""])
             else:
-                item = {"path": str(path), "error": result} if failed else {
-                    "path": str(path), "top": [{"class": name, "probability": round(p, 6)} for name, p in result]}
+                item = {"path": str(path), "error": result} if failed else {"path": str(path)} | result.as_dict()
                 f.write(("," if n else "") + "\n" + json.dumps(item))
             bar.update(1)
         if not rows:

@@ -3,7 +3,8 @@ here: FastAPI reads the endpoints' parameter types at run time.)
 
     GET  /          a page to drop images on and see their classes
     GET  /health    the model's name and classes
-    POST /predict   one or more images as multipart field `file` -> for each: name, top classes, time taken;
+    POST /predict   one or more images as multipart field `file` -> for each: name, label (the top class or
+                    "unknown": none of these), top classes, the unknown score; and the time taken;
                     ?explain=true adds a heatmap (JPEG, base64) of where the network saw its top class
     GET  /docs      the OpenAPI description (FastAPI's)
 
@@ -145,8 +146,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         results, maps = await run_in_threadpool(run)
         seconds = time.perf_counter() - started
         answers = [{"name": n, "error": r} if isinstance(r, str) else
-                   {"name": n, "top": [{"class": c, "probability": round(p, 6)} for c, p in r]}
-                   | ({"heatmap_jpeg": m} if m else {})
+                   {"name": n} | r.as_dict() | ({"heatmap_jpeg": m} if m else {})
                    for n, r, m in zip(names, results, maps)]
         if all("error" in a for a in answers):
             return JSONResponse({"error": "no image could be used", "images": answers}, status_code=422)
@@ -203,7 +203,9 @@ async function send(files) {
     const img = document.createElement("img");
     img.src = r.heatmap_jpeg ? "data:image/jpeg;base64," + r.heatmap_jpeg : URL.createObjectURL(files[n]); row.append(img);
     const text = document.createElement("div");
-    text.textContent = r.error ? r.name + ": " + r.error : r.name + ": " + r.top.map(t => t.class + " " + (100 * t.probability).toFixed(1) + "%").join(", ");
+    const classes = r.error ? "" : r.top.map(t => t.class + " " + (100 * t.probability).toFixed(1) + "%").join(", ");
+    text.textContent = r.error ? r.name + ": " + r.error :
+      r.name + ": " + (r.unknown ? "none of these (unknown, score " + r.unknown_score.toFixed(2) + "); nearest " : "") + classes;
     if (r.error) text.className = "error";
     row.append(text); out.prepend(row);
   });

@@ -29,6 +29,7 @@ class RunSettings:
     engine: str = "local"
     address: str | None = None
     concurrency: int | None = None
+    detect_unknown: bool = True  # learn when an image is like none of the classes (heads/unknown.py)
 
     def __post_init__(self):
         import os

@@ -11,25 +11,29 @@ import numpy as np
 from ..files import atomic_write, npz_bytes
 from ..errors import CnnCodesError
 from . import head_from_state
+from .unknown import UnknownDetector
 
 FORMAT = "cnncodes-model"
 FORMAT_VERSION = 3  # 2: the run's settings travel in the file; 3: and the names of its ONNX graphs (graphs/)
 
 
 def save_model(path, head, settings, class_names: list[str], test_split: dict | None = None,
-               graphs: dict | None = None) -> None:
+               graphs: dict | None = None, unknown=None) -> None:
     """settings: the RunSettings of the run that trained the head (evaluate rebuilds its splits from them);
     test_split: the size and id hash of the test split it was trained beside (evaluate checks it);
-    graphs: {backbone: file name in graphs/ beside the model} of the ONNX graphs that computed its codes."""
+    graphs: {backbone: file name in graphs/ beside the model} of the ONNX graphs that computed its codes;
+    unknown: the UnknownDetector of the run, or None."""
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "backbone": settings.backbone,
             "class_names": list(class_names), "mode": head.mode, "normalize": head.normalize,
             "flip_average": settings.flip, "settings": settings.to_dict(), "test_split": test_split,
             "graphs": graphs or {}}
-    atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **head.state()))
+    arrays = head.state() | (unknown.state() if unknown is not None else {})
+    atomic_write(Path(path), npz_bytes(meta=np.array(json.dumps(meta)), **arrays))
 
 
 def load_model_file(path):
-    """(head, metadata); a clear error for anything that is not a model file of this version."""
+    """(head, metadata); a clear error for anything that is not a model file of this version. The head carries the
+    model's UnknownDetector as head.unknown_ (None when the run learnt none)."""
     path = Path(path)
     if not path.is_file():
         raise CnnCodesError(f"model file {str(path)!r} does not exist")
@@ -45,7 +49,9 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:
-        return head_from_state(meta, state), meta
+        head = head_from_state(meta, {k: v for k, v in state.items() if not k.startswith("unknown_")})
+        head.unknown_ = UnknownDetector.from_state(state)
+        return head, meta
     except KeyError as exc:
         raise CnnCodesError(f"{path} lacks the array {exc}: damaged or not a cnncodes model file") from None
 

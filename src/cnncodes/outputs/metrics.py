@@ -62,6 +62,11 @@ def split_lines(splits: np.ndarray, labels: np.ndarray, class_names: list[str]) 
     return ["images per split:"] + lines + warnings
 
 
+def unknown_line(unknown: dict) -> str:
+    return (f"called 'unknown' (none of these): {unknown['test_share_called_unknown'] * 100:.1f}% of the test images, "
+            f"which all show known classes (the threshold keeps {unknown['keep'] * 100:.0f}% of validation images)")
+
+
 def format_table(metrics: dict) -> str:
     """Per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
     names = metrics["class_names"]
@@ -72,6 +77,8 @@ def format_table(metrics: dict) -> str:
              f"{low * 100:.1f}-{high * 100:.1f}%; balanced {metrics['balanced_accuracy'] * 100:.2f}%, macro-F1 "
              f"{metrics['macro_f1'] * 100:.2f}%{top5})", "",
              f"{'class':<{width}}  accuracy  images"]
+    if metrics.get("unknown"):
+        lines[1:1] = [unknown_line(metrics["unknown"])]
     for n in names:
         row = metrics["per_class"][n]
         acc = "   -" if row["accuracy"] is None else f"{row['accuracy'] * 100:6.1f}%"

@@ -14,6 +14,7 @@ import numpy as np
 from . import plots
 from ..errors import CnnCodesError
 from ..files import atomic_write
+from .metrics import unknown_line
 from .report_data import mistakes
 
 PICTURES = [
@@ -128,6 +129,7 @@ figure{{margin:1.5em 0}}img{{max-width:100%}}.big{{font-size:2em;font-weight:bol
 <h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
 <p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
+{f"<p>{esc(unknown_line(metrics['unknown']))}.</p>" if metrics.get('unknown') else ""}
 <p>Validation accuracy {percent(metrics.get('validation_accuracy'))} (the head's settings were chosen on:
 {esc(metrics.get('chosen_on', 'the validation split'))}).</p>
 <p>{metrics['images']} test images; {esc(splits)};

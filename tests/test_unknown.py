@@ -1,0 +1,82 @@
+"""'None of these': images of classes the model never saw score as unknown; known ones keep their class."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cnncodes.heads import SoftmaxHead
+from cnncodes.heads.unknown import UnknownDetector
+from cnncodes.predict import Predictor, list_images
+
+from .conftest import cli, need_shared
+
+
+def auroc(known, unknown) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(unknown))], np.r_[known, unknown])
+
+
+def test_the_threshold_keeps_the_share_asked_and_survives_a_round_trip():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 64)) * 4
+    y = np.repeat(np.arange(3), 200)
+    x = (centres[y] + rng.normal(0, 1, (600, 64))).astype(np.float32)
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x[:450], y[:450])
+    detector = UnknownDetector.fit(head, x[:450], y[:450], x[450:], y[450:], keep=0.9)
+    val = detector.score(x[450:], head.decision_function(x[450:]))
+    assert abs((val <= detector.threshold).mean() - 0.9) < 0.01
+    far = (rng.normal(0, 1, (100, 64)) * 4).astype(np.float32)  # points of no class
+    assert auroc(val, detector.score(far, head.decision_function(far))) > 0.95
+    again = UnknownDetector.from_state(detector.state())
+    np.testing.assert_array_equal(again.score(far, head.decision_function(far)),
+                                  detector.score(far, head.decision_function(far)))
+
+
+@pytest.fixture(scope="module")
+def two_class_run(tiny_folder, tmp_path_factory):
+    """A run on the tiny folder's bars and discs; its checkers were never seen."""
+    root = tmp_path_factory.mktemp("two")
+    for name in ("bars", "discs"):
+        shutil.copytree(tiny_folder / name, root / "data" / name)
+    assert cli("run", "--data", root / "data", "--out", root / "run", "--no-report").returncode == 0
+    return root / "run"
+
+
+def test_unseen_synthetic_class_is_unknown_and_known_ones_are_not(two_class_run, tiny_folder):
+    predictor = Predictor(two_class_run)
+    unseen = predictor(list_images([tiny_folder / "checkers"]))
+    known = predictor(list_images([tiny_folder / "bars", tiny_folder / "discs"]))
+    assert np.mean([p.unknown for p in unseen]) >= 0.8 and np.mean([p.unknown for p in known]) <= 0.2
+    assert unseen[0].label == "unknown" and unseen[0].as_dict()["unknown"] is True
+    metrics = json.loads((two_class_run / "metrics.json").read_text())
+    assert 0 <= metrics["unknown"]["test_share_called_unknown"] <= 0.5 and metrics["unknown"]["keep"] == 0.95
+
+
+def test_no_unknown_when_switched_off(two_class_run, tiny_folder, tmp_path):
+    checkers = sorted((tiny_folder / "checkers").glob("*.png"))[:3]
+    said = cli("predict", two_class_run, *checkers)
+    assert said.returncode == 0 and said.stdout.count("unknown: none of these") >= 2
+    quiet = cli("predict", two_class_run, *checkers, "--no-unknown")
+    assert quiet.returncode == 0 and "unknown" not in quiet.stdout
+    data = two_class_run.parent / "data"
+    assert cli("run", "--data", data, "--out", tmp_path / "off", "--no-report", "--no-unknown").returncode == 0
+    assert json.loads((tmp_path / "off" / "metrics.json").read_text())["unknown"] is None
+    assert all(p.unknown_score is None for p in Predictor(tmp_path / "off")(checkers))
+
+
+@pytest.mark.slow  # real photos through the network
+def test_real_photos_of_unseen_classes_score_higher(tmp_path):
+    """CIFAR-10 photos: a run on automobile, bird and ship; frogs, horses and deer were never seen."""
+    exact = need_shared("cifar10-exact")
+    for name in ("automobile", "bird", "ship"):
+        shutil.copytree(exact / "train" / name, tmp_path / "data" / name,
+                        ignore=lambda folder, files: sorted(files)[60:])
+    assert cli("run", "--data", tmp_path / "data", "--out", tmp_path / "run", "--no-report").returncode == 0
+    predictor = Predictor(tmp_path / "run")
+    known = predictor(list_images([exact / "test" / n for n in ("automobile", "bird", "ship")]))
+    unseen = predictor(list_images([exact / "test" / n for n in ("frog", "horse", "deer")]))
+    score = auroc([p.unknown_score for p in known], [p.unknown_score for p in unseen])
+    assert score >= 0.8, score
+    assert np.mean([p.unknown for p in known]) <= 0.15 and np.mean([p.unknown for p in unseen]) >= 0.3
