@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,33 @@ def tiny_run(tiny_folder, tmp_path_factory) -> Path:
     result = cli("run", "--data", tiny_folder, "--out", out, "--no-report")
     assert result.returncode == 0, result.stderr
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(command: str, target, *args, ready: str, wait: float = 180):
+    """`cnncodes COMMAND TARGET --port P ARGS` in the background: (process, base URL) once GET `ready` answers."""
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
+    proc = subprocess.Popen([sys.executable, "-m", "cnncodes", "--quiet", command, str(target), "--port", str(port),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server stopped: {proc.stderr.read()}")
+        try:
+            if httpx.get(url + ready, timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"the server did not answer within {wait:.0f} s")

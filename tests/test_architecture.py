@@ -85,8 +85,8 @@ def test_every_public_name_resolves():
 
 # Rooms in the order data flows; a room imports only rooms before it (and the base modules). The modules at the top
 # (pipeline, predict, explain, export, serve, settings, presets, cli, backbone_checks) may import any room.
-BASE = {"cnncodes.errors", "cnncodes.files"}
-ROOMS = ["data", "backbones", "codes", "heads", "outputs", "audit"]
+BASE = {"cnncodes.errors", "cnncodes.files", "cnncodes.network"}
+ROOMS = ["data", "backbones", "codes", "heads", "outputs", "audit", "labeling"]
 
 
 def room_of(module: str) -> str | None:

@@ -1,46 +1,21 @@
 """`cnncodes serve` as other software meets it: a real server on a free loopback port, real HTTP requests."""
 import io
 import os
-import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 
 import pytest
 from PIL import Image
 
-from .conftest import cli
+from .conftest import cli, free_port, start_server
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow  # HTTP behaviour: once, not again in the fp32 pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(model, *args):
-    port = free_port()
-    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
-    proc = subprocess.Popen([sys.executable, "-m", "cnncodes", "--quiet", "serve", str(model), "--port", str(port),
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server stopped: {proc.stderr.read()}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the server did not answer within 120 s")
+    return start_server("serve", model, *args, ready="/health")
 
 
 def png(rgb=(200, 30, 30), size=32) -> bytes:

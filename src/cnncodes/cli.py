@@ -244,7 +244,8 @@ def cmd_export(a):
 
     path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir, data=a.data)
     print(f"{'int8 ' if a.int8 else ''}ONNX model: {path} ({path.stat().st_size / 1e6:.1f} MB); "
-          f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (docs/onnx_predict.py)")
+          f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (docs/onnx_predict.py). It gives "
+          "class probabilities; the 'unknown' answer and heatmaps need the run folder")
 
 
 def cmd_audit(a):
@@ -300,6 +301,12 @@ def cmd_serve(a):
     from .serve import serve
 
     serve(a.model, a.host, a.port, a.token, a.max_body_mb, a.max_files)
+
+
+def cmd_label(a):
+    from .labeling.server import label
+
+    label(a.folder, a.host, a.port, backbone=a.backbone, cache_dir=a.cache_dir, progress=_progress(a))
 
 
 def cmd_cache(a):
@@ -410,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")
     sp.add_argument("--max-files", type=_positive_int, default=64, help="most images in one request (default 64)")
 
+    sp = add("label", cmd_label, "a page for labelling a folder of photos with the keyboard, the images worth a label "
+             "first; answers go to FOLDER/labels.csv at once (then: cnncodes run --data FOLDER/labels.csv)")
+    sp.add_argument("folder", help="a folder of images (any tree); its labels.csv is read and kept up to date")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind: this machine only (127.0.0.1, ::1)")
+    sp.add_argument("--port", type=_port, default=8000)
+    sp.add_argument("--backbone", default=None, help="network for the codes (default efficientnet_lite0)")
+    sp.add_argument("--cache-dir", default=None, help="default $CNNCODES_CACHE or ~/.cache/cnncodes")
+
     sp = add("cache", cmd_cache, "what the cache holds (codes stores, graphs); `cache prune` removes what no run "
              "used lately")
     sp.add_argument("action", nargs="?", default="list", choices=["list", "prune"])
@@ -438,7 +453,8 @@ def main(argv=None) -> int:
     if a.command is None:
         parser.print_help()
         return 2
-    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict", "audit", "similar", "serve"):
+    if argv is None and a.command in ("run", "extract", "train", "evaluate", "predict", "audit", "similar", "serve",
+                                            "label"):
         from .codes.runtime import reexec_with_fast_malloc
 
         reexec_with_fast_malloc()

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .backbones import get_backbone, load_model
 from .data.images import BadImage, item_reader
 from .errors import CnnCodesError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SUPPORTED = ("an EfficientNet-Lite backbone (efficientnet_lite0, _lite1 or _lite2, without options, not joined with +) "
              "and a linear head (tuned or sgd) trained on plain codes (no --normalize)")

@@ -1,7 +1,8 @@
 """`cnncodes export`: a trained model as one ONNX file, uint8 pixels in, class probabilities out, that runs with
 ONNX Runtime alone. The graph is three parts joined: the input (and the mirror image when the model averages over
 flips), the backbone's codes graph as extraction runs it (pixels in; fp32 or int8), and the head with its
-standardisation folded into its first layer."""
+standardisation folded into its first layer. The file gives class probabilities only: the "unknown" answer
+(heads/unknown.py) and activation maps (explain.py) need the run folder."""
 from __future__ import annotations
 
 import json

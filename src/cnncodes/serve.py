@@ -14,23 +14,14 @@ JSON answer with the reason, and the server goes on. It never fetches anything: 
 """
 
 import hmac
-import ipaddress
 import threading
 import time
 
 from .errors import CnnCodesError
+from .network import check_can_listen, is_loopback
 
 MAX_BODY_MB = 50
 MAX_FILES = 64
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX_BODY_MB,
@@ -168,13 +159,7 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
     if not is_loopback(host) and not token:
         raise CnnCodesError(f"--host {host} makes the server reachable from other machines: give --token SECRET "
                             "(clients send 'Authorization: Bearer SECRET'), or bind 127.0.0.1")
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise CnnCodesError(f"cannot listen on {host}:{port}: {exc.strerror} (another server there? try --port)") from None
+    check_can_listen(host, port)
     app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
     print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -240,11 +240,19 @@ def image_folder(root, test_percent: float = 20.0, validation_percent: float = 2
     return _files_dataset(root, root.name, names, ids, labels, given, carve, seed, problems, cache_dir)
 
 
+def unlabelled_files(root, ids: list[str], cache_dir=None) -> Dataset:
+    """Image files under root (ids: their relative paths) without labels yet: the labelling tool's collection."""
+    root = Path(root)
+    return _files_dataset(root, root.name, [], ids, [-1] * len(ids), [""] * len(ids), (0.0, 0.0), 0, [], cache_dir,
+                          classes_needed=False)
+
+
 def _files_dataset(root: Path, name: str, names: list[str], ids: list[str], labels: list[int], given: list[str],
-                   carve: tuple[float, float], seed: int, problems: list, cache_dir) -> Dataset:
+                   carve: tuple[float, float], seed: int, problems: list, cache_dir,
+                   classes_needed: bool = True) -> Dataset:
     """Image files under root (ids are their relative paths) with their content keys; a file that cannot be read
     is reported in problems and left out. given: each file's split ("" where it is carved by its content key)."""
-    if len(names) < 2:
+    if classes_needed and len(names) < 2:
         raise CnnCodesError(f"found {'only one class (' + repr(names[0]) + ')' if names else 'no class'} in "
                             f"{name!r}: a classifier needs at least two")
     memo = StatMemo(Path(cache_dir or cifar10.default_cache_dir()) / "files.sqlite")

@@ -1,0 +1,117 @@
+"""How far a few labels go: a simulated labeller answers with the true label of whatever training image is asked for.
+
+    cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --runtime onnx --out CODES
+    python benchmarks/few_labels.py --codes CODES/codes.npz [--seeds 0,1,2] [--json results/few_labels.json]
+
+The collection is the official archive's 50,000 training images (their train and validation splits), unlabelled at
+first; the labels of the train split are revealed only when the tool asks for them, the validation split's never
+(its labels only choose between settings: the cold-start length), and the 10,000 test images measure accuracy.
+After 10, 20, 50, 100, 200, 500 and 1,000 labels, test accuracy of:
+  random + plain head     images drawn at random, the tuned head (`cnncodes run`'s) on the labelled codes alone
+  tool + plain head       images chosen by labeling.choose_to_label, the same head
+  tool + propagation      the same images, labels spread over the neighbour graph of all the collection's codes and
+                          a logistic regression on every image (labeling.Propagation.classifier)
+Median and range over the seeds. Goals: >= 60% with 10 labels, >= 85% with 100, >= 89% with 1,000.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnncodes.codes.view import Codes  # noqa: E402
+from cnncodes.heads import SoftmaxHead  # noqa: E402
+from cnncodes.labeling import Propagation, choose_to_label  # noqa: E402
+from cnncodes.labeling.propagate import unit_rows  # noqa: E402
+
+BUDGETS = (10, 20, 50, 100, 200, 500, 1000)
+COLD_STARTS = (10, 1_000_000)  # labels per class before uncertainty; the last never switches
+
+
+def plain_accuracy(x, y, labelled, x_eval, y_eval) -> float:
+    if len(np.unique(y[labelled])) < 2:
+        return float(np.mean(y_eval == np.bincount(y[labelled]).argmax()))
+    head = SoftmaxHead("tuned", seed=0).fit(x[labelled], y[labelled], n_classes=10)
+    return head.score(x_eval, y_eval)
+
+
+def sequence(x, y, revealable, propagation, choose, seed: int, evaluations: dict) -> list[dict]:
+    """Label in steps up to each budget; evaluations: {name: (codes, labels)} scored after each step."""
+    labels = np.full(len(x), -1)
+    rows = []
+    for budget in BUDGETS:
+        t0 = time.perf_counter()
+        asked = choose(labels, budget - int((labels >= 0).sum()), seed)
+        assert revealable[asked].all(), "the tool asked for an image outside the labeller's split"
+        labels[asked] = y[asked]
+        choose_seconds = time.perf_counter() - t0
+        labelled = np.flatnonzero(labels >= 0)
+        row = {"labels": budget, "choose_seconds": round(choose_seconds, 2)}
+        for name, (xe, ye) in evaluations.items():
+            row[f"plain_{name}"] = plain_accuracy(x, y, labelled, xe, ye)
+        if propagation is not None:
+            model, _ = propagation.classifier(labels, 10, seed=seed)
+            for name, (xe, ye) in evaluations.items():
+                row[f"propagation_{name}"] = float((model.predict(unit_rows(xe)) == ye).mean()) if model else 0.1
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codes", required=True)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--json", default=None)
+    a = parser.parse_args()
+    codes = Codes.load(a.codes)
+    x_all, y_all, s = np.asarray(codes.vectors, np.float32), codes.labels, codes.splits
+    collection = np.flatnonzero(s != "test")  # train + validation: the unlabelled collection
+    x, y = x_all[collection], y_all[collection]
+    revealable = s[collection] == "train"
+    val = s[collection] == "validation"
+    evaluations = {"validation": (x[val], y[val]), "test": (x_all[s == "test"], y_all[s == "test"])}
+    t0 = time.perf_counter()
+    propagation = Propagation(x)
+    print(f"neighbour graph of {len(x):,} codes: {time.perf_counter() - t0:.1f} s", flush=True)
+    results = {"codes": codes.backbone, "runs": {}}
+    for seed in map(int, a.seeds.split(",")):
+        rng = np.random.default_rng(seed)
+        train_rows = np.flatnonzero(revealable)
+
+        def random_choice(labels, n, _seed):
+            return rng.choice(np.setdiff1d(train_rows, np.flatnonzero(labels >= 0)), n, replace=False)
+
+        results["runs"][f"random/{seed}"] = sequence(x, y, revealable, None, random_choice, seed, evaluations)
+        for cold in COLD_STARTS:
+            def tool_choice(labels, n, s_, _cold=cold):  # the validation images are not offered to the labeller
+                return choose_to_label(x, labels, n, seed=s_, propagation=propagation, offer=revealable,
+                                       cold_start=_cold)
+
+            results["runs"][f"tool cold={cold}/{seed}"] = sequence(x, y, revealable, propagation, tool_choice, seed,
+                                                                   evaluations)
+    summary = {}
+    for name in sorted({k.split("/")[0] for k in results["runs"]}):
+        runs = [v for k, v in results["runs"].items() if k.split("/")[0] == name]
+        for key in [k for k in runs[0][0] if k.startswith(("plain_", "propagation_"))]:
+            summary[f"{name} | {key}"] = {r["labels"]: [float(np.median([run[i][key] for run in runs])),
+                                                      min(run[i][key] for run in runs), max(run[i][key] for run in runs)]
+                                         for i, r in enumerate(runs[0])}
+    results["summary"] = summary
+    print("\n| strategy | " + " | ".join(str(b) for b in BUDGETS) + " |\n|---|" + "---|" * len(BUDGETS))
+    for key, by_budget in summary.items():
+        print(f"| {key} | " + " | ".join(f"{v[0] * 100:.1f} ({v[1] * 100:.1f}-{v[2] * 100:.1f})"
+                                          for v in by_budget.values()) + " |")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Which images are worth a label next, from the codes alone (a Python function: notebooks and the benchmark call it).
+
+First, typical and diverse images: k-means over all the codes with as many clusters as there will be labels, and from
+each cluster that holds no labelled image yet, largest first, the image nearest its centre (the cold-start choice of
+TypiClust, Hacohen et al., ICML 2022, with "nearest the centre" for "densest": the same picks on these codes, and
+cheaper). Once every class seen has COLD_START labels, the images the spread labels are least sure of (smallest gap
+between the two best classes), kept diverse the same way among the least sure. The switch point was chosen on
+validation accuracy by benchmarks/few_labels.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .propagate import Propagation, unit_rows
+
+COLD_START = 10  # labels per class seen before uncertainty takes over
+SHORTLIST = 10  # the least sure n * SHORTLIST images are clustered into n groups
+PCA_DIMS = 64  # k-means runs on this many principal components of the unit codes
+
+
+def choose_to_label(codes, labels, n: int, *, seed: int = 0, propagation: Propagation | None = None,
+                    offer: np.ndarray | None = None, cold_start: int = COLD_START) -> np.ndarray:
+    """Indices of n images to label next. codes: (N, D) codes of the whole collection; labels: (N,) class index,
+    -1 where there is none yet; propagation: the collection's Propagation (built when absent); offer: (N,) bool,
+    the images that may be chosen (default: every unlabelled one; skipped images are left out this way)."""
+    labels = np.asarray(labels)
+    offer = np.ones(len(labels), bool) if offer is None else np.asarray(offer, bool)
+    unlabelled = np.flatnonzero((labels < 0) & offer)
+    n = min(n, len(unlabelled))
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    counts = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
+    seen = counts[counts > 0]
+    if len(seen) < 2 or seen.min() < cold_start:
+        return _typical_and_diverse(codes, labels, offer, n, seed)
+    propagation = propagation or Propagation(codes)
+    scores = propagation.spread(labels)[unlabelled]
+    best_two = np.sort(scores, axis=1)[:, -2:]
+    unsure = unlabelled[np.argsort(best_two[:, 1] - best_two[:, 0], kind="stable")[:n * SHORTLIST]]
+    return unsure[_nearest_centres(_reduced(codes, unsure, seed), n, seed)]
+
+
+def _reduced(codes, rows: np.ndarray | None, seed: int) -> np.ndarray:
+    """Unit codes (of `rows`, or all) on their first PCA_DIMS principal components: k-means' distances, cheaply."""
+    from sklearn.decomposition import PCA
+
+    unit = unit_rows(codes if rows is None else np.asarray(codes)[rows])
+    dims = min(PCA_DIMS, *unit.shape)
+    return PCA(dims, random_state=seed).fit_transform(unit) if dims < unit.shape[1] else unit
+
+
+def _cluster(points: np.ndarray, k: int, seed: int):
+    from sklearn.cluster import KMeans
+
+    return KMeans(k, n_init=1, random_state=seed).fit(points)
+
+
+def _nearest_centres(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Positions of the point nearest each of k k-means centres (distinct)."""
+    fit = _cluster(points, k, seed)
+    return np.array([_nearest(points, fit.labels_ == c, fit.cluster_centers_[c]) for c in range(k)])
+
+
+def _nearest(points: np.ndarray, members: np.ndarray, centre: np.ndarray) -> int:
+    rows = np.flatnonzero(members)
+    return int(rows[np.argmin(((points[rows] - centre) ** 2).sum(1))])
+
+
+def _typical_and_diverse(codes, labels: np.ndarray, offer: np.ndarray, n: int, seed: int) -> np.ndarray:
+    points = _reduced(codes, None, seed)
+    labelled = labels >= 0
+    open_ = ~labelled & offer
+    k = min(len(points), int(labelled.sum()) + n)
+    fit = _cluster(points, k, seed)
+    covered = set(fit.labels_[labelled])
+    sizes = np.bincount(fit.labels_, minlength=k)
+    picks = []
+    for c in np.argsort(-sizes, kind="stable"):
+        if c in covered:
+            continue
+        members = (fit.labels_ == c) & open_
+        if members.any():
+            picks.append(_nearest(points, members, fit.cluster_centers_[c]))
+        if len(picks) == n:
+            break
+    if len(picks) < n:  # clusters ran out (labelled images in most): the rest at random among the unlabelled
+        rest = np.setdiff1d(np.flatnonzero(open_), picks)
+        picks += list(np.random.default_rng(seed).choice(rest, n - len(picks), replace=False))
+    return np.array(picks, np.int64)

@@ -1,0 +1,121 @@
+"""Labelling a folder: which images are worth a label, labels spread over neighbours, and the page's server."""
+import shutil
+import signal
+
+import numpy as np
+import pytest
+
+from cnncodes.labeling import Propagation, choose_to_label
+
+from .conftest import cli, free_port, start_server
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+
+def blobs(per: int = 60, seed: int = 0):
+    """Three well separated groups of 32-d points."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (3, 32)) * 5 + 10
+    y = np.repeat(np.arange(3), per)
+    return (centres[y] + rng.normal(0, 1, (len(y), 32))).astype(np.float32), y
+
+
+def test_the_first_choices_cover_every_group_and_later_ones_sit_between_groups():
+    x, y = blobs()
+    first = choose_to_label(x, np.full(len(y), -1), 3)
+    assert sorted(y[first]) == [0, 1, 2]
+    # two groups touch: the unsure images the tool asks for once labels are plenty lie between them
+    x[:20] = (x[:20] + x[60:80]) / 2
+    labels = np.full(len(y), -1)
+    labels[20:30], labels[80:90], labels[120:130] = 0, 1, 2
+    asked = choose_to_label(x, labels, 5, cold_start=10)
+    assert set(asked) <= set(range(20)), asked
+    offer = np.ones(len(y), bool)
+    offer[:20] = False  # skipped images are never offered
+    assert not set(choose_to_label(x, labels, 5, cold_start=10, offer=offer)) & set(range(20))
+
+
+def test_one_label_per_group_spreads_to_the_whole_group():
+    x, y = blobs()
+    labels = np.full(len(y), -1)
+    labels[[0, 60, 120]] = [0, 1, 2]
+    spread = Propagation(x, neighbours=10)
+    assert (spread.spread(labels).argmax(1) == y).mean() == 1.0
+    model, _ = spread.classifier(labels)
+    fresh, truth = blobs(seed=0)
+    assert (model.predict(fresh / np.linalg.norm(fresh, axis=1, keepdims=True)) == truth).mean() >= 0.95
+
+
+def manifest_rows(folder) -> dict:
+    import csv
+
+    with open(folder / "labels.csv", newline="") as f:
+        return {r["path"]: r["label"] for r in csv.DictReader(f)}
+
+
+@pytest.mark.slow  # a server and the network on 60 images
+def test_label_answers_survive_a_killed_server_and_bad_input_loses_nothing(tiny_folder, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_folder, folder)
+    truth = {f"{c}/{f.name}": c for c in ("bars", "checkers", "discs") for f in (folder / c).iterdir()}
+    proc, url = start_server("label", folder, ready="/api/state")
+    try:
+        answered = {}
+        while len(answered) < 20:
+            items = httpx.get(url + "/api/next?n=5", timeout=60).json()["images"]
+            answers = {i["path"]: truth[i["path"]] for i in items}
+            state = httpx.post(url + "/api/label", json={"answers": answers}, timeout=60).json()
+            answered |= answers
+        assert state["labelled"] == len(answered) and state["accuracy"] >= 0.9
+        page = httpx.get(url + "/api/next?n=6", timeout=60).json()["images"]
+        suggested = {i["path"]: i["suggestion"] for i in page}
+        assert sum(truth[p] == s for p, s in suggested.items()) >= 5  # three easy classes
+        assert httpx.post(url + "/api/label", json={"answers": suggested}, timeout=60).status_code == 200
+        answered |= suggested
+        undone = next(iter(suggested))
+        assert httpx.post(url + "/api/undo", timeout=60).json()["undone"]  # the whole page of suggestions
+        answered = {p: c for p, c in answered.items() if p not in suggested}
+        assert httpx.post(url + "/api/label", json={"answers": {undone: truth[undone]}}).status_code == 200
+        answered[undone] = truth[undone]
+
+        bad = {"unknown image": ({"answers": {"nope.png": "bars"}}, 404),
+               "empty class": ({"answers": {undone: "   "}}, 400),
+               "huge class": ({"answers": {undone: "x" * 500}}, 400),
+               "not the format": ({"labels": ["bars"]}, 400)}
+        for what, (body, status) in bad.items():
+            answer = httpx.post(url + "/api/label", json=body)
+            assert answer.status_code == status and answer.json()["error"], what
+        html = next(p for p in truth if p not in answered)
+        assert httpx.post(url + "/api/label", json={"answers": {html: "<b>bold</b>"}}).status_code == 200
+        answered[html] = "<b>bold</b>"
+        assert "innerHTML" not in httpx.get(url + "/").text  # class names reach the page as text, never as markup
+
+        # another program edits labels.csv meanwhile: refused, and neither its edit nor our answers are lost
+        outside = next(p for p in truth if p not in answered)
+        text = (folder / "labels.csv").read_text().replace(f"{outside},\n", f"{outside},edited\n")
+        (folder / "labels.csv").write_text(text)
+        later = next(p for p in truth if p not in answered and p != outside)
+        refused = httpx.post(url + "/api/label", json={"answers": {later: truth[later]}})
+        assert refused.status_code == 409 and "another program" in refused.json()["error"]
+        assert httpx.post(url + "/api/label", json={"answers": {later: truth[later]}}).status_code == 200
+        answered[later] = truth[later]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    rows = manifest_rows(folder)
+    assert {p: rows[p] for p in answered} == answered
+    assert rows[outside] == "edited"
+    proc, url = start_server("label", folder, ready="/api/state")
+    try:
+        assert httpx.get(url + "/api/state").json()["labelled"] == sum(bool(v) for v in manifest_rows(folder).values())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_label_refuses_other_hosts_and_names_a_missing_folder(tmp_path):
+    off = cli("label", tmp_path, "--host", "0.0.0.0", "--port", str(free_port()))
+    assert off.returncode != 0 and "this machine only" in off.stderr
+    missing = cli("label", tmp_path / "nope")
+    assert missing.returncode != 0 and "not a folder" in missing.stderr
