@@ -40,6 +40,9 @@ def two_class_run(tiny_folder, tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
     for name in ("bars", "discs"):
         shutil.copytree(tiny_folder / name, root / "data" / name)
+    (root / "data" / "unlabeled").mkdir()
+    for n in range(5):  # photos without a label: five of the unseen class
+        shutil.copy(tiny_folder / "checkers" / f"{n:03d}.png", root / "data" / "unlabeled" / f"c{n}.png")
     assert cli("run", "--data", root / "data", "--out", root / "run", "--no-report").returncode == 0
     return root / "run"
 
@@ -52,6 +55,11 @@ def test_unseen_synthetic_class_is_unknown_and_known_ones_are_not(two_class_run,
     assert unseen[0].label == "unknown" and unseen[0].as_dict()["unknown"] is True
     metrics = json.loads((two_class_run / "metrics.json").read_text())
     assert 0 <= metrics["unknown"]["test_share_called_unknown"] <= 0.5 and metrics["unknown"]["keep"] == 0.95
+    import csv
+
+    with open(two_class_run / "unlabeled_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and sum(r["label"] == "unknown" for r in rows) >= 4 and float(rows[0]["unknown_score"])
 
 
 def test_no_unknown_when_switched_off(two_class_run, tiny_folder, tmp_path):

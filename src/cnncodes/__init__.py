@@ -11,7 +11,8 @@ _EXPORTS = {
     "Codes": "codes.view", "CodeMatrix": "codes.matrix", "CnnCodesError": "errors", "extract_codes": "codes.extract",
     "Dataset": "data.datasets", "from_arrays": "data.datasets", "image_folder": "data.datasets", "load_dataset": "data.datasets",
     "RunSettings": "settings", "run_experiment": "pipeline", "evaluate_model": "pipeline",
-    "predict_images": "predict", "make_head": "heads",
+    "predict_images": "predict", "Predictor": "predict", "Prediction": "predict", "make_head": "heads",
+    "choose_to_label": "labeling", "Propagation": "labeling", "UnknownDetector": "heads.unknown",
     "audit_run": "pipeline", "audit_codes": "audit.issues", "export_model": "export", "similar_images": "pipeline",
 }
 __all__ = sorted(_EXPORTS)

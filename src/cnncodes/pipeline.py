@@ -106,7 +106,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
     metrics["split_sizes_by_class"] = dataset.split_sizes()
     write_predictions(out, codes, proba)
-    write_unlabeled_predictions(out, fitted, codes, flipped, dataset)
+    write_unlabeled_predictions(out, fitted, codes, flipped, dataset, unknown)
     write_json(out / "metrics.json", metrics)
     if report:
         from .explain import write_mistake_maps
@@ -158,21 +158,29 @@ def keep_graphs(graphs: dict, out: Path) -> dict:
     return {name: graph.name for name, graph in graphs.items()}
 
 
-def write_unlabeled_predictions(out: Path, head, codes: Codes, flipped: Codes | None, dataset, top_k: int = 3) -> None:
-    """unlabeled_predictions.csv: id, path, the top classes with probabilities, for each image without a label."""
+def write_unlabeled_predictions(out: Path, head, codes: Codes, flipped: Codes | None, dataset,
+                                unknown: UnknownDetector | None, top_k: int = 3) -> None:
+    """unlabeled_predictions.csv: id, path, label (the top class, or "unknown"), the unknown score and the top classes
+    with probabilities, for each image without a label."""
     import csv
     import io
 
     if not (codes.splits == UNLABELED).any():
         return
     proba = predict_codes(head, codes, flipped, split=UNLABELED)
+    x, _ = codes.part(UNLABELED)
+    scores = unknown.score(x, head.decision_function(x)) if unknown is not None else None
     k = min(top_k, len(codes.class_names))
     text = io.StringIO()
     rows = csv.writer(text)
-    rows.writerow(["id", "path"] + [f"{c}_{n}" for n in range(1, k + 1) for c in ("class", "probability")])
-    for item_id, p in zip(codes.ids[codes.splits == UNLABELED], proba):
+    rows.writerow(["id", "path", "label", "unknown_score"]
+                  + [f"{c}_{n}" for n in range(1, k + 1) for c in ("class", "probability")])
+    for n, (item_id, p) in enumerate(zip(codes.ids[codes.splits == UNLABELED], proba)):
         path = dataset.root / item_id if dataset.root is not None else ""
-        rows.writerow([item_id, path] + [v for c in np.argsort(-p)[:k] for v in (codes.class_names[c], f"{p[c]:.6f}")])
+        called = scores is not None and scores[n] > unknown.threshold
+        rows.writerow([item_id, path, "unknown" if called else codes.class_names[int(p.argmax())],
+                       "" if scores is None else f"{scores[n]:.4f}"]
+                      + [v for c in np.argsort(-p)[:k] for v in (codes.class_names[c], f"{p[c]:.6f}")])
     atomic_write(out / "unlabeled_predictions.csv", text.getvalue().encode("utf-8", "surrogateescape"))
 
 
