@@ -119,3 +119,45 @@ def test_label_refuses_other_hosts_and_names_a_missing_folder(tmp_path):
     assert off.returncode != 0 and "this machine only" in off.stderr
     missing = cli("label", tmp_path / "nope")
     assert missing.returncode != 0 and "not a folder" in missing.stderr
+
+
+@pytest.mark.slow  # a server, a browser and the network on 60 images
+def test_the_page_labels_by_keyboard_and_a_restart_finds_every_answer(tiny_folder, tmp_path):
+    from .browser import Browser
+
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_folder, folder)
+    truth = {f"{c}/{f.name}": c for c in ("bars", "checkers", "discs") for f in (folder / c).iterdir()}
+    seeds = [f"{c}/{n:03d}.png" for c in ("bars", "checkers", "discs") for n in (0, 1)]
+    (folder / "labels.csv").write_text("path,label\n" + "".join(f"{p},{truth[p]}\n" for p in seeds))
+    proc, url = start_server("label", folder, ready="/api/state")
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open(url)
+        browser.wait_for("document.querySelectorAll('.card').length === 12")
+        typed = {}
+        while len(typed) < 20:
+            path = browser.wait_for("document.querySelector('.card.focus:not(.done)')?.dataset.path")
+            browser.press(str(["bars", "checkers", "discs"].index(truth[path]) + 1))
+            typed[path] = truth[path]
+            browser.wait_for(f"document.querySelector('.card.focus')?.dataset.path !== {path!r}")
+        browser.wait_for(f"document.getElementById('status').textContent.startsWith('{len(typed) + 6} of')")
+        browser.wait_for("document.querySelectorAll('.card:not(.done)').length > 1")
+        browser.press("Enter", shift=True)  # the whole page's suggestions
+        accepted = browser.wait_for("(() => { const m = document.getElementById('status').textContent.match(/^(\\d+) of/);"
+                                    f" return m && +m[1] > {len(typed) + 6} ? +m[1] : 0; }})()")
+        browser.press("Backspace")  # takes the page back
+        browser.wait_for(f"document.getElementById('status').textContent.startsWith('{len(typed) + 6} of')")
+        assert accepted > len(typed) + 6
+    finally:
+        browser.close()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    rows = manifest_rows(folder)
+    assert {p: rows[p] for p in typed} == typed and sum(bool(v) for v in rows.values()) == len(typed) + 6
+    proc, url = start_server("label", folder, ready="/api/state")
+    try:
+        assert httpx.get(url + "/api/state").json()["labelled"] == len(typed) + 6
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,26 +1,16 @@
 """report.html opens from disk in headless Chromium without errors and shows every picture."""
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
+from .browser import chromium
 from .test_cli import finished_run  # noqa: F401 - the shared finished run fixture
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000"]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but chromium is not installed (scripts/setup.sh installs it)")
-        pytest.skip("chromium not installed (Debian package chromium)")
-    return path
 
 
 @pytest.mark.slow

@@ -108,6 +108,25 @@ def test_the_page_and_the_openapi_description(server):
     assert "/predict" in spec["paths"] and "multipart/form-data" in str(spec["paths"]["/predict"])
 
 
+def test_the_page_in_chromium_shows_the_classes_of_chosen_images(server, tiny_folder, tmp_path):
+    from .browser import Browser
+
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open(server + "/")
+        browser.choose_files("#pick", [tiny_folder / "discs" / "000.png", tiny_folder / "bars" / "000.png"])
+        shown = browser.wait_for("document.querySelectorAll('#out .item').length === 2 && "
+                                 "[...document.querySelectorAll('#out .item')].map(i => i.textContent)")
+        assert any(t.startswith("000.png: discs") for t in shown) and any(t.startswith("000.png: bars") for t in shown)
+        browser.evaluate("document.getElementById('explain').checked = true")
+        browser.choose_files("#pick", [tiny_folder / "checkers" / "000.png"])
+        heat = browser.wait_for("document.querySelectorAll('#out .item').length === 3 && "
+                                "document.querySelector('#out .item img').src.slice(0, 23)")
+        assert heat == "data:image/jpeg;base64,"
+    finally:
+        browser.close()
+
+
 def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
     refused = cli("serve", tiny_run, "--host", "0.0.0.0", "--port", str(free_port()))
     assert refused.returncode == 2 and "--token" in refused.stderr

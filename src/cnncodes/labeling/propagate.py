@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-NEIGHBOURS = 20
+NEIGHBOURS = 10  # chosen on validation: 100 labels of CIFAR-10, 85.9% with 10 neighbours, 85.1% with 20
 ALPHA = 0.99  # how much a node listens to its neighbours rather than to its own label
 STEPS = 20
 CHUNK = 4096
-FIT_ROWS = 10_000  # unlabelled images the classifier learns from (a seeded draw): time stays flat as collections grow
+FIT_ROWS = 20_000  # unlabelled images the classifier learns from (a seeded draw): time stays flat as collections grow
 
 
 def unit_rows(x) -> np.ndarray:
