@@ -13,9 +13,9 @@ Calibration: with at least SMALL_VALIDATION validation images, the validation sp
 it; the head's refit on train + validation barely moves the threshold there: 94.5-94.8% of CIFAR-10's known test
 images kept for a 95% target). A smaller collection is calibrated on all its labelled images, cross-fitted: logits
 from heads trained on the other folds, neighbours searched with the image's own code left out; otherwise the logits
-of images the head was trained on would look surer than those of new images (a run on 60 CIFAR-10 photos of each of
-3 classes, as in tests/test_unknown.py, called 38% of the known test photos unknown when calibrated on its 30
-validation images; cross-fitted, 4.4%, and 53% of photos of 3 unseen classes).
+of images the head was trained on would look surer than those of new images (`benchmarks/unknown_small.py`, 60
+photos of each of 3 CIFAR-10 classes: calibrated on its 30 validation photos, 38% of the known test photos are called
+unknown; cross-fitted, 4.4%).
 """
 from __future__ import annotations
 
