@@ -31,7 +31,7 @@ from cnncodes.labeling import Propagation, choose_to_label  # noqa: E402
 from cnncodes.labeling.propagate import unit_rows  # noqa: E402
 
 BUDGETS = (10, 20, 50, 100, 200, 500, 1000)
-COLD_STARTS = (10, 1_000_000)  # labels per class before uncertainty; the last never switches
+COLD_STARTS = (10, 1_000_000)  # labels per class before uncertainty (1,000,000: never, the default)
 
 
 def plain_accuracy(x, y, labelled, x_eval, y_eval) -> float:
@@ -68,6 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codes", required=True)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cold-starts", default=",".join(map(str, COLD_STARTS)),
+                        help="labels per class before uncertainty, each a tool variant (1000000: never)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     codes = Codes.load(a.codes)
@@ -89,7 +91,7 @@ def main() -> None:
             return rng.choice(np.setdiff1d(train_rows, np.flatnonzero(labels >= 0)), n, replace=False)
 
         results["runs"][f"random/{seed}"] = sequence(x, y, revealable, None, random_choice, seed, evaluations)
-        for cold in COLD_STARTS:
+        for cold in map(int, a.cold_starts.split(",")):
             def tool_choice(labels, n, s_, _cold=cold):  # the validation images are not offered to the labeller
                 return choose_to_label(x, labels, n, seed=s_, propagation=propagation, offer=revealable,
                                        cold_start=_cold)

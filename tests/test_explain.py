@@ -11,6 +11,7 @@ from cnncodes.predict import Predictor
 from .conftest import cli, make_image
 
 CLASSES = ["discs", "bars", "checkers"]
+pytestmark = pytest.mark.slow  # maps come from the fp32 network whatever the precision: once, not again in fp32
 
 
 def one_object(kind: int, quadrant: int, rng) -> np.ndarray:

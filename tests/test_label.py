@@ -21,19 +21,24 @@ def blobs(per: int = 60, seed: int = 0):
     return (centres[y] + rng.normal(0, 1, (len(y), 32))).astype(np.float32), y
 
 
-def test_the_first_choices_cover_every_group_and_later_ones_sit_between_groups():
+def test_the_first_choices_cover_every_group_and_unsure_ones_come_when_asked():
+    from cnncodes.labeling.choose import SHORTLIST
+
     x, y = blobs()
     first = choose_to_label(x, np.full(len(y), -1), 3)
     assert sorted(y[first]) == [0, 1, 2]
-    # two groups touch: the unsure images the tool asks for once labels are plenty lie between them
-    x[:20] = (x[:20] + x[60:80]) / 2
     labels = np.full(len(y), -1)
     labels[20:30], labels[80:90], labels[120:130] = 0, 1, 2
-    asked = choose_to_label(x, labels, 5, cold_start=10)
-    assert set(asked) <= set(range(20)), asked
+    graph = Propagation(x)
+    scores = np.sort(graph.spread(labels), axis=1)
+    margin = np.where(labels < 0, scores[:, -1] - scores[:, -2], np.inf)
+    asked = choose_to_label(x, labels, 5, propagation=graph, cold_start=10)
+    assert len(set(asked)) == 5 and (labels[asked] < 0).all()
+    assert set(asked) <= set(np.argsort(margin, kind="stable")[:5 * SHORTLIST])  # among the least sure
     offer = np.ones(len(y), bool)
-    offer[:20] = False  # skipped images are never offered
-    assert not set(choose_to_label(x, labels, 5, cold_start=10, offer=offer)) & set(range(20))
+    offer[:60] = False  # skipped images are never offered
+    assert not set(choose_to_label(x, labels, 5, cold_start=10, offer=offer)) & set(range(60))
+    assert not set(choose_to_label(x, np.full(len(y), -1), 5, offer=offer)) & set(range(60))
 
 
 def test_one_label_per_group_spreads_to_the_whole_group():

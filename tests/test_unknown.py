@@ -47,6 +47,7 @@ def two_class_run(tiny_folder, tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow  # runs and predictions over the CLI: once, not again in the fp32 pass
 def test_unseen_synthetic_class_is_unknown_and_known_ones_are_not(two_class_run, tiny_folder):
     predictor = Predictor(two_class_run)
     unseen = predictor(list_images([tiny_folder / "checkers"]))
@@ -62,6 +63,7 @@ def test_unseen_synthetic_class_is_unknown_and_known_ones_are_not(two_class_run,
     assert len(rows) == 5 and sum(r["label"] == "unknown" for r in rows) >= 4 and float(rows[0]["unknown_score"])
 
 
+@pytest.mark.slow
 def test_no_unknown_when_switched_off(two_class_run, tiny_folder, tmp_path):
     checkers = sorted((tiny_folder / "checkers").glob("*.png"))[:3]
     said = cli("predict", two_class_run, *checkers)
