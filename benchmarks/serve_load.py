@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="a run folder or model.onnx")
     parser.add_argument("--images", required=True, help="a folder of small images (CIFAR-10 PNGs)")
     parser.add_argument("--requests", type=int, default=10000, help="requests of the memory check")
+    parser.add_argument("--per-level", type=int, default=400, help="requests per client count (a tenth for 12 MP)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     from PIL import Image
@@ -112,7 +113,7 @@ def main() -> None:
         rows = []
         for kind, blobs, counts in (("32 px PNG", small, (1, 8, 32)), ("12 MP JPEG", phone, (1, 8))):
             for clients in counts:
-                row = load(url, blobs, clients, 400 if kind == "32 px PNG" else 40) | {"image": kind}
+                row = load(url, blobs, clients, a.per_level if kind == "32 px PNG" else max(8, a.per_level // 10)) | {"image": kind}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         memory = {"after_100": None, "after_n": None}

@@ -20,6 +20,7 @@ unknown; cross-fitted, 4.4%).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -103,12 +104,17 @@ class UnknownDetector:
     def parts(self, codes, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:
         """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference code."""
         k = min(self.neighbour + skip_self, len(self.reference))
-        reference = self.reference.astype(np.float32)
+        reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
             similarity = unit_rows(np.asarray(codes[start:start + CHUNK])) @ reference.T
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
+
+    @cached_property
+    def _reference32(self) -> np.ndarray:
+        """The reference codes as float32, made once: a server scores one image per request."""
+        return self.reference.astype(np.float32)
 
     def _combine(self, parts: np.ndarray) -> np.ndarray:
         z = (parts - self.center) / self.spread
