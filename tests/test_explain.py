@@ -45,12 +45,15 @@ def test_predict_explain_writes_heatmaps_and_says_what_is_unsupported(tiny_run, 
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(one_object(0, 1, np.random.default_rng(0))).save(photos / "wide.png")
+    (photos / "sub").mkdir()
+    for twin in (photos / "sub" / "wide.png", photos / "wide.2.png"):  # names whose heatmaps would clash
+        twin.write_bytes((photos / "wide.png").read_bytes())
     Image.fromarray(np.zeros((300, 500, 3), np.uint8)).save(photos / "black.jpg")
     (photos / "broken.jpg").write_bytes(b"not an image")
     result = cli("predict", tiny_run, photos, "--explain", tmp_path / "maps")
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (tmp_path / "maps").iterdir())
-    assert len(written) == 2 and written[1].startswith("wide.") and "1 images skipped" in result.stdout
+    assert len(written) == 4 and all(w.startswith("wide.") for w in written[1:]) and "1 images skipped" in result.stdout
     assert Image.open(tmp_path / "maps" / written[0]).size == (448, 269)  # the photo's shape, longer side 448
     mlp = tmp_path / "mlp"
     assert cli("train", "--data", tiny_folder, "--head", "mlp", "--out", mlp).returncode == 0

@@ -79,7 +79,10 @@ def test_label_answers_survive_a_killed_server_and_bad_input_loses_nothing(tiny_
         assert httpx.post(url + "/api/label", json={"answers": suggested}, timeout=60).status_code == 200
         answered |= suggested
         undone = next(iter(suggested))
-        assert httpx.post(url + "/api/undo", timeout=60).json()["undone"]  # the whole page of suggestions
+        # what another web page in the same browser could send: a form post, or a request under another host name
+        assert httpx.post(url + "/api/undo", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+        assert httpx.get(url + "/api/next", headers={"Host": "attacker.example"}).status_code == 400
+        assert httpx.post(url + "/api/undo", json={}, timeout=60).json()["undone"]  # the whole page of suggestions
         answered = {p: c for p, c in answered.items() if p not in suggested}
         assert httpx.post(url + "/api/label", json={"answers": {undone: truth[undone]}}).status_code == 200
         answered[undone] = truth[undone]
@@ -166,3 +169,15 @@ def test_the_page_labels_by_keyboard_and_a_restart_finds_every_answer(tiny_folde
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_manifest_keeps_every_image_and_both_sides_edits(tmp_path):
+    from cnncodes.labeling.manifest import ChangedOutside, Manifest
+
+    manifest = Manifest(tmp_path, ["a.png", "b.png"])
+    manifest.set({"a.png": "cat"})
+    (tmp_path / "labels.csv").write_text("path,label\na.png,dog\n")  # another program keeps one row only
+    with pytest.raises(ChangedOutside):
+        manifest.set({"b.png": "cat"})
+    manifest.set({"b.png": "cat"})
+    assert manifest_rows(tmp_path) == {"a.png": "dog", "b.png": "cat"}

@@ -79,6 +79,7 @@ class Explainer:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         photo = Image.fromarray(rgb).resize(size, Image.BICUBIC)
         top, left, bottom, right = self._seen_box(h, w, scale)
+        bottom, right = max(bottom, top + 1), max(right, left + 1)  # a sliver of a panorama is still one pixel
         grid = Image.fromarray(heat.astype(np.float32), mode="F").resize((right - left, bottom - top), Image.BILINEAR)
         colour = (colormaps["inferno"](np.clip(np.asarray(grid), 0, 1))[..., :3] * 255).astype(np.uint8)
         out = np.asarray(photo).astype(np.float32) * 0.35
@@ -111,9 +112,11 @@ def write_explanations(explainer: Explainer, images: Sequence, class_names: list
             continue
         stem = Path(str(item)).stem if isinstance(item, (str, Path)) else f"image{n}"
         name = f"{stem}.{_safe(class_names[k])}.jpg"
-        while name in used:
-            name = f"{stem}.{len(used)}.{_safe(class_names[k])}.jpg"
-        used.add(name)
+        copy = 1
+        while name.lower() in used:  # lower: a file system may not tell A.jpg from a.jpg
+            copy += 1
+            name = f"{stem}.{copy}.{_safe(class_names[k])}.jpg"
+        used.add(name.lower())
         picture.save(out_dir / name, quality=90)
         results.append(out_dir / name)
     return results
@@ -128,8 +131,14 @@ def write_mistake_maps(out, dataset, head, backbone: str, test_ids, labels, prob
     if unexplainable(backbone, head):
         return False
     explainer, row = Explainer(backbone, head), dataset.row_of()
-    worst = mistakes(labels, proba)
-    pictures = [explainer.overlay(dataset.read(row[test_ids[n]]), int(proba[n].argmax()))[0] for n in worst]
+    shown, pictures = [], []
+    for n in mistakes(labels, proba):
+        try:
+            pictures.append(explainer.overlay(dataset.read(row[test_ids[n]]), int(proba[n].argmax()))[0])
+            shown.append(n)
+        except (BadImage, OSError):  # changed or unreadable since its codes were made: left out of the picture
+            continue
+    worst = shown
     side = 2 * PICTURE
     atomic_write(Path(out) / "mistake_maps.npz", npz_bytes(
         ids=np.array([str(test_ids[n]) for n in worst], dtype=str),

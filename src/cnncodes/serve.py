@@ -56,13 +56,16 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                 unexplained = str(exc)
         return made[0]
 
-    def heatmap(blob: bytes) -> str:
+    def heatmap(blob: bytes) -> str | None:
         import base64
 
         from .data.images import item_reader
         from .explain import heatmap_jpeg
 
-        return base64.b64encode(heatmap_jpeg(explainer(), item_reader([blob])(0))).decode()
+        try:
+            return base64.b64encode(heatmap_jpeg(explainer(), item_reader([blob])(0))).decode()
+        except Exception:  # noqa: BLE001 - a map that cannot be drawn leaves that image's answer without one
+            return None
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)

@@ -37,11 +37,10 @@ class Manifest:
     def __init__(self, folder: Path, image_paths: list[str]):
         """Read folder/labels.csv (or start one) and add a row without a label for each image it does not list."""
         self.path = Path(folder) / NAME
-        self.columns, self.rows = ["path", "label"], {}
+        self.columns, self.rows, self.images = ["path", "label"], {}, list(image_paths)
         if self.path.exists():
             self._read()
-        for p in image_paths:
-            self.rows.setdefault(p, {"path": p, "label": ""})
+        self._list_images()
         self.stamp = None
         self.save()
 
@@ -62,6 +61,11 @@ class Manifest:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             if row.get("path"):
                 self.rows[Path(row["path"]).as_posix()] = row | {"path": Path(row["path"]).as_posix()}
+        self._list_images()
+
+    def _list_images(self) -> None:
+        for p in self.images:  # the folder's images the file does not list: still there to be labelled
+            self.rows.setdefault(p, {"path": p, "label": ""})
 
     def _stat(self):
         st = os.stat(self.path)

@@ -127,10 +127,22 @@ def create_app(session: LabellingSession):
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
 
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     app = FastAPI(title="cnncodes label", description=f"Labelling {session.folder}")
+    # other web pages open in the same browser must not label, undo or read photos: only this machine's names are
+    # served (no DNS rebinding), and every change is a JSON POST (which a cross-site page cannot send unasked)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def json_posts_only(request: Request, call_next):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and kind != "application/json":
+            return error(415, "send JSON (Content-Type: application/json)")
+        return await call_next(request)
 
     async def locked(work):
         def run():
@@ -202,8 +214,10 @@ def create_app(session: LabellingSession):
 
     @app.post("/api/skip")
     async def skip(paths: list = Body(..., embed=True)):
-        session.skipped.update(p for p in paths if isinstance(p, str))
-        return {"skipped": len(session.skipped)}
+        def add():
+            session.skipped.update(p for p in paths if isinstance(p, str))
+            return {"skipped": len(session.skipped)}
+        return await locked(add)
 
     return app
 
