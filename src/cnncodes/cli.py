@@ -219,7 +219,9 @@ def cmd_predict(a):
     if a.explain:
         from .explain import Explainer, write_explanations
 
-        written = write_explanations(Explainer.of(predictor), images, predictor.class_names, a.explain)
+        explainer = Explainer.of(predictor)
+        answers = [None if isinstance(r, str) else r.top[0][0] for r in predict_stream(predictor, images, 1)]
+        written = write_explanations(explainer, images, predictor.class_names, a.explain, answers)
         made = sum(not isinstance(w, str) for w in written)
         print(f"{made} heatmaps -> {a.explain}" + (f" ({len(written) - made} images skipped)" if made < len(written) else ""))
     if a.out:

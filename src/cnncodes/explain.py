@@ -95,15 +95,19 @@ class Explainer:
         return round(top * sy), round(left * sx), round((top + size) * sy), round((left + size) * sx)
 
 
-def write_explanations(explainer: Explainer, images: Sequence, class_names: list[str], out_dir) -> list:
-    """For each image: the path of its heatmap JPEG in out_dir (named after the image and its top class), or the
-    reason it was skipped. Names stay unique when several images share a file name."""
+def write_explanations(explainer: Explainer, images: Sequence, class_names: list[str], out_dir,
+                       predicted: Sequence[str | None] | None = None) -> list:
+    """For each image: the path of its heatmap JPEG in out_dir (named after the image and the class mapped), or the
+    reason it was skipped. predicted: each image's predicted class name, mapped so the picture matches the answer
+    (a model whose codes come from int8 or bf16 may rank a close second class first); default the map's own top
+    class. Names stay unique when several images share a file name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     read, used, results = item_reader(images), set(), []
     for n, item in enumerate(images):
+        wanted = predicted[n] if predicted is not None else None
         try:
-            picture, k = explainer.overlay(read(n))
+            picture, k = explainer.overlay(read(n), None if wanted is None else class_names.index(wanted))
         except BadImage as exc:
             results.append(str(exc))
             continue
@@ -147,9 +151,9 @@ def write_mistake_maps(out, dataset, head, backbone: str, test_ids, labels, prob
     return True
 
 
-def heatmap_jpeg(explainer: Explainer, rgb: np.ndarray) -> bytes:
-    """One heatmap as JPEG bytes (what the server returns)."""
-    picture, _ = explainer.overlay(rgb)
+def heatmap_jpeg(explainer: Explainer, rgb: np.ndarray, class_index: int | None = None) -> bytes:
+    """One heatmap as JPEG bytes (what the server returns): of class_index, default the map's own top class."""
+    picture, _ = explainer.overlay(rgb, class_index)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=85)
     return buffer.getvalue()

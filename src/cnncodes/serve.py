@@ -56,14 +56,15 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                 unexplained = str(exc)
         return made[0]
 
-    def heatmap(blob: bytes) -> str | None:
+    def heatmap(blob: bytes, answer: str) -> str | None:
         import base64
 
         from .data.images import item_reader
         from .explain import heatmap_jpeg
 
         try:
-            return base64.b64encode(heatmap_jpeg(explainer(), item_reader([blob])(0))).decode()
+            rgb, k = item_reader([blob])(0), predictor.class_names.index(answer)
+            return base64.b64encode(heatmap_jpeg(explainer(), rgb, k)).decode()
         except Exception:  # noqa: BLE001 - a map that cannot be drawn leaves that image's answer without one
             return None
 
@@ -133,7 +134,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         def run():
             with slots:
                 results = predictor(blobs, top_k)
-                maps = [None if isinstance(r, str) else heatmap(blob) for r, blob in zip(results, blobs)] \
+                maps = [None if isinstance(r, str) else heatmap(blob, r.top[0][0]) for r, blob in zip(results, blobs)] \
                     if explain else [None] * len(blobs)
                 return results, maps
 
