@@ -41,8 +41,14 @@ def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
     if check_normalization(how) == "sqrt":
         return np.sign(x) * np.sqrt(np.abs(x))
     if how == "l2":
-        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+        return unit_rows(x)
     return x
+
+
+def unit_rows(x) -> np.ndarray:
+    """Each row scaled to length 1 (cosine similarities are then dot products)."""
+    x = np.asarray(x, np.float32)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
 
 
 def standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .base import unit_rows
 from ..errors import CnnCodesError
 from .softmax import SMALL_VALIDATION
 
@@ -32,10 +33,6 @@ REFERENCE_MAX = 10_000  # training codes kept in the model (a seeded draw, strat
 KEEP = 0.95
 CHUNK = 2048
 
-
-def unit_rows(x) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
 
 
 def _reference_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .propagate import Propagation, unit_rows
+from ..heads.base import unit_rows
+from .propagate import Propagation
 
 COLD_START = None  # labels per class seen before uncertainty takes over; None: never (see above)
 SHORTLIST = 10  # the least sure n * SHORTLIST images are clustered into n groups

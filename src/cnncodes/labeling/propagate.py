@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..heads.base import unit_rows
+
 NEIGHBOURS = 10  # fewer neighbours keep the spreading inside a class; 20 scored lower on validation at 100 labels
 ALPHA = 0.99  # how much a node listens to its neighbours rather than to its own label
 STEPS = 20
 CHUNK = 4096
 FIT_ROWS = 20_000  # unlabelled images the classifier learns from (a seeded draw): time stays flat as collections grow
 
-
-def unit_rows(x) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
 
 
 class Propagation:

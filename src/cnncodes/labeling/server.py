@@ -23,7 +23,8 @@ import numpy as np
 from ..errors import CnnCodesError
 from .choose import choose_to_label
 from .manifest import ChangedOutside, Manifest, check_class_name
-from .propagate import Propagation, unit_rows
+from ..heads.base import unit_rows
+from .propagate import Propagation
 
 PAGE_SIZE = 12
 
