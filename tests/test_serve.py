@@ -58,6 +58,54 @@ def test_health_and_one_and_several_images(server, tiny_folder):
     assert several["images"][1]["top"][0]["class"] == "bars" and "error" in several["images"][2]
 
 
+def test_concurrent_requests_each_get_their_own_answers(server, tiny_folder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sent = [(f"{c}{n}.png", (tiny_folder / c / f"00{n}.png").read_bytes()) for c in ("bars", "discs") for n in range(3)]
+
+    def ask(item):
+        name, blob = item
+        answer = httpx.post(server + "/predict", files=[("file", (name, blob, "image/png"))], timeout=60).json()
+        return answer["images"][0]
+
+    alone = [ask(item) for item in sent]  # one at a time: each request is a call of its own
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, sent * 3))  # at once: requests share calls
+    assert [a["name"] for a in together] == [name for name, _ in sent * 3]
+    for a, b in zip(together, alone * 3):
+        assert a["top"][0]["class"] == b["top"][0]["class"]
+        assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-4)
+
+
+def test_the_batcher_answers_waiting_requests_in_one_call_and_survives_an_error():
+    import threading
+
+    from cnncodes.serve import Batcher
+
+    calls, gate = [], threading.Event()
+
+    def predict(images):
+        calls.append(list(images))
+        gate.wait(10)
+        if "boom" in images:
+            raise ValueError("boom")
+        return [image.upper() for image in images]
+
+    batcher = Batcher(predict, max_images=4)
+    first = batcher.submit(["a"])  # the model is busy with this one while the next three wait
+    while not calls:
+        pass
+    waiting = [batcher.submit(["b", "c"]), batcher.submit(["d"]), batcher.submit(["e", "f"])]
+    gate.set()
+    assert first.result(10) == ["A"]
+    assert [f.result(10) for f in waiting] == [["B", "C"], ["D"], ["E", "F"]]
+    assert calls[1] == ["b", "c", "d", "e", "f"]  # one call; it stops taking requests once it has 4 images or more
+    failed, beside = batcher.submit(["boom"]), batcher.submit(["g"])  # maybe in one call: each retried alone
+    with pytest.raises(ValueError):
+        failed.result(10)
+    assert beside.result(10) == ["G"] and batcher.submit(["h"]).result(10) == ["H"]
+
+
 def test_a_heatmap_on_request(server, tiny_folder):
     import base64
 

@@ -8,20 +8,71 @@ here: FastAPI reads the endpoints' parameter types at run time.)
                     ?explain=true adds a heatmap (JPEG, base64) of where the network saw its top class
     GET  /docs      the OpenAPI description (FastAPI's)
 
-The model is loaded once; requests run in the server's thread pool, at most one prediction per core at a time.
+The model is loaded once. Requests that arrive while it is busy are answered together by one call of the model
+(`Batcher`): most of one image's time is per call (a network pass, a comparison with every reference code), so
+concurrent clients share it. Heatmaps run in the server's thread pool, at most one per core at a time.
 Bad input (not an image, truncated, a decompression bomb, too large a body, too many files, no file) gets a 4xx
 JSON answer with the reason, and the server goes on. It never fetches anything: images come in the request body.
 """
 
 import hmac
+import queue
 import threading
 import time
+from concurrent.futures import Future
 
 from .errors import CnnCodesError
 from .network import check_can_listen, is_loopback
 
 MAX_BODY_MB = 50
 MAX_FILES = 64
+BATCH_IMAGES = 64  # images answered by one call of the model at most (a call of one request may have more)
+
+
+class Batcher:
+    """Answers requests with one call of `predict` (a list of images -> a list of answers, in order) for all the
+    requests waiting when the previous call ends: a busy server batches by itself, an idle one answers at once
+    (no waiting for company). One thread calls the model; the event loop only waits on futures."""
+
+    def __init__(self, predict, max_images: int = BATCH_IMAGES):
+        self.predict, self.max_images = predict, max_images
+        self.waiting: queue.Queue = queue.Queue()
+        threading.Thread(target=self._answer, name="cnncodes-batcher", daemon=True).start()
+
+    def submit(self, images: list) -> Future:
+        future = Future()
+        self.waiting.put((images, future))
+        return future
+
+    def _answer(self) -> None:
+        while True:
+            jobs = [self.waiting.get()]
+            count = len(jobs[0][0])
+            while count < self.max_images:
+                try:
+                    jobs.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+                count += len(jobs[-1][0])
+            try:
+                answers = self.predict([image for images, _ in jobs for image in images])
+            except Exception as exc:  # noqa: BLE001 - one request's failure must not fail the others of its call
+                if len(jobs) == 1:
+                    jobs[0][1].set_exception(exc)
+                else:
+                    for images, future in jobs:
+                        self._alone(images, future)
+                continue
+            start = 0
+            for images, future in jobs:
+                future.set_result(answers[start:start + len(images)])
+                start += len(images)
+
+    def _alone(self, images: list, future: Future) -> None:
+        try:
+            future.set_result(self.predict(images))
+        except Exception as exc:  # noqa: BLE001 - the request gets the error, the server goes on
+            future.set_exception(exc)
 
 
 def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX_BODY_MB,
@@ -38,6 +89,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     path = Path(model_path)
     predictor = Predictor(path / "model.npz" if path.is_dir() else path)
     slots = threading.BoundedSemaphore(max(1, cpu_count()))
+    batcher = Batcher(lambda images: predictor(images, top_k))
     max_bytes = int(max_body_mb * 2**20)
     app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
 
@@ -127,18 +179,18 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                 return error(413, f"the images add up to more than {max_bytes:,} bytes (--max-body-mb)")
             names.append(upload.filename or f"file{len(names)}")
             blobs.append(data)
+        import asyncio
+
         from starlette.concurrency import run_in_threadpool
 
         started = time.perf_counter()
+        results = await asyncio.wrap_future(batcher.submit(blobs))
 
-        def run():
+        def draw_maps():
             with slots:
-                results = predictor(blobs, top_k)
-                maps = [None if isinstance(r, str) else heatmap(blob, r.top[0][0]) for r, blob in zip(results, blobs)] \
-                    if explain else [None] * len(blobs)
-                return results, maps
+                return [None if isinstance(r, str) else heatmap(blob, r.top[0][0]) for r, blob in zip(results, blobs)]
 
-        results, maps = await run_in_threadpool(run)
+        maps = await run_in_threadpool(draw_maps) if explain else [None] * len(blobs)
         seconds = time.perf_counter() - started
         answers = [{"name": n, "error": r} if isinstance(r, str) else
                    {"name": n} | r.as_dict() | ({"heatmap_jpeg": m} if m else {})

@@ -5,6 +5,7 @@ import ctypes.util
 import glob
 import os
 import sys
+from functools import lru_cache
 
 from ..errors import CnnCodesError
 
@@ -31,8 +32,10 @@ def resolve_device(device: str, runtime: str = "torch") -> str:
     return device
 
 
+@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """bf16 autocast is only a speed-up where the CPU multiplies bf16 natively (AVX512-BF16 or AMX)."""
+    """bf16 autocast is only a speed-up where the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Read once:
+    a server asks on every request."""
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:
