@@ -33,6 +33,7 @@ CANDIDATES = {  # name: arguments of `cnncodes run`
     "lite0-ft1-torch": ["--backbone", L0, "--finetune", "1"],
     "lite0-ft1-onnx": ["--backbone", L0, "--finetune", "1", "--runtime", "onnx"],
     "lite0-ft2-onnx": ["--backbone", L0, "--finetune", "2", "--runtime", "onnx"],
+    "lite0-128-onnx": ["--backbone", f"{L0}:size=128", "--runtime", "onnx"],
     "lite0-160-onnx": ["--backbone", f"{L0}:size=160", "--runtime", "onnx"],
     "lite0-160-ft1-onnx": ["--backbone", f"{L0}:size=160", "--finetune", "1", "--runtime", "onnx"],
     "lite0-128-ft1-onnx": ["--backbone", f"{L0}:size=128", "--finetune", "1", "--runtime", "onnx"],

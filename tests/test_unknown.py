@@ -56,6 +56,7 @@ def test_unseen_synthetic_class_is_unknown_and_known_ones_are_not(two_class_run,
     assert unseen[0].label == "unknown" and unseen[0].as_dict()["unknown"] is True
     metrics = json.loads((two_class_run / "metrics.json").read_text())
     assert 0 <= metrics["unknown"]["test_share_called_unknown"] <= 0.5 and metrics["unknown"]["keep"] == 0.95
+    assert metrics["unlabelled"]["images"] == 5 and "cross-validation" in metrics["unlabelled"]["chosen_on"]
     import csv
 
     with open(two_class_run / "unlabeled_predictions.csv", newline="") as f:

@@ -162,6 +162,11 @@ def _run_or_train(a, evaluate_test: bool):
     skipped = len(result.codes.skipped)
     if skipped:
         print(f"skipped {skipped} unusable files (listed with reasons in {result.out / 'skipped.tsv'})")
+    spread = result.unlabelled
+    if spread is not None:
+        print(f"{spread['images']:,} unlabelled images: accuracy {100 * spread['accuracy_with']:.1f}% with their labels "
+              f"spread over the codes' neighbours, {100 * spread['accuracy_without']:.1f}% without "
+              f"({spread['chosen_on']}): {'used' if spread['used'] else 'not used'}")
     if evaluate_test:
         print(format_table(result.metrics))
         print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")

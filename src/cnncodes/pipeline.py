@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .codes.matrix import vstack
+from .codes.matrix import take, vstack
 from .codes.view import Codes
 from .data.datasets import UNLABELED, load_dataset
 from .errors import CnnCodesError
@@ -21,11 +21,14 @@ from .heads.model_file import load_model_file, model_graphs, save_model
 from .settings import RunSettings
 
 
-def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, **head_options):
+def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, extra: tuple | None = None,
+               **head_options):
     """Fit on the train split, choose settings on validation; flipped codes of train images double the data, and
-    validation averages both views as the test split does."""
+    validation averages both views as the test split does. extra: (codes, labels) of more training rows."""
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
+    if extra is not None:
+        x_train, y_train = vstack(x_train, extra[0]), np.concatenate([y_train, extra[1]])
     if flipped is not None:
         x_flip, y_flip = flipped.part("train")
         x_train, y_train = vstack(x_train, x_flip), np.concatenate([y_train, y_flip])  # on disk: nothing is read
@@ -50,6 +53,7 @@ class RunResult:
     head: Head
     codes: Codes
     timings: dict = field(default_factory=dict)
+    unlabelled: dict | None = None  # what the run decided about the collection's unlabelled images (SpreadChoice)
 
 
 def codes_of(dataset, settings: RunSettings, progress: bool, graphs: dict | None = None) -> tuple[Codes, Codes | None]:
@@ -83,9 +87,12 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
     if not (codes.splits == "train").any():
         raise CnnCodesError("no labelled training images could be used (see skipped.tsv or the messages above)")
-    fitted = train_head(codes, settings.head, flipped, eval_every=settings.eval_every, seed=settings.seed,
-                        normalize=settings.normalize, class_weight=settings.class_weight, progress=progress,
-                        backbone=settings.backbone, precision=settings.precision)
+    head_options = dict(eval_every=settings.eval_every, seed=settings.seed, normalize=settings.normalize,
+                        class_weight=settings.class_weight, progress=progress, backbone=settings.backbone,
+                        precision=settings.precision)
+    fitted = train_head(codes, settings.head, flipped, **head_options)
+    fitted, spread = learn_from_unlabelled(fitted, codes, settings, flipped, head_options, progress)
+    metrics_unlabelled = None if spread is None else spread.as_dict()
     unknown = fit_unknown(fitted, codes, settings)
     t2 = time.perf_counter()
     timings = {"codes_seconds": round(t1 - t0, 1), "head_seconds": round(t2 - t1, 1)}
@@ -98,13 +105,14 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     skipped = "".join(f"{i}\t{why}\n" for i, why in codes.skipped)
     atomic_write(out / "skipped.tsv", skipped.encode("utf-8", "surrogateescape"))
     if not evaluate_test:
-        return RunResult(out, settings, {}, fitted, codes, timings)
+        return RunResult(out, settings, {}, fitted, codes, timings, metrics_unlabelled)
     proba = predict_codes(fitted, codes, flipped)
     metrics = run_metrics(codes, proba, settings, dataset.name) | unknown_metrics(unknown, fitted, codes)
     metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
                 "chosen_on": getattr(fitted, "selection_", "validation split"),
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
     metrics["split_sizes_by_class"] = dataset.split_sizes()
+    metrics["unlabelled"] = metrics_unlabelled
     write_predictions(out, codes, proba)
     write_unlabeled_predictions(out, fitted, codes, flipped, dataset, unknown)
     write_json(out / "metrics.json", metrics)
@@ -115,13 +123,44 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         from .outputs.report_data import write_report_data
 
         seen = codes if settings.head != "finetune" else replace(codes, vectors=fitted.embed(codes.vectors))
-        write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress)
+        own = settings.head == "tuned" and not settings.flip and not (metrics_unlabelled or {}).get("used")
+        write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress,
+                          full_accuracy=metrics["accuracy"] if own else None)
         test = codes.splits == "test"
         write_mistake_maps(out, dataset, fitted, settings.backbone, codes.ids[test], codes.labels[test], proba)
         write_report(out, progress=progress)
         timings["report_seconds"] = round(time.perf_counter() - t3, 1)
         write_json(out / "metrics.json", metrics)  # now with the report's time (metrics["timings"] is timings)
-    return RunResult(out, settings, metrics, fitted, codes, timings)
+    return RunResult(out, settings, metrics, fitted, codes, timings, metrics_unlabelled)
+
+
+def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, flipped: Codes | None, head_options: dict,
+                          progress: bool) -> tuple:
+    """(head, SpreadChoice or None): where the collection has unlabelled images, the tuned head trained again with
+    their spread labels when that scores higher (labeling/unlabelled.py); else the head as it was."""
+    from .labeling.unlabelled import choose_spread
+
+    if settings.head != "tuned" or not (codes.splits == UNLABELED).any():
+        return head, None
+    collection = codes.select(codes.splits != "test")
+    if progress:
+        print(f"head: do the {int((codes.splits == UNLABELED).sum()):,} unlabelled images help? (labels spread over "
+              "the codes' neighbours)", flush=True)
+    choice = choose_spread(collection.vectors, collection.labels, collection.splits, len(codes.class_names),
+                           head.best_c_, settings.seed, settings.class_weight, settings.normalize)
+    if choice is None or not choice.used:
+        return head, choice
+    x_spread = take(collection.vectors, choice.rows)
+    if choice.chosen_on == "validation split":
+        return train_head(codes, "tuned", flipped, extra=(x_spread, choice.labels), **head_options), choice
+    # a small validation split: C as the plain head chose it, and every labelled image in the fit
+    labelled = codes.select(np.isin(codes.splits, ["train", "validation"]))
+    fitted = SoftmaxHead("tuned", c_grid=(head.best_c_,), seed=settings.seed, class_weight=settings.class_weight,
+                         normalize=settings.normalize).fit(
+        vstack(labelled.vectors, x_spread), np.concatenate([labelled.labels, choice.labels]),
+        n_classes=len(codes.class_names))
+    fitted.validation_accuracy_, fitted.selection_, fitted.best_c_ = choice.accuracy_with, choice.chosen_on, head.best_c_
+    return fitted, choice
 
 
 def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | None:
