@@ -3,9 +3,8 @@ the codes (propagate.py) become training rows beside the labelled ones, when tha
 images alone, on the validation split (or by cross-validation over the labelled images when it is small).
 
 Hard spread labels on a seeded draw of up to FIT_ROWS unlabelled images, for the same tuned softmax head a run
-trains anyway (its model file, export and server stay as they are). On the official archive's Lite0 codes with
-labels chosen by `choose_to_label` (validation accuracy, seed 0; `python benchmarks/few_labels.py`): 10 labels
-40.8% alone, 73.0% with the spread labels; 100: 80.8% and 85.7%; 1,000: 86.4% and 86.6%."""
+trains anyway (its model file, export and server stay as they are). `python benchmarks/unlabelled_run.py` measures
+what they add (docs/benchmarks.md, "Unlabelled images in cnncodes run")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
