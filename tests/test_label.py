@@ -181,3 +181,12 @@ def test_the_manifest_keeps_every_image_and_both_sides_edits(tmp_path):
         manifest.set({"b.png": "cat"})
     manifest.set({"b.png": "cat"})
     assert manifest_rows(tmp_path) == {"a.png": "dog", "b.png": "cat"}
+
+
+def test_a_hand_written_manifest_keeps_its_header_and_columns(tmp_path):
+    from cnncodes.labeling.manifest import Manifest
+
+    (tmp_path / "labels.csv").write_text("Path,Label,Split,Note\na.png,cat,train,blurry\n")
+    Manifest(tmp_path, ["a.png", "b.png"]).set({"b.png": "dog"})
+    lines = (tmp_path / "labels.csv").read_text().splitlines()
+    assert lines == ["Path,Label,Split,Note", "a.png,cat,train,blurry", "b.png,dog,,"]

@@ -5,12 +5,11 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .page import THUMB, _uri
 from ..codes.view import Codes
 from ..files import atomic_write
-from ..data.images import BadImage, load_rgb
+from ..data.images import BadImage, load_rgb, square_thumbnail
 
 
 def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out) -> Path:
@@ -18,9 +17,7 @@ def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out
     index = dataset.row_of() if dataset is not None else {}
 
     def thumb(rgb) -> str:
-        from PIL import Image
-
-        return _uri(np.asarray(Image.fromarray(rgb).resize((THUMB, THUMB), Image.BILINEAR)))
+        return _uri(square_thumbnail(rgb, THUMB))
 
     strips = []
     for path, result in zip(images, found):

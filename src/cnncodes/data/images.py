@@ -70,6 +70,11 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     return arr
 
 
+def square_thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
+    """An image squashed to side x side pixels (bilinear): the cells of the report's, audit's and similar pages."""
+    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.BILINEAR))
+
+
 def item_reader(items):
     """A dataset-style reader (i, min_side) -> RGB over a list of image paths, the bytes of image files (an upload)
     or (H, W, 3) uint8 arrays."""

@@ -38,6 +38,7 @@ class Manifest:
         """Read folder/labels.csv (or start one) and add a row without a label for each image it does not list."""
         self.path = Path(folder) / NAME
         self.columns, self.rows, self.images = ["path", "label"], {}, list(image_paths)
+        self.header = list(self.columns)  # as the file spells them (Path, Label...): rewritten the same way
         if self.path.exists():
             self._read()
         self._list_images()
@@ -55,7 +56,7 @@ class Manifest:
         if not {"path", "label"} <= set(columns):
             raise CnnCodesError(f"{self.path} exists but is not a manifest (a CSV with the columns path,label): "
                                 "move it away or fix its header")
-        self.columns = columns
+        self.columns, self.header = columns, [c.strip() for c in reader.fieldnames]
         self.rows = {}
         for row in rows:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
@@ -91,8 +92,8 @@ class Manifest:
 
     def save(self) -> None:
         text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerow(self.header)
         writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
         writer.writerows({c: r.get(c, "") for c in self.columns} for r in self.rows.values())
         atomic_write(self.path, text.getvalue().encode("utf-8"))
         self.stamp = self._stat()

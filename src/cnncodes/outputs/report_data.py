@@ -50,12 +50,12 @@ def data_efficiency(codes: Codes, best_c: float, seed: int, full_accuracy: float
 
 
 def thumbnails(dataset, ids: list[str], size: int) -> np.ndarray:
-    from PIL import Image
+    from ..data.images import square_thumbnail
 
     index = dataset.row_of()
     out = np.zeros((len(ids), size, size, 3), np.uint8)
     for n, item_id in enumerate(ids):
-        out[n] = np.asarray(Image.fromarray(dataset.read(index[item_id], size)).resize((size, size), Image.BILINEAR))
+        out[n] = square_thumbnail(dataset.read(index[item_id], size), size)
     return out
 
 
