@@ -29,7 +29,7 @@ def build(exact: Path, classes: list[str], labelled: int, root: Path, unlabelled
         if unlabelled:
             (root / "unlabeled").mkdir(exist_ok=True)
             for n, photo in enumerate(photos[labelled:]):
-                shutil.copy(photo, root / "unlabeled" / f"{name[:1]}{n:05d}.png")  # the name hints, the label is gone
+                shutil.copy(photo, root / "unlabeled" / f"{name}-{n:05d}.png")  # the file name keeps the truth
     return root
 
 
@@ -58,6 +58,10 @@ def main():
             plain = run(build(Path(args.exact), classes, labelled, tmp / "plain", False), tmp / "run_plain", args.runtime)
             both = run(build(Path(args.exact), classes, labelled, tmp / "both", True), tmp / "run_both", args.runtime)
         u = both["unlabelled"]
+        if u is None:
+            print(f"| {labelled} | no decision: too few labels to compare | | | | {100 * plain['accuracy']:.2f}% | "
+                  f"{100 * both['accuracy']:.2f}% |")
+            continue
         print(f"| {labelled} | {u['images']} | {u['chosen_on']} | {100 * u['accuracy_without']:.1f}% / "
               f"{100 * u['accuracy_with']:.1f}% | {'yes' if u['used'] else 'no'} | {100 * plain['accuracy']:.2f}% | "
               f"{100 * both['accuracy']:.2f}% |", flush=True)

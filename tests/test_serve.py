@@ -77,7 +77,7 @@ def test_concurrent_requests_each_get_their_own_answers(server, tiny_folder):
         assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-4)
 
 
-def test_the_batcher_answers_waiting_requests_in_one_call_and_survives_an_error():
+def test_the_batcher_answers_waiting_requests_in_one_call_and_survives_errors_and_cancels():
     import threading
 
     from cnncodes.serve import Batcher
@@ -91,19 +91,32 @@ def test_the_batcher_answers_waiting_requests_in_one_call_and_survives_an_error(
             raise ValueError("boom")
         return [image.upper() for image in images]
 
+    def busy_then(*requests):
+        """Hold the model busy with one request while these queue up; then let it go."""
+        gate.clear()
+        first = batcher.submit(["a"])
+        while not calls or calls[-1] != ["a"]:
+            pass
+        futures = [batcher.submit(r) for r in requests]
+        return first, futures
+
     batcher = Batcher(predict, max_images=4)
-    first = batcher.submit(["a"])  # the model is busy with this one while the next three wait
-    while not calls:
-        pass
-    waiting = [batcher.submit(["b", "c"]), batcher.submit(["d"]), batcher.submit(["e", "f"])]
+    first, waiting = busy_then(["b", "c"], ["d"], ["e", "f"])
     gate.set()
     assert first.result(10) == ["A"]
     assert [f.result(10) for f in waiting] == [["B", "C"], ["D"], ["E", "F"]]
     assert calls[1] == ["b", "c", "d", "e", "f"]  # one call; it stops taking requests once it has 4 images or more
-    failed, beside = batcher.submit(["boom"]), batcher.submit(["g"])  # maybe in one call: each retried alone
+    first, (failed, beside) = busy_then(["boom"], ["g"])
+    gate.set()
     with pytest.raises(ValueError):
         failed.result(10)
-    assert beside.result(10) == ["G"] and batcher.submit(["h"]).result(10) == ["H"]
+    assert beside.result(10) == ["G"]
+    assert calls[-3:] == [["boom", "g"], ["boom"], ["g"]]  # the shared call failed: each request again, alone
+    first, (dropped, kept) = busy_then(["x"], ["y"])
+    assert dropped.cancel()  # the client went away while it waited
+    gate.set()
+    assert kept.result(10) == ["Y"] and ["x"] not in calls and ["x", "y"] not in calls
+    assert batcher.submit(["z"]).result(10) == ["Z"]  # still answering
 
 
 def test_a_heatmap_on_request(server, tiny_folder):

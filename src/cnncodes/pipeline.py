@@ -123,7 +123,8 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         from .outputs.report_data import write_report_data
 
         seen = codes if settings.head != "finetune" else replace(codes, vectors=fitted.embed(codes.vectors))
-        own = settings.head == "tuned" and not settings.flip and not (metrics_unlabelled or {}).get("used")
+        own = settings.head == "tuned" and not settings.flip and not (metrics_unlabelled or {}).get("used") \
+            and settings.normalize == "none" and settings.class_weight == "none"  # the curve's own heads' settings
         write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress,
                           full_accuracy=metrics["accuracy"] if own else None)
         test = codes.splits == "test"
@@ -137,10 +138,12 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
 def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, flipped: Codes | None, head_options: dict,
                           progress: bool) -> tuple:
     """(head, SpreadChoice or None): where the collection has unlabelled images, the tuned head trained again with
-    their spread labels when that scores higher (labeling/unlabelled.py); else the head as it was."""
+    their spread labels when that scores higher (labeling/unlabelled.py); else the head as it was. Not with --flip
+    (the decision compares heads on one view) nor other heads. The unknown detector stays calibrated on the labelled
+    images alone."""
     from .labeling.unlabelled import choose_spread
 
-    if settings.head != "tuned" or not (codes.splits == UNLABELED).any():
+    if settings.head != "tuned" or settings.flip or not (codes.splits == UNLABELED).any():
         return head, None
     collection = codes.select(codes.splits != "test")
     if progress:
@@ -152,7 +155,11 @@ def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, flipped: Co
         return head, choice
     x_spread = take(collection.vectors, choice.rows)
     if choice.chosen_on == "validation split":
-        return train_head(codes, "tuned", flipped, extra=(x_spread, choice.labels), **head_options), choice
+        again = train_head(codes, "tuned", flipped, extra=(x_spread, choice.labels), **head_options)
+        if again.validation_accuracy_ >= head.validation_accuracy_:
+            return again, choice
+        choice.used, choice.rows, choice.labels = False, None, None  # its own C search scored lower: the plain head
+        return head, choice
     # a small validation split: C as the plain head chose it, and every labelled image in the fit
     labelled = codes.select(np.isin(codes.splits, ["train", "validation"]))
     fitted = SoftmaxHead("tuned", c_grid=(head.best_c_,), seed=settings.seed, class_weight=settings.class_weight,

@@ -46,27 +46,40 @@ class Batcher:
 
     def _answer(self) -> None:
         while True:
-            jobs = [self.waiting.get()]
-            count = len(jobs[0][0])
-            while count < self.max_images:
-                try:
-                    jobs.append(self.waiting.get_nowait())
-                except queue.Empty:
-                    break
-                count += len(jobs[-1][0])
             try:
-                answers = self.predict([image for images, _ in jobs for image in images])
-            except Exception as exc:  # noqa: BLE001 - one request's failure must not fail the others of its call
-                if len(jobs) == 1:
-                    jobs[0][1].set_exception(exc)
-                else:
-                    for images, future in jobs:
-                        self._alone(images, future)
+                self._answer_waiting()
+            except BaseException:  # noqa: BLE001 - never: every future is settled inside; the thread must not die
                 continue
-            start = 0
+
+    def _take(self, block: bool):
+        """The next waiting request whose client still waits for it (a cancelled one is dropped), or None."""
+        while True:
+            try:
+                images, future = self.waiting.get(block=block)
+            except queue.Empty:
+                return None
+            if future.set_running_or_notify_cancel():
+                return images, future
+
+    def _answer_waiting(self) -> None:
+        jobs = [self._take(block=True)]
+        count = len(jobs[0][0])
+        while count < self.max_images:
+            job = self._take(block=False)
+            if job is None:
+                break
+            jobs.append(job)
+            count += len(job[0])
+        try:
+            answers = self.predict([image for images, _ in jobs for image in images])
+        except Exception:  # noqa: BLE001 - one request's failure must not fail the others of its call
             for images, future in jobs:
-                future.set_result(answers[start:start + len(images)])
-                start += len(images)
+                self._alone(images, future)
+            return
+        start = 0
+        for images, future in jobs:
+            future.set_result(answers[start:start + len(images)])
+            start += len(images)
 
     def _alone(self, images: list, future: Future) -> None:
         try:
@@ -88,12 +101,6 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     path = Path(model_path)
     predictor = Predictor(path / "model.npz" if path.is_dir() else path)
-    # One BLAS thread: its matrix products here are small (a request's codes against the reference codes), and
-    # OpenBLAS threads spin after each one, taking a core from the network (one image per call on 2 cores: 28 ms of
-    # CPU per image with 2 BLAS threads, 11 ms with 1)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1, user_api="blas")
     slots = threading.BoundedSemaphore(max(1, cpu_count()))
     batcher = Batcher(lambda images: predictor(images, top_k))
     max_bytes = int(max_body_mb * 2**20)
@@ -222,6 +229,12 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
         raise CnnCodesError(f"--host {host} makes the server reachable from other machines: give --token SECRET "
                             "(clients send 'Authorization: Bearer SECRET'), or bind 127.0.0.1")
     check_can_listen(host, port)
+    # One BLAS thread for this process: its matrix products are small (a request's codes against the reference
+    # codes), and OpenBLAS threads spin after each one, taking a core from the network (one image per call on 2 cores:
+    # 28 ms of CPU per image with 2 BLAS threads, 11 ms with 1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
     app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
     print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -36,54 +36,70 @@ class SpreadChoice:
 
 def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int, c: float, seed: int = 0,
                   class_weight: str = "none", normalize: str = "none") -> SpreadChoice | None:
-    """x_all: the codes of train, validation and unlabelled images (test images stay out of the graph); labels (-1
-    where none); splits ('train', 'validation', 'unlabeled'); c: the L2 strength the plain head chose. None where
-    there is nothing to decide (no unlabelled image, or too few labels to compare)."""
+    """x_all: the codes of train, validation and unlabelled images (test images stay out of the graph), in memory or
+    on disk; labels (-1 where none); splits ('train', 'validation', 'unlabeled'); c: the L2 strength the plain head
+    chose. None where there is nothing to decide (no unlabelled image, or too few labels to compare).
+
+    The graph joins the labelled images and the drawn unlabelled ones only (memory and time stay bounded however
+    many unlabelled images there are); an unlabelled image no label reaches gets no spread label."""
+    from ..codes.matrix import take
+
+    labels = np.asarray(labels)
     unlabelled = np.flatnonzero(splits == "unlabeled")
     train, validation = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "validation")
     if not len(unlabelled) or len(train) < 2:
         return None
-    x = np.asarray(x_all, np.float32)
-    graph = Propagation(x)
+    small = len(validation) < SMALL_VALIDATION
+    labelled = np.concatenate([train, validation])
+    counts = np.bincount(labels[labelled])
+    folds = int(min(5, counts[counts > 0].min()))
+    if small and folds < 2:
+        return None
     draw = np.random.default_rng(seed)
     sample = np.sort(draw.choice(unlabelled, FIT_ROWS, replace=False)) if len(unlabelled) > FIT_ROWS else unlabelled
+    nodes = np.sort(np.concatenate([labelled, sample]))  # graph positions -> rows of x_all
+    position = {int(r): n for n, r in enumerate(nodes)}
+    x = np.asarray(take(x_all, nodes), np.float32)
+    y = labels[nodes]
+    graph = Propagation(x)
+    train_at, validation_at = [np.array([position[int(r)] for r in rows], np.int64) for rows in (train, validation)]
+    sample_at = np.array([position[int(r)] for r in sample], np.int64)
 
     def head():
         return SoftmaxHead("tuned", c_grid=(c,), seed=seed, class_weight=class_weight, normalize=normalize)
 
-    def accuracy(fit_rows, test_rows, extra=None) -> float:
-        rows, y = fit_rows, labels[fit_rows]
-        if extra is not None:
-            rows, y = np.concatenate([fit_rows, sample]), np.concatenate([y, extra])
-        order = np.argsort(rows)  # rows in order: codes on disk read faster
-        fitted = head().fit(x[rows[order]], y[order], n_classes=n_classes)
-        return fitted.score(x[test_rows], labels[test_rows])
+    def accuracy(fit_at, test_at, spread=None) -> float:
+        rows, targets = fit_at, y[fit_at]
+        if spread is not None:
+            rows, targets = np.concatenate([fit_at, spread[0]]), np.concatenate([targets, spread[1]])
+        order = np.argsort(rows)
+        fitted = head().fit(x[rows[order]], targets[order], n_classes=n_classes)
+        return fitted.score(x[test_at], y[test_at])
 
-    def spread_from(known) -> np.ndarray:
-        given = np.full(len(labels), -1)
-        given[known] = labels[known]
-        return graph.spread(given, n_classes)[sample].argmax(1)
+    def spread_from(known_at) -> tuple[np.ndarray, np.ndarray]:
+        """(graph positions, spread labels) of the drawn unlabelled images some label reached."""
+        given = np.full(len(y), -1)
+        given[known_at] = y[known_at]
+        scores = graph.spread(given, n_classes)[sample_at]
+        reached = scores.max(1) > 1 / n_classes + 1e-6  # a uniform row: no label got there
+        return sample_at[reached], scores[reached].argmax(1)
 
-    if len(validation) >= SMALL_VALIDATION:
+    if not small:
         chosen_on = "validation split"
-        without = accuracy(train, validation)
-        spread_labels = spread_from(train)  # validation labels stay hidden: its accuracy stays honest
-        with_spread = accuracy(train, validation, spread_labels)
+        without = accuracy(train_at, validation_at)
+        spread = spread_from(train_at)  # validation labels stay hidden: its accuracy stays honest
+        with_spread = accuracy(train_at, validation_at, spread)
     else:
         from sklearn.model_selection import StratifiedKFold
 
-        labelled = np.concatenate([train, validation])
-        counts = np.bincount(labels[labelled])
-        folds = int(min(5, counts[counts > 0].min()))
-        if folds < 2:
-            return None
+        labelled_at = np.concatenate([train_at, validation_at])
         chosen_on = f"{folds}-fold cross-validation over the labelled images (the validation split is small)"
         scores = []
-        for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(labelled, labels[labelled]):
-            fit, held = labelled[fit], labelled[held]
+        for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(labelled_at, y[labelled_at]):
+            fit, held = labelled_at[fit], labelled_at[held]
             scores.append((accuracy(fit, held), accuracy(fit, held, spread_from(fit))))
         without, with_spread = (float(v) for v in np.mean(scores, 0))
-        spread_labels = spread_from(labelled)
-    used = with_spread > without
+        spread = spread_from(labelled_at)
+    used = with_spread > without and len(spread[0]) > 0
     return SpreadChoice(len(unlabelled), used, chosen_on, float(without), float(with_spread),
-                        sample if used else None, spread_labels if used else None)
+                        nodes[spread[0]] if used else None, spread[1] if used else None)
