@@ -91,7 +91,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
                         class_weight=settings.class_weight, progress=progress, backbone=settings.backbone,
                         precision=settings.precision)
     fitted = train_head(codes, settings.head, flipped, **head_options)
-    fitted, spread = learn_from_unlabelled(fitted, codes, settings, flipped, head_options, progress)
+    fitted, spread = learn_from_unlabelled(fitted, codes, settings, head_options, progress)
     metrics_unlabelled = None if spread is None else spread.as_dict()
     unknown = fit_unknown(fitted, codes, settings)
     t2 = time.perf_counter()
@@ -135,8 +135,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     return RunResult(out, settings, metrics, fitted, codes, timings, metrics_unlabelled)
 
 
-def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, flipped: Codes | None, head_options: dict,
-                          progress: bool) -> tuple:
+def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, head_options: dict, progress: bool) -> tuple:
     """(head, SpreadChoice or None): where the collection has unlabelled images, the tuned head trained again with
     their spread labels when that scores higher (labeling/unlabelled.py); else the head as it was. Not with --flip
     (the decision compares heads on one view) nor other heads. The unknown detector stays calibrated on the labelled
@@ -155,19 +154,25 @@ def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, flipped: Co
         return head, choice
     x_spread = take(collection.vectors, choice.rows)
     if choice.chosen_on == "validation split":
-        again = train_head(codes, "tuned", flipped, extra=(x_spread, choice.labels), **head_options)
+        again = train_head(codes, "tuned", extra=(x_spread, choice.labels), **head_options)
         if again.validation_accuracy_ >= head.validation_accuracy_:
             return again, choice
         choice.used, choice.rows, choice.labels = False, None, None  # its own C search scored lower: the plain head
         return head, choice
     # a small validation split: C as the plain head chose it, and every labelled image in the fit
     labelled = codes.select(np.isin(codes.splits, ["train", "validation"]))
-    fitted = SoftmaxHead("tuned", c_grid=(head.best_c_,), seed=settings.seed, class_weight=settings.class_weight,
-                         normalize=settings.normalize).fit(
-        vstack(labelled.vectors, x_spread), np.concatenate([labelled.labels, choice.labels]),
-        n_classes=len(codes.class_names))
-    fitted.validation_accuracy_, fitted.selection_, fitted.best_c_ = choice.accuracy_with, choice.chosen_on, head.best_c_
+    fitted = tuned_at(head.best_c_, settings).fit(vstack(labelled.vectors, x_spread),
+                                                  np.concatenate([labelled.labels, choice.labels]),
+                                                  n_classes=len(codes.class_names))
+    fitted.validation_accuracy_, fitted.selection_ = choice.accuracy_with, choice.chosen_on
+    fitted.best_c_ = head.best_c_
     return fitted, choice
+
+
+def tuned_at(c: float, settings: RunSettings) -> SoftmaxHead:
+    """A tuned head with the run's settings and a fixed L2 strength (the one the run's head chose)."""
+    return SoftmaxHead("tuned", c_grid=(c,), seed=settings.seed, normalize=settings.normalize,
+                       class_weight=settings.class_weight)
 
 
 def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | None:
@@ -177,11 +182,10 @@ def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | 
         return None
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
-    options = dict(seed=settings.seed, normalize=settings.normalize, class_weight=settings.class_weight)
 
     def fold_head(x, y):  # the same kind of head; a tuned one keeps the L2 strength it chose
-        fresh = SoftmaxHead("tuned", c_grid=(head.best_c_,), **options) if settings.head == "tuned" else \
-            make_head(settings.head, **options)
+        fresh = tuned_at(head.best_c_, settings) if settings.head == "tuned" else make_head(
+            settings.head, seed=settings.seed, normalize=settings.normalize, class_weight=settings.class_weight)
         return fresh.fit(x, y, n_classes=len(codes.class_names))
 
     return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, fold_head=fold_head, seed=settings.seed)

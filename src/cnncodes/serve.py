@@ -72,7 +72,10 @@ class Batcher:
             count += len(job[0])
         try:
             answers = self.predict([image for images, _ in jobs for image in images])
-        except Exception:  # noqa: BLE001 - one request's failure must not fail the others of its call
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not fail the others of its call
+            if len(jobs) == 1:
+                jobs[0][1].set_exception(exc)  # it was alone already: no second try
+                return
             for images, future in jobs:
                 self._alone(images, future)
             return

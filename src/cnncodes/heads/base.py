@@ -45,6 +45,13 @@ def normalize_codes(x: np.ndarray, how: str) -> np.ndarray:
     return x
 
 
+def fold_count(y: np.ndarray, most: int = 5) -> int:
+    """Folds of a stratified cross-validation over labels y: at most `most`, at most the smallest class's images
+    (below 2 there is nothing to cross-validate)."""
+    counts = np.bincount(np.asarray(y))
+    return int(min(most, counts[counts > 0].min()))
+
+
 def unit_rows(x) -> np.ndarray:
     """Each row scaled to length 1 (cosine similarities are then dot products)."""
     x = np.asarray(x, np.float32)

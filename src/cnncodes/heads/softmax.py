@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 
 from ..errors import CnnCodesError
-from .base import (Head, check_class_weight, check_normalization, class_weights, normalize_codes, scaler_stats,
-                   softmax, standardize, views_accuracy)
+from .base import (Head, check_class_weight, check_normalization, class_weights, fold_count, normalize_codes,
+                   scaler_stats, softmax, standardize, views_accuracy)
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 SEARCH_MIN_ROWS, SEARCH_ROWS_PER_FEATURE = 10_000, 4
@@ -112,8 +112,7 @@ class SoftmaxHead(Head):
 
         xa = normalize_codes(np.vstack([np.asarray(b) for b in blocks]), self.normalize)
         ya = np.concatenate(labels)
-        counts = np.bincount(ya)
-        folds = int(min(5, counts[counts > 0].min()))
+        folds = fold_count(ya)
         if folds < 2:
             return self.c_grid[len(self.c_grid) // 2]
         self.selection_ = f"{folds}-fold cross-validation over train + validation (the validation split is small)"

@@ -24,7 +24,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .base import unit_rows
+from .base import fold_count, unit_rows
 from ..errors import CnnCodesError
 from .softmax import SMALL_VALIDATION
 
@@ -50,8 +50,7 @@ def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: in
     fewer than 2 images or no fold_head is given."""
     from sklearn.model_selection import StratifiedKFold
 
-    counts = np.bincount(y)
-    folds = int(min(5, counts[counts > 0].min()))
+    folds = fold_count(y)
     if fold_head is None or folds < 2:
         return head.decision_function(x)
     logits = np.zeros((len(x), head.n_classes_), np.float32)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..heads import SoftmaxHead
+from ..heads.base import fold_count
 from ..heads.softmax import SMALL_VALIDATION
 from .propagate import FIT_ROWS, Propagation
 
@@ -51,8 +52,7 @@ def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int,
         return None
     small = len(validation) < SMALL_VALIDATION
     labelled = np.concatenate([train, validation])
-    counts = np.bincount(labels[labelled])
-    folds = int(min(5, counts[counts > 0].min()))
+    folds = fold_count(labels[labelled])
     if small and folds < 2:
         return None
     draw = np.random.default_rng(seed)
