@@ -233,8 +233,7 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
                             "(clients send 'Authorization: Bearer SECRET'), or bind 127.0.0.1")
     check_can_listen(host, port)
     # One BLAS thread for this process: its matrix products are small (a request's codes against the reference
-    # codes), and OpenBLAS threads spin after each one, taking a core from the network (one image per call on 2 cores:
-    # 28 ms of CPU per image with 2 BLAS threads, 11 ms with 1)
+    # codes), and OpenBLAS threads spin after each one, taking a core from the network (benchmarks/predict_calls.py)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
