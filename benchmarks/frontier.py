@@ -23,14 +23,15 @@ from pathlib import Path
 
 L0 = "efficientnet_lite0"
 CANDIDATES = {  # name: arguments of `cnncodes run`
-    "lite0-torch": ["--backbone", L0],
+    "default": [],  # `cnncodes run` as a newcomer types it (the runtime decided for this machine)
+    "lite0-torch": ["--backbone", L0, "--runtime", "torch"],
     "lite0-onnx": ["--backbone", L0, "--runtime", "onnx"],
     "lite0-int8": ["--backbone", L0, "--runtime", "onnx-int8"],
     "lite0-onnx-noreport": ["--backbone", L0, "--runtime", "onnx", "--no-report"],
     "lite0-multi-onnx": ["--backbone", f"{L0}:layers=multi", "--runtime", "onnx"],
     "lite1-onnx": ["--backbone", "efficientnet_lite1", "--runtime", "onnx"],
     "lite2-onnx": ["--backbone", "efficientnet_lite2", "--runtime", "onnx"],
-    "lite0-ft1-torch": ["--backbone", L0, "--finetune", "1"],
+    "lite0-ft1-torch": ["--backbone", L0, "--finetune", "1", "--runtime", "torch"],
     "lite0-ft1-onnx": ["--backbone", L0, "--finetune", "1", "--runtime", "onnx"],
     "lite0-ft2-onnx": ["--backbone", L0, "--finetune", "2", "--runtime", "onnx"],
     "lite0-128-onnx": ["--backbone", f"{L0}:size=128", "--runtime", "onnx"],

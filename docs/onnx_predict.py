@@ -24,5 +24,7 @@ for path in sys.argv[2:]:
         w, h = short, max(size, int(img.height * scale))
     left, top = round((w - size) / 2), round((h - size) / 2)
     img = img.resize((w, h), Image.BICUBIC).crop((left, top, left + size, top + size))
-    p = session.run(None, {"pixels": np.asarray(img)[None]})[0][0]
-    print(path, recipe["class_names"][p.argmax()], f"{p.max():.3f}")
+    outputs = session.run(None, {"pixels": np.asarray(img)[None]})
+    p, unknown = outputs[0][0], recipe.get("unknown")  # unknown: the threshold of the unknown score (outputs[1])
+    answer = "unknown" if unknown and outputs[1][0] > unknown["threshold"] else recipe["class_names"][p.argmax()]
+    print(path, answer, f"{p.max():.3f}")

@@ -37,6 +37,15 @@ def _isolated_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="module")
+def torch_runtime():
+    """--runtime auto means torch for the module: for tests about something else (the store, the engines) that make
+    fresh caches, in each of which auto would first export an ONNX graph on a CPU without bf16."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNCODES_RUNTIME", "torch")
+        yield
+
+
 def make_image(kind: int, rng, size: int = 32) -> np.ndarray:
     """Synthetic classes a CNN separates easily: red discs, green bars, blue checker boards."""
     img = (rng.random((size, size, 3)) * 60).astype(np.uint8)

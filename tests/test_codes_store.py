@@ -39,6 +39,9 @@ def stored_images(cache: Path) -> int:
     return total
 
 
+pytestmark = pytest.mark.usefixtures("torch_runtime")  # about the store, not the runtime
+
+
 def extract(data, cache, **options):
     return extract_codes(image_folder(data, cache_dir=cache), "efficientnet_lite0", cache_dir=cache, progress=False,
                          **options)

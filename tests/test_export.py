@@ -44,7 +44,8 @@ def test_head_modules_compute_the_heads_logits():
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run, tiny_folder, tmp_path):
-    from cnncodes.export import OnnxModel
+    from cnncodes.export import OnnxModel, export_model
+    from cnncodes.heads.model_file import load_model_file
 
     result = cli("export", flip_run, "--out", tmp_path / "model.onnx")
     assert result.returncode == 0, result.stderr
@@ -66,8 +67,15 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
     for a, b in zip(ours, exported):
         assert [name for name, _ in a.top] == [name for name, _ in b.top]
         np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-3)
+        # the "none of these" detector travels in the file: the same score from the image's own codes and logits
+        assert a.unknown_score is not None and abs(a.unknown_score - b.unknown_score) < 1e-2 and a.unknown == b.unknown
+    assert any(a.unknown for a in ours) and not all(a.unknown for a in ours)  # the noise photo, not the discs
     model = OnnxModel(tmp_path / "model.onnx")
     assert model.class_names == ["bars", "checkers", "discs"] and model.recipe["flip_average"]
+    assert model.threshold == pytest.approx(load_model_file(flip_run / "model.npz")[0].unknown_.threshold)
+    without = export_model(flip_run, tmp_path / "plain.onnx", unknown=False)
+    assert OnnxModel(without).threshold is None and without.stat().st_size < (tmp_path / "model.onnx").stat().st_size
+    assert predict_images(without, test_images[:2])[0].unknown_score is None
 
     # the README's snippet: ONNX Runtime, numpy and Pillow, no cnncodes
     run = subprocess.run([sys.executable, str(SNIPPET), str(tmp_path / "model.onnx"), *map(str, test_images)],
@@ -75,7 +83,7 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
     assert run.returncode == 0, run.stderr
     for line, top in zip(run.stdout.splitlines(), ours):
         path, name, p = line.rsplit(" ", 2)
-        assert name == top.top[0][0] and abs(float(p) - top.top[0][1]) < 2e-3, line
+        assert name == top.label and abs(float(p) - top.top[0][1]) < 2e-3, line
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
@@ -127,6 +135,33 @@ def test_the_onnx_runtimes_say_what_to_install_when_onnx_runtime_is_missing(monk
     with pytest.raises(CnnCodesError, match=r"pip install 'cnncodes\[onnx\]'"):
         check_runtime("onnx-int8")
     assert check_runtime("torch") == "torch"
+
+
+def test_the_auto_runtime_is_torch_where_it_computes_in_bf16_or_on_a_gpu_and_onnx_elsewhere(monkeypatch):
+    import importlib.util
+
+    from cnncodes.codes import runtime
+    from cnncodes.settings import RunSettings
+
+    monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
+    monkeypatch.delenv(runtime.RUNTIME_ENV, raising=False)
+    assert runtime.resolve_runtime("auto", "cpu", "bf16") == "torch"
+    assert runtime.resolve_runtime("auto", "cpu", "fp32") == "onnx"
+    assert runtime.resolve_runtime("onnx-int8", "cpu", "bf16") == "onnx-int8"  # a runtime named is kept
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.resolve_runtime("auto", "cpu", "auto") == "onnx"
+    # what a run records is the runtime decided, so its model computes codes the same way on any later machine
+    assert RunSettings(device="cpu").resolved().runtime == "onnx"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert RunSettings(device="cpu").resolved().runtime == "torch"
+    monkeypatch.setenv(runtime.PRECISION_ENV, "fp32")  # fp32 forced machine-wide: ONNX Runtime's fp32 is faster
+    assert runtime.resolve_runtime("auto", "cpu", "auto") == "onnx"
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "onnx-int8")  # a machine-wide choice of runtime
+    assert runtime.resolve_runtime("auto", "cpu", "auto") == "onnx-int8"
+    monkeypatch.delenv(runtime.RUNTIME_ENV)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    assert runtime.resolve_runtime("auto", "cpu", "fp32") == "torch"  # not installed: torch, no error
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass

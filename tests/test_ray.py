@@ -1,6 +1,7 @@
 """The Ray engine writes the very codes the local engine writes, into the same store."""
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +9,16 @@ import pytest
 from cnncodes import extract_codes, image_folder
 
 from .conftest import write_image_folder
+
+pytestmark = pytest.mark.usefixtures("torch_runtime")  # about the engines, not the runtime
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_ray():
+    """One local Ray for the module (each start takes seconds), stopped after its last test."""
+    yield
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
 
 
 def ray_or_skip():
@@ -29,13 +40,9 @@ def three_hundred(tmp_path_factory):
 @pytest.mark.slow
 def test_ray_and_local_engines_give_the_same_codes_and_share_the_store(three_hundred, tmp_path):
     ray_or_skip()
-    import ray
 
     ds = image_folder(three_hundred)
-    try:
-        via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
-    finally:
-        ray.shutdown()
+    via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
     rows = sorted((tmp_path / "a").glob("stores/*/rows.bin"))
     stamps = {p: p.stat().st_mtime_ns for p in rows}
     reused = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", progress=False)
@@ -54,7 +61,6 @@ def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
     """A dataset whose reader is not "decode the file at its path" (here: colours inverted in memory) gives the
     same codes on both engines: the actors call the dataset's reader, as the local engine does."""
     ray_or_skip()
-    import ray
 
     from cnncodes.data.images import load_rgb
 
@@ -62,10 +68,7 @@ def test_ray_reads_items_with_the_datasets_own_reader(three_hundred, tmp_path):
     ds = folder.subset(range(0, 300, 5))
     ds.keys = ["inverted:" + k for k in ds.keys]  # what the reader returns is other content than the files
     ds.reader = lambda i, min_side=None, _read=ds.reader: 255 - _read(i, min_side)
-    try:
-        via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
-    finally:
-        ray.shutdown()
+    via_ray = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "a", engine="ray", progress=False)
     local = extract_codes(ds, "efficientnet_lite0", cache_dir=tmp_path / "b", progress=False)
     from_files = extract_codes(folder.subset(range(0, 300, 5)), "efficientnet_lite0", cache_dir=tmp_path / "c",
                                progress=False)
@@ -79,7 +82,6 @@ def test_ray_actors_run_the_int8_graph_extraction_runs(three_hundred):
     """--engine ray --runtime onnx-int8: each actor runs the pixel graph it is shipped (as bytes) and gives the codes
     of the same graph run here, bit for bit."""
     ray_or_skip()
-    import ray
 
     from cnncodes.backbones import get_backbone
     from cnncodes.data.cifar10 import default_cache_dir
@@ -88,10 +90,7 @@ def test_ray_actors_run_the_int8_graph_extraction_runs(three_hundred):
     from cnncodes.codes.onnx_graphs import Session, codes_graph
 
     ds = image_folder(three_hundred).subset(range(0, 300, 10))
-    try:
-        via_ray = extract_codes(ds, "efficientnet_lite0", runtime="onnx-int8", engine="ray", progress=False)
-    finally:
-        ray.shutdown()
+    via_ray = extract_codes(ds, "efficientnet_lite0", runtime="onnx-int8", engine="ray", progress=False)
     spec = get_backbone("efficientnet_lite0")
     session = Session(codes_graph(spec, "onnx-int8", default_cache_dir(), Calibration(ds, spec)), threads=1)
     assert session.threads == 1

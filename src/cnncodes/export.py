@@ -1,8 +1,9 @@
 """`cnncodes export`: a trained model as one ONNX file, uint8 pixels in, class probabilities out, that runs with
 ONNX Runtime alone. The graph is three parts joined: the input (and the mirror image when the model averages over
 flips), the backbone's codes graph as extraction runs it (pixels in; fp32 or int8), and the head with its
-standardisation folded into its first layer. The file gives class probabilities only: the "unknown" answer
-(heads/unknown.py) and activation maps (explain.py) need the run folder."""
+standardisation folded into its first layer, and with it the run's "none of these" detector (heads/unknown.py): the
+file answers each image's class probabilities and its unknown score, whose threshold its metadata holds. Activation
+maps (explain.py) need the run folder."""
 from __future__ import annotations
 
 import json
@@ -56,27 +57,43 @@ def _input_graph(size: int, flip_average: bool, backbone):
                              ir_version=backbone.ir_version)
 
 
-def _probabilities(flip_average: bool, head):
-    """codes -> class probabilities (averaged over each image and its mirror image) as a PyTorch module."""
+def _answers(flip_average: bool, head, unknown):
+    """codes -> class probabilities (averaged over each image and its mirror image) and, with an UnknownDetector, the
+    unknown score of each image (from its own codes and logits, as Predictor computes it), as a PyTorch module."""
     import torch
 
-    class Probabilities(torch.nn.Module):
+    class Answers(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.head = head.torch_module()
+            if unknown is not None:  # float16 in the file; ONNX Runtime casts the constant once, at load
+                self.register_buffer("reference", torch.from_numpy(np.asarray(unknown.reference, np.float16)))
+                self.register_buffer("center", torch.from_numpy(np.asarray(unknown.center, np.float32)))
+                self.register_buffer("spread", torch.from_numpy(np.asarray(unknown.spread, np.float32)))
 
         def forward(self, codes):
-            proba = torch.softmax(self.head(codes), 1)
-            return proba.view(2, -1, proba.shape[1]).mean(0) if flip_average else proba
+            logits = self.head(codes)
+            proba = torch.softmax(logits, 1)
+            if flip_average:
+                proba = proba.view(2, -1, proba.shape[1]).mean(0)
+            if unknown is None:
+                return proba
+            own = codes[:proba.shape[0]]  # the images, not their mirror images
+            unit = own / (torch.linalg.vector_norm(own, dim=1, keepdim=True) + 1e-12)
+            nearest = torch.topk(unit @ self.reference.float().T, min(unknown.neighbour, len(unknown.reference)), 1)
+            parts = torch.stack([-logits[:proba.shape[0]].max(1).values, 1 - nearest.values[:, -1]], 1)
+            z = (parts - self.center) / self.spread
+            return proba, torch.clamp(z[:, 0], min=0) + z[:, 1]
 
-    return Probabilities()
+    return Answers()
 
 
-def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=None) -> Path:
+def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=None, unknown: bool = True) -> Path:
     """Write the model at model_path (model.npz of a run, or the run folder) as one ONNX file at `out`.
 
     int8: the backbone statically quantised: the run's own int8 graph where it computed its codes with one, else
-    calibrated on the run's training images (at `data`, default the recorded path)."""
+    calibrated on the run's training images (at `data`, default the recorded path). unknown=False leaves the "none of
+    these" detector out (its reference codes are most of a small model's file)."""
     import onnx
     import torch
 
@@ -95,14 +112,15 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=No
     graphs = graphs or codes_graphs(settings.but(runtime=runtime, cache_dir=cache_dir))
     backbone = onnx.load(str(graphs[spec.name]))
     flip_average = bool(meta.get("flip_average"))
+    detector = head.unknown_ if unknown else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def build(tmp: Path) -> None:
         last = tmp.with_suffix(".head.onnx")
         try:
-            write_onnx(_probabilities(flip_average, head), torch.zeros(2, spec.feature_dim), last, "codes",
-                       "probabilities")
+            write_onnx(_answers(flip_average, head, detector), torch.zeros(2, spec.feature_dim), last, "codes",
+                       ["probabilities", "unknown_score"] if detector is not None else "probabilities")
             graph = _join(_input_graph(pre.size, flip_average, backbone), backbone,
                           onnx.load(str(last)))
         finally:
@@ -110,7 +128,8 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=No
         recipe = {"format": "cnncodes-onnx", "version": 1, "backbone": spec.name, "head": meta["mode"],
                   "int8": int8, "flip_average": flip_average, "class_names": meta["class_names"],
                   "input": "pixels: (N, size, size, 3) uint8 RGB, resized and cropped as preprocess says",
-                  "preprocess": {k: v for k, v in vars(pre).items() if k != "flip"}}
+                  "preprocess": {k: v for k, v in vars(pre).items() if k != "flip"},
+                  "unknown": None if detector is None else {"threshold": detector.threshold, "keep": detector.keep}}
         onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(recipe)})
         onnx.save(graph, str(tmp))
 
@@ -124,7 +143,7 @@ def _join(pixels, backbone, probabilities):
     opset = max(_opset(m) for m in (pixels, backbone, probabilities))
     first = compose.add_prefix(_at_opset(pixels, opset), "in/", rename_inputs=False)  # keeps "pixels"
     middle = compose.add_prefix(_at_opset(backbone, opset), "net/")
-    last = compose.add_prefix(_at_opset(probabilities, opset), "head/", rename_outputs=False)  # "probabilities"
+    last = compose.add_prefix(_at_opset(probabilities, opset), "head/", rename_outputs=False)  # "probabilities", ...
     joined = compose.merge_models(first, middle, io_map=[("in/x", "net/pixels")])
     return compose.merge_models(joined, last, io_map=[("net/codes", "head/codes")])
 
@@ -154,16 +173,24 @@ class OnnxModel:
             raise CnnCodesError(f"{path} is not a model exported by `cnncodes export` (metadata: {exc})") from None
         self.recipe = recipe
 
-    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, size, size, 3) uint8 pixels (Preprocess.pixels) -> (N, classes) probabilities."""
-        return self.session(np.ascontiguousarray(pixels, np.uint8))
+    @property
+    def threshold(self) -> float | None:
+        """Unknown scores above it are "none of these"; None for a file exported without the detector."""
+        return (self.recipe.get("unknown") or {}).get("threshold")
 
-    def predict_images(self, images: Sequence) -> tuple[np.ndarray, dict]:
-        """Paths or (H, W, 3) uint8 arrays -> (probabilities of the usable ones, {position: reason})."""
+    def answers(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, size, size, 3) uint8 pixels (Preprocess.pixels) -> (N, classes) probabilities, and the (N,) unknown
+        scores where the file has the detector (else None)."""
+        outputs = self.session.outputs(np.ascontiguousarray(pixels, np.uint8))
+        return outputs[0], outputs[1] if self.threshold is not None else None
+
+    def predict_images(self, images: Sequence) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Paths or (H, W, 3) uint8 arrays -> (probabilities and unknown scores of the usable ones, {position:
+        reason})."""
         read = item_reader(images)
         items = [prepare(read, n, self, pixels=True) for n in range(len(images))]  # the same skips as extraction
         problems = {n: item for n, item in enumerate(items) if isinstance(item, str)}
         pixels = [item for item in items if not isinstance(item, str)]
         if not pixels:
-            return np.zeros((0, len(self.class_names)), np.float32), problems
-        return self.predict_proba(np.stack(pixels)), problems
+            return np.zeros((0, len(self.class_names)), np.float32), None, problems
+        return *self.answers(np.stack(pixels)), problems

@@ -76,7 +76,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     settings: a RunSettings (default: all defaults), with `changes` applied (run_experiment(data="...",
     backbone="...")). evaluate_test=False stops after training (the test split stays untouched): `cnncodes train`.
     """
-    settings = (settings or RunSettings()).but(**changes)
+    settings = (settings or RunSettings()).but(**changes).resolved()
     out = Path(out)
     dataset = load_dataset(settings.data, **settings.dataset_options())
     t0 = time.perf_counter()

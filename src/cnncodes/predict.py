@@ -59,20 +59,23 @@ class Predictor:
         if self.path.suffix.lower() == ".onnx":
             from .export import OnnxModel
 
-            self.head, self.onnx, self.graphs, self.unknown = None, OnnxModel(self.path), {}, None
+            self.head, self.onnx, self.graphs = None, OnnxModel(self.path), {}
             self.class_names, self.backbone = self.onnx.class_names, self.onnx.recipe.get("backbone", "")
+            self.threshold = self.onnx.threshold if unknown else None
             return
         self.head, self.meta = load_model_file(self.path)
         self.onnx, self.class_names, self.backbone = None, self.meta["class_names"], self.meta["backbone"]
         self.unknown = self.head.unknown_ if unknown else None
+        self.threshold = None if self.unknown is None else self.unknown.threshold
         self.graphs = model_graphs(self.path, self.meta) or codes_graphs(RunSettings.from_dict(self.meta["settings"]))
 
     def __call__(self, images: Sequence, top_k: int = 5) -> list:
         """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: its Prediction, or
         the reason it was skipped."""
         if self.onnx is not None:
-            proba, problems = self.onnx.predict_images(images)
-            return _results(proba, None, problems, self.class_names, top_k)
+            proba, scores, problems = self.onnx.predict_images(images)
+            return _results(proba, scores if self.threshold is not None else None, problems, self.class_names, top_k,
+                            self.threshold)
         options = dict(device=self.device, precision=self.precision, graphs=self.graphs)
         codes, problems = image_codes(self.backbone, images, **options)
         if codes.shape[0] and codes.shape[1] != self.head.input_dim:
@@ -87,12 +90,12 @@ class Predictor:
                                       flip=True, **options)
             proba = (proba + self.head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
         scores = None if self.unknown is None else self.unknown.score(codes, logits)
-        return _results(proba, scores, problems, self.class_names, top_k, self.unknown)
+        return _results(proba, scores, problems, self.class_names, top_k, self.threshold)
 
 
-def _results(proba, scores, problems: dict, class_names: list, top_k: int, unknown=None) -> list:
-    """Probabilities (and unknown scores) of the usable images, {position: reason} -> per image: its Prediction
-    or the reason it was skipped."""
+def _results(proba, scores, problems: dict, class_names: list, top_k: int, threshold: float | None = None) -> list:
+    """Probabilities (and unknown scores, above `threshold` unknown) of the usable images, {position: reason} -> per
+    image: its Prediction or the reason it was skipped."""
     results, rows = [], iter(range(len(proba)))
     for n in range(len(proba) + len(problems)):
         if n in problems:
@@ -104,7 +107,7 @@ def _results(proba, scores, problems: dict, class_names: list, top_k: int, unkno
         if scores is None:
             results.append(Prediction(top))
         else:
-            results.append(Prediction(top, bool(scores[row] > unknown.threshold), float(scores[row])))
+            results.append(Prediction(top, bool(scores[row] > threshold), float(scores[row])))
     return results
 
 

@@ -25,7 +25,7 @@ class RunSettings:
     threads: int | None = None
     device: str = "auto"
     precision: str = "auto"
-    runtime: str = "torch"  # or onnx / onnx-int8: ONNX Runtime computes the codes (onnx_graphs)
+    runtime: str = "auto"  # torch, onnx or onnx-int8 (ONNX Runtime, onnx_graphs); auto: codes.runtime.resolve_runtime
     engine: str = "local"
     address: str | None = None
     concurrency: int | None = None
@@ -56,6 +56,13 @@ class RunSettings:
             raise CnnCodesError(f"the run's images were at {self.data}, which does not exist (any more): give --data "
                                 "with where they are now")
         return load_dataset(self.data, **self.dataset_options())
+
+    def resolved(self) -> "RunSettings":
+        """These settings with the runtime decided for this machine (what a run records: its model must compute codes
+        the way its training codes were computed, wherever it runs later)."""
+        from .codes.runtime import resolve_runtime
+
+        return self.but(runtime=resolve_runtime(self.runtime, self.device, self.precision))
 
     def extract_options(self) -> dict:
         return dict(cache_dir=self.cache_dir, batch_size=self.batch_size, threads=self.threads, device=self.device,

@@ -38,14 +38,15 @@ class Extraction:
 def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_dir=None, batch_size: int = 64,
                   threads: int | None = None, device: str = "auto", precision: str = "auto", flip: bool = False,
                   engine: str = "local", address: str | None = None, concurrency: int | None = None,
-                  runtime: str = "torch", graphs: dict | None = None, progress: bool = True) -> Codes:
+                  runtime: str = "auto", graphs: dict | None = None, progress: bool = True) -> Codes:
     """Codes for every usable item of the dataset: taken from the store where it holds the item's content, computed
     (and stored) where not.
 
     backbone may name several networks joined by '+': their codes are concatenated.
     runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (calibrated on training images of this dataset, or the
-    graph in `graphs`: {backbone name: graph file}, what a saved model used).
+    graph in `graphs`: {backbone name: graph file}, what a saved model used); auto: process.resolve_runtime.
     """
+    runtime = process.resolve_runtime(runtime, device, precision)
     names = backbone_names(backbone)
     if len(names) > 1:
         options = dict(cache_dir=cache_dir, batch_size=batch_size, threads=threads, device=device, precision=precision,
@@ -172,6 +173,7 @@ class Calibration:
 def codes_graphs(settings, dataset: Dataset | None = None) -> dict:
     """{backbone: ONNX graph} that compute a run's codes (none for the torch runtime). An int8 graph is calibrated on
     the dataset's training images (loaded from the settings where not given) unless the cache holds one already."""
+    settings = settings.resolved()
     if settings.runtime == "torch":
         return {}
     cache = Path(settings.cache_dir or default_cache_dir())

@@ -49,8 +49,9 @@ def _require():
                             "(or pip install onnx onnxruntime onnxscript)")
 
 
-def write_onnx(module, example, path: Path, input_name: str, output_name: str) -> None:
-    """Trace the module on an example batch into an ONNX graph whose batch axis is free."""
+def write_onnx(module, example, path: Path, input_name: str, output_name: str | list[str]) -> None:
+    """Trace the module on an example batch into an ONNX graph whose batch axis is free (output_name: a list where
+    the module returns several tensors)."""
     import torch
 
     _require()
@@ -61,7 +62,7 @@ def write_onnx(module, example, path: Path, input_name: str, output_name: str) -
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # and reports its steps on stdout
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name],
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name] if isinstance(output_name, str) else output_name,
                               dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
         except Exception as exc:  # the exporter raises many types; the message is what a user can act on
             raise CnnCodesError(f"this network cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
@@ -92,7 +93,7 @@ def quantize_int8(src: Path, dst: Path, batches: Iterable[np.ndarray], input_nam
 
 class Session:
     """One ONNX Runtime session run as `threads` single-threaded runs at once, each on its own images: array in,
-    first output out.
+    first output (or all of them) out.
 
     Why not ONNX Runtime's operator threads: they wait for each other at the end of every operator (and for the
     cores the decoding threads hold), while runs on different images never wait (benchmarks/extract_parts.py).
@@ -126,14 +127,20 @@ class Session:
         return view
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[0]
+
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph for the batch, in the graph's order."""
         parts = [batch[s:s + RUN_IMAGES] for s in range(0, len(batch), RUN_IMAGES)] or [batch]
         if self.threads == 1 or len(parts) == 1:
-            return np.concatenate([self._run(part) for part in parts])
-        with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL while it runs
-            return np.concatenate(list(pool.map(self._run, parts)))
+            done = [self._run(part) for part in parts]
+        else:
+            with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL while it runs
+                done = list(pool.map(self._run, parts))
+        return [np.concatenate(output) for output in zip(*done)]
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: batch})
 
 
 CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales

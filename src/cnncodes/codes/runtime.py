@@ -10,6 +10,7 @@ from functools import lru_cache
 from ..errors import CnnCodesError
 
 PRECISION_ENV = "CNNCODES_PRECISION"  # fp32 or bf16: what --precision auto means on this machine
+RUNTIME_ENV = "CNNCODES_RUNTIME"  # torch, onnx or onnx-int8: what --runtime auto means on this machine
 TCMALLOC_ENV = "CNNCODES_MALLOC"  # set once the process runs with the fast allocator, so we re-exec only once
 
 
@@ -53,6 +54,22 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
     if resolve_device(device) != "cpu":
         return "bf16"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def resolve_runtime(runtime: str, device: str = "auto", precision: str = "auto") -> str:
+    """What computes the codes. auto: torch where it is fast (a GPU, or bf16 on a CPU that multiplies it natively),
+    else ONNX Runtime's fp32 kernels where installed: on a CPU without bf16 they ran Lite0 3.4 times as fast as torch
+    in fp32 (docs/benchmarks.md, Speed)."""
+    if runtime == "auto" and os.environ.get(RUNTIME_ENV) in ("torch", "onnx", "onnx-int8"):
+        runtime = os.environ[RUNTIME_ENV]
+    if runtime != "auto":
+        return runtime
+    import importlib.util
+
+    if resolve_device(device) != "cpu" or resolve_precision(precision, device) == "bf16" or \
+            not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")):
+        return "torch"
+    return "onnx"
 
 
 def cpu_count() -> int:
