@@ -5,6 +5,8 @@
 Cases (--cases picks some):
   extract-6000 / extract-60000  Lite0 codes of a folder of that many CIFAR-10 PNGs (written from the archive into
                                 --work), into an empty cache: the peak must not grow with the number of images
+  int8-6000                     the same with --runtime onnx-int8 (the int8 graph calibrated first, on 256 of the
+                                images)
   head-100000 / head-1000000    tuned head (C search, refit) on synthetic 1,280-d codes in a store on disk
                                 (float32: 0.5 and 5.1 GB), 80/10/10 train/validation/test
   best                          `cnncodes run --preset best` on the official CIFAR-10 (codes from the cache)
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = ("extract-6000", "extract-60000", "head-100000", "head-1000000", "best")
+CASES = ("extract-6000", "extract-60000", "int8-6000", "head-100000", "head-1000000", "best")
 FEATURES, CLASSES = 1280, 10
 
 
@@ -81,7 +83,7 @@ def synthetic_codes(root: Path, n: int):
     return synthetic_store(root).matrix(rows)
 
 
-def case_extract(args, n: int) -> dict:
+def case_extract(args, n: int, runtime: str = "auto", what: str = "") -> dict:
     import shutil
     import tempfile
 
@@ -90,8 +92,9 @@ def case_extract(args, n: int) -> dict:
     folder = Path(args.work) / f"png-{n}"
     cache = Path(tempfile.mkdtemp(dir=args.work, prefix="cache-"))
     try:
-        codes = extract_codes(image_folder(folder), "efficientnet_lite0", cache_dir=cache, progress=False)
-        return {"rows": codes.vectors.shape[0], "what": f"Lite0 codes of {n:,} PNGs (folder)"}
+        codes = extract_codes(image_folder(folder), "efficientnet_lite0", cache_dir=cache, runtime=runtime,
+                              progress=False)
+        return {"rows": codes.vectors.shape[0], "what": f"Lite0 codes of {n:,} PNGs (folder){what}"}
     finally:
         shutil.rmtree(cache)
 
@@ -178,13 +181,14 @@ def main() -> None:
     if args.child:
         kind, rest = args.child.split("-", 1)
         n, _, c = rest.partition(":")
-        work = {"extract": case_extract, "head": case_head, "reference": case_reference}[kind]
+        work = {"extract": case_extract, "head": case_head, "reference": case_reference,
+                "int8": lambda a, m: case_extract(a, m, "onnx-int8", ", --runtime onnx-int8")}[kind]
         print(json.dumps(work(args, int(n), *([float(c)] if c else []))))
         return
     cases = args.cases.split(",")
     for case in cases:  # inputs first, outside the measured processes
         kind, _, n = case.partition("-")
-        if kind == "extract":
+        if kind in ("extract", "int8"):
             write_pngs(args.data, Path(args.work) / f"png-{n}", int(n))
         elif kind == "head":
             write_synthetic(Path(args.work) / f"synthetic-{n}", int(n))

@@ -37,6 +37,8 @@ def test_run_writes_model_metrics_curve_and_report(finished_run):
     assert "test accuracy" in result.stdout and "report.html" in result.stdout
     for name in ("model.npz", "settings.json", "curve.json", "skipped.tsv"):
         assert (out / name).exists()
+    # the runtime decided for this machine, never "auto": the model computes new codes as its codes were computed
+    assert json.loads((out / "settings.json").read_text())["runtime"] in ("torch", "onnx")
 
 
 def test_report_references_every_picture_and_each_is_a_real_png(finished_run):

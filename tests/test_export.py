@@ -88,12 +88,14 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
 def test_int8_export_keeps_the_predictions_and_is_smaller(flip_run, tiny_folder, tmp_path):
-    from cnncodes.export import export_model
+    from cnncodes.export import OnnxModel, export_model
 
     fp32 = export_model(flip_run, tmp_path / "fp32.onnx")
     int8 = export_model(flip_run, tmp_path / "int8.onnx", int8=True)
     # Lite0's 3.4 M weights take 13.6 MB as float32 and a quarter of that as int8; the head stays float
     assert fp32.stat().st_size - int8.stat().st_size > 8e6
+    # the run's unknown detector knows its fp32 codes, not int8 ones: the int8 file of this run goes without it
+    assert OnnxModel(fp32).threshold is not None and OnnxModel(int8).threshold is None
     images = list_images([tiny_folder])
     top = [[r.top[0][0] for r in predict_images(path, images, top_k=1)] for path in (fp32, int8)]
     assert np.mean(np.array(top[0]) == np.array(top[1])) >= 0.95
@@ -154,6 +156,7 @@ def test_the_auto_runtime_is_torch_where_it_computes_in_bf16_or_on_a_gpu_and_onn
     assert RunSettings(device="cpu").resolved().runtime == "onnx"
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     assert RunSettings(device="cpu").resolved().runtime == "torch"
+    assert RunSettings.from_dict({"backbone": "efficientnet_lite0"}).runtime == "torch"  # a run recorded before auto
     monkeypatch.setenv(runtime.PRECISION_ENV, "fp32")  # fp32 forced machine-wide: ONNX Runtime's fp32 is faster
     assert runtime.resolve_runtime("auto", "cpu", "auto") == "onnx"
     monkeypatch.setenv(runtime.RUNTIME_ENV, "onnx-int8")  # a machine-wide choice of runtime
@@ -252,3 +255,27 @@ def test_export_refuses_what_it_cannot_export(tiny_folder, tmp_path):
         OnnxModel(tmp_path / "junk.onnx")
     result = cli("extract", "--data", tiny_folder, "--out", tmp_path / "x", "--runtime", "tensorrt")
     assert result.returncode == 2 and "--runtime" in result.stderr
+
+
+def test_int8_ranges_do_not_depend_on_the_calibration_batch_size(tmp_path):
+    """Calibration runs in small batches (the activations of a large one took gigabytes): the minimum and maximum of
+    each tensor over all calibration images, so the int8 graph is the one larger batches give."""
+    import onnx
+    import torch
+
+    from cnncodes.codes import onnx_graphs
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    onnx_graphs.write_onnx(net, torch.zeros(2, 3, 16, 16), tmp_path / "net.onnx", "x", "codes")
+    images = np.concatenate([np.random.default_rng(k).normal(0, s, (4, 3, 16, 16)) for k, s in enumerate((0.5, 3, 1))])
+    graphs = []
+    for batch in (12, 4, 1):
+        batches = (images[i:i + batch].astype(np.float32) for i in range(0, len(images), batch))
+        onnx_graphs.quantize_int8(tmp_path / "net.onnx", tmp_path / f"{batch}.onnx", batches, "x")
+        graphs.append({t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f"{batch}.onnx")).graph.initializer})
+    assert any(name.endswith("_scale") for name in graphs[0])
+    for other in graphs[1:]:
+        assert other.keys() == graphs[0].keys()
+        for name, value in graphs[0].items():
+            np.testing.assert_array_equal(other[name], value, err_msg=name)

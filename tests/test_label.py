@@ -22,11 +22,13 @@ def blobs(per: int = 60, seed: int = 0):
 
 
 def test_the_first_choices_cover_every_group_and_unsure_ones_come_when_asked():
-    from cnncodes.labeling.choose import SHORTLIST
+    from cnncodes.labeling.choose import SHORTLIST, reduce_codes
 
     x, y = blobs()
     first = choose_to_label(x, np.full(len(y), -1), 3)
     assert sorted(y[first]) == [0, 1, 2]
+    # the server reduces the codes once and passes them page after page: the same choices
+    assert np.array_equal(choose_to_label(x, np.full(len(y), -1), 3, points=reduce_codes(x)), first)
     labels = np.full(len(y), -1)
     labels[20:30], labels[80:90], labels[120:130] = 0, 1, 2
     graph = Propagation(x)

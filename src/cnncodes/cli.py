@@ -83,8 +83,8 @@ def _extract_options(p, backbone=True):
                    help="auto: bf16 where the hardware has it (codes within 0.3 points of fp32)")
     g.add_argument("--runtime", default=None, choices=["auto", "torch", "onnx", "onnx-int8"], help="what "
                    "computes the codes: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (quantised, calibrated on "
-                   "training images); auto (default): torch on a GPU or a CPU with bf16, else onnx (faster there); "
-                   "see docs/benchmarks.md, Speed")
+                   "training images); auto: torch on a GPU or a CPU with bf16, else onnx (1.9x torch there). Default: "
+                   "auto, or for a saved model the runtime of its codes; see docs/benchmarks.md, Speed")
     g.add_argument("--engine", default="local", choices=["local", "ray"], help="local threads or a Ray cluster")
     g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     g.add_argument("--concurrency", type=_positive_int, default=None, help="Ray actors (default: one per 2 CPUs)")
@@ -112,7 +112,7 @@ def _head_options(p):
 
 
 RUN_DEFAULT = ("The default (Lite0 codes at 224 px, tuned softmax, --runtime auto) reaches 91.6% validation "
-               "accuracy on CIFAR-10; its first run took 10.4 minutes on 2 cores without bf16. Quicker: --backbone "
+               "accuracy on CIFAR-10; its first run took 10.8 minutes on 2 cores without bf16. Quicker: --backbone "
                "efficientnet_lite0:size=128 (4.8 minutes, 87.2%). Better and slower: --backbone "
                "efficientnet_lite0:layers=multi (92.2%), --finetune 1 (94.1%), --preset best (94.8%). Validation "
                "accuracies; docs/benchmarks.md has the commands.")
@@ -261,7 +261,9 @@ def cmd_export(a):
     from .export import OnnxModel
 
     gives = "class probabilities and the unknown score" if OnnxModel(path).threshold is not None else \
-        "class probabilities (no unknown detector)"
+        "class probabilities (no unknown detector" + ("" if not a.unknown or not a.int8 else ": the run's detector "
+                                                      "knows its own codes, not int8 ones; a run with --runtime "
+                                                      "onnx-int8 exports one") + ")"
     print(f"{'int8 ' if a.int8 else ''}ONNX model: {path} ({path.stat().st_size / 1e6:.1f} MB); "
           f"run it with `cnncodes predict {path} IMAGES` or ONNX Runtime alone (docs/onnx_predict.py). It gives "
           f"{gives}; heatmaps need the run folder")

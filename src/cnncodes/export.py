@@ -93,7 +93,8 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=No
 
     int8: the backbone statically quantised: the run's own int8 graph where it computed its codes with one, else
     calibrated on the run's training images (at `data`, default the recorded path). unknown=False leaves the "none of
-    these" detector out (its reference codes are most of a small model's file)."""
+    these" detector out (its reference codes are most of a small model's file); an int8 file of a run computed
+    without int8 has none."""
     import onnx
     import torch
 
@@ -112,7 +113,9 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=No
     graphs = graphs or codes_graphs(settings.but(runtime=runtime, cache_dir=cache_dir))
     backbone = onnx.load(str(graphs[spec.name]))
     flip_average = bool(meta.get("flip_average"))
-    detector = head.unknown_ if unknown else None
+    # the detector's reference codes and threshold are the run's codes: an int8 graph of a run computed without one
+    # gives other codes (cosine about 0.9), so its distances would not match them
+    detector = head.unknown_ if unknown and (not int8 or settings.runtime == "onnx-int8") else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -344,11 +344,13 @@ def collection(source, data=None) -> tuple[Codes, object, RunSettings | None, di
         settings = RunSettings.of_run(source).but(data=data)
         _, meta = load_model_file(source / "model.npz")
         graphs = model_graphs(source / "model.npz", meta)
-        # a fine-tuned run's codes are activation maps: images are compared by the network's pooled codes
-        settings = settings.but(backbone="+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+")))
+        pooled = "+".join(n.split(":")[0] if ":cut=" in n else n for n in settings.backbone.split("+"))
+        if pooled != settings.backbone:  # a fine-tuned run's codes are activation maps: images are compared by the
+            settings, graphs = settings.but(backbone=pooled), {}  # network's pooled codes, on the run's runtime
         dataset = settings.load_data(given=data is not None)
+        graphs = graphs or codes_graphs(settings, dataset)  # the collection and the queries: the same graphs
         codes = extract_codes(dataset, settings.backbone, progress=False, graphs=graphs, **settings.extract_options())
-        return codes, dataset, settings, graphs or codes_graphs(settings, dataset)
+        return codes, dataset, settings, graphs
     return Codes.load(source), None, None, {}
 
 

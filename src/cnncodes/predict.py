@@ -59,7 +59,7 @@ class Predictor:
         if self.path.suffix.lower() == ".onnx":
             from .export import OnnxModel
 
-            self.head, self.onnx, self.graphs = None, OnnxModel(self.path), {}
+            self.head, self.onnx, self.graphs, self.unknown = None, OnnxModel(self.path), {}, None  # in the file
             self.class_names, self.backbone = self.onnx.class_names, self.onnx.recipe.get("backbone", "")
             self.threshold = self.onnx.threshold if unknown else None
             return

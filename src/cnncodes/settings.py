@@ -85,6 +85,7 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunSettings":
+        values = {"runtime": "torch"} | values  # recorded before runs named their runtime: torch computed the codes
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:

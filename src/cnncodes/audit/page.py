@@ -1,7 +1,6 @@
 """An audit's findings as files a person reads: ranked CSV tables and audit.html with image galleries."""
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -11,18 +10,11 @@ import numpy as np
 
 from .issues import AuditResult, COPY_CORRELATION, SMALL
 from ..files import atomic_write
+from ..outputs.page import html_page, image_uri
 from ..outputs.report_data import thumbnails
 
 GALLERY = 100  # images (pairs) per gallery
 THUMB = 64
-
-
-def _uri(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _csv(path: Path, header: list[str], rows) -> None:
@@ -68,7 +60,7 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     pictures = dict(zip(shown.tolist(), thumbnails(dataset, [str(codes.ids[r]) for r in shown], THUMB)))
 
     def card(row: int, caption: str) -> str:
-        return (f'<figure><img src="{_uri(pictures[row])}" alt=""><figcaption>{html.escape(str(codes.ids[row]))}'
+        return (f'<figure><img src="{image_uri(pictures[row])}" alt=""><figcaption>{html.escape(str(codes.ids[row]))}'
                 f'<br>{caption}</figcaption></figure>')
 
     def pair_cards(pairs, sims) -> str:
@@ -87,11 +79,10 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     small = int((codes.splits != "test").sum()) < SMALL
     probe_how = " on the full codes, chosen by cross-validation (a small collection)" if small else \
         " on the codes' principal components"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes audit</title><style>
-body{{font-family:sans-serif;margin:2em;max-width:1400px}} figure{{display:inline-block;margin:4px;width:150px;
-font-size:11px;vertical-align:top}} figcaption{{overflow-wrap:anywhere}} img{{width:96px;height:96px;image-rendering:pixelated}}
-.pair{{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px}} .pair span{{font-size:12px}}</style></head>
-<body><h1>Audit of {html.escape(codes.backbone)} codes: {len(codes.ids):,} images</h1>
+    style = """body{font-family:sans-serif;margin:2em;max-width:1400px} figure{display:inline-block;margin:4px;width:150px;
+font-size:11px;vertical-align:top} figcaption{overflow-wrap:anywhere} img{width:96px;height:96px;image-rendering:pixelated}
+.pair{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px} .pair span{font-size:12px}"""
+    body = f"""<h1>Audit of {html.escape(codes.backbone)} codes: {len(codes.ids):,} images</h1>
 <p>{len(result.label_issues):,} likely label errors; {len(result.pairs):,} near-duplicate pairs (cosine of centred
 codes at least the threshold, or copies: code neighbours whose small grey thumbnails correlate at
 {COPY_CORRELATION} or more), of which {len(result.leaks):,} join a test image to a training image
@@ -101,7 +92,6 @@ out-of-fold probabilities of a softmax probe with L2 strength C = {result.probe_
 <h2>Likely label errors (most likely first)</h2>{issues or "<p>none</p>"}
 <h2>Train/test near-duplicates (leaks)</h2>{pair_cards(leaks, result.similarity[result.leaks[:GALLERY]]) or "<p>none</p>"}
 <h2>Other near-duplicates</h2>{pair_cards(others, result.similarity[other_rows]) or "<p>none</p>"}
-<h2>Outliers (most atypical first)</h2>{outliers}
-</body></html>"""
-    atomic_write(out / "audit.html", page.encode())
+<h2>Outliers (most atypical first)</h2>{outliers}"""
+    atomic_write(out / "audit.html", html_page("cnncodes audit", body, style).encode())
     return out / "audit.html"

@@ -5,8 +5,8 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-
-from .page import THUMB, _uri
+from .page import THUMB
+from ..outputs.page import html_page, image_uri
 from ..codes.view import Codes
 from ..files import atomic_write
 from ..data.images import BadImage, load_rgb, square_thumbnail
@@ -17,7 +17,7 @@ def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out
     index = dataset.row_of() if dataset is not None else {}
 
     def thumb(rgb) -> str:
-        return _uri(square_thumbnail(rgb, THUMB))
+        return image_uri(square_thumbnail(rgb, THUMB))
 
     strips = []
     for path, result in zip(images, found):
@@ -36,12 +36,12 @@ def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out
             cells.append(f"<figure>{img}<figcaption>{html.escape(item)}<br>{html.escape(label)}"
                          f" ({codes.splits[row]})<br>{sim:.3f}</figcaption></figure>")
         strips.append(f"<h3>{html.escape(str(path))}</h3><div class=strip>{query}{''.join(cells)}</div>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cnncodes: similar images</title><style>
-body{{font-family:sans-serif;margin:2em}} figure{{display:inline-block;margin:4px;width:130px;font-size:11px;
-vertical-align:top}} figcaption{{overflow-wrap:anywhere}} img{{width:96px;height:96px;image-rendering:pixelated}} .strip figure:first-child img{{outline:3px
-solid #36c}}</style></head><body><h1>Similar images in {html.escape(codes.backbone)} codes of {len(codes.ids):,}
-images</h1><p>Cosine similarity of codes centred on the collection's mean; exact search.</p>{''.join(strips)}</body></html>"""
+    style = """body{font-family:sans-serif;margin:2em} figure{display:inline-block;margin:4px;width:130px;font-size:11px;
+vertical-align:top} figcaption{overflow-wrap:anywhere} img{width:96px;height:96px;image-rendering:pixelated}
+.strip figure:first-child img{outline:3px solid #36c}"""
+    body = f"""<h1>Similar images in {html.escape(codes.backbone)} codes of {len(codes.ids):,} images</h1>
+<p>Cosine similarity of codes centred on the collection's mean; exact search.</p>{''.join(strips)}"""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, page.encode())
+    atomic_write(out, html_page("cnncodes: similar images", body, style).encode())
     return out

@@ -151,9 +151,11 @@ def _first_of_each(keys: list[str], wanted: np.ndarray) -> list[int]:
 class Calibration:
     """The images an int8 graph takes its activation ranges from: the training images with the smallest content
     keys (keys are hashes, so a random sample that adding or relabelling a few images barely changes), preprocessed
-    as for extraction (unmirrored), in batches."""
+    as for extraction (unmirrored), in batches: small ones, since ONNX Runtime's calibration holds every activation
+    of a batch (batches of 32 Lite0 windows took 3 GiB more than extraction, benchmarks/memory.py), and the ranges are
+    the minimum and maximum over all batches whatever their size."""
 
-    def __init__(self, dataset: Dataset, spec: Backbone, n: int = CALIBRATION_IMAGES, batch: int = 32):
+    def __init__(self, dataset: Dataset, spec: Backbone, n: int = CALIBRATION_IMAGES, batch: int = 4):
         train = np.flatnonzero(dataset.splits == "train")
         first = {}
         for i in (train if len(train) else range(len(dataset))):

@@ -58,17 +58,19 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
 
 def resolve_runtime(runtime: str, device: str = "auto", precision: str = "auto") -> str:
     """What computes the codes. auto: torch where it is fast (a GPU, or bf16 on a CPU that multiplies it natively),
-    else ONNX Runtime's fp32 kernels where installed: on a CPU without bf16 they ran Lite0 3.4 times as fast as torch
-    in fp32 (docs/benchmarks.md, Speed)."""
+    else ONNX Runtime's fp32 kernels where installed: on a CPU without bf16, `cnncodes extract` of Lite0 ran 1.9 times
+    as fast on them as on torch in fp32 (docs/benchmarks.md, Speed)."""
     if runtime == "auto" and os.environ.get(RUNTIME_ENV) in ("torch", "onnx", "onnx-int8"):
         runtime = os.environ[RUNTIME_ENV]
     if runtime != "auto":
         return runtime
     import importlib.util
 
+    if device == "auto" and sys.platform == "linux" and not os.path.exists("/proc/driver/nvidia/version"):
+        device = "cpu"  # no NVIDIA driver, no CUDA: known without importing torch (the onnx runtimes never do)
     if resolve_device(device) != "cpu" or resolve_precision(precision, device) == "bf16" or \
-            not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")):
-        return "torch"
+            not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime", "onnxscript")):
+        return "torch"  # (onnxscript: what exports a network's graph)
     return "onnx"
 
 

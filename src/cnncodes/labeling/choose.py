@@ -21,10 +21,12 @@ PCA_DIMS = 64  # k-means runs on this many principal components of the unit code
 
 
 def choose_to_label(codes, labels, n: int, *, seed: int = 0, propagation: Propagation | None = None,
-                    offer: np.ndarray | None = None, cold_start: int | None = COLD_START) -> np.ndarray:
+                    offer: np.ndarray | None = None, cold_start: int | None = COLD_START,
+                    points: np.ndarray | None = None) -> np.ndarray:
     """Indices of n images to label next. codes: (N, D) codes of the whole collection; labels: (N,) class index,
     -1 where there is none yet; propagation: the collection's Propagation (built when absent); offer: (N,) bool,
-    the images that may be chosen (default: every unlabelled one; skipped images are left out this way)."""
+    the images that may be chosen (default: every unlabelled one; skipped images are left out this way); points:
+    reduce_codes(codes, seed), computed when absent (a caller asking page after page computes them once)."""
     labels = np.asarray(labels)
     offer = np.ones(len(labels), bool) if offer is None else np.asarray(offer, bool)
     unlabelled = np.flatnonzero((labels < 0) & offer)
@@ -34,15 +36,15 @@ def choose_to_label(codes, labels, n: int, *, seed: int = 0, propagation: Propag
     counts = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
     seen = counts[counts > 0]
     if cold_start is None or len(seen) < 2 or seen.min() < cold_start:
-        return _typical_and_diverse(codes, labels, offer, n, seed)
+        return _typical_and_diverse(reduce_codes(codes, seed) if points is None else points, labels, offer, n, seed)
     propagation = propagation or Propagation(codes)
     scores = propagation.spread(labels)[unlabelled]
     best_two = np.sort(scores, axis=1)[:, -2:]
     unsure = unlabelled[np.argsort(best_two[:, 1] - best_two[:, 0], kind="stable")[:n * SHORTLIST]]
-    return unsure[_nearest_centres(_reduced(codes, unsure, seed), n, seed)]
+    return unsure[_nearest_centres(reduce_codes(codes, seed, unsure), n, seed)]
 
 
-def _reduced(codes, rows: np.ndarray | None, seed: int) -> np.ndarray:
+def reduce_codes(codes, seed: int = 0, rows: np.ndarray | None = None) -> np.ndarray:
     """Unit codes (of `rows`, or all) on their first PCA_DIMS principal components: k-means' distances, cheaply."""
     from sklearn.decomposition import PCA
 
@@ -68,8 +70,7 @@ def _nearest(points: np.ndarray, members: np.ndarray, centre: np.ndarray) -> int
     return int(rows[np.argmin(((points[rows] - centre) ** 2).sum(1))])
 
 
-def _typical_and_diverse(codes, labels: np.ndarray, offer: np.ndarray, n: int, seed: int) -> np.ndarray:
-    points = _reduced(codes, None, seed)
+def _typical_and_diverse(points, labels: np.ndarray, offer: np.ndarray, n: int, seed: int) -> np.ndarray:
     labelled = labels >= 0
     open_ = ~labelled & offer
     k = min(len(points), int(labelled.sum()) + n)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CnnCodesError
-from .choose import choose_to_label
+from .choose import choose_to_label, reduce_codes
 from .manifest import ChangedOutside, Manifest, check_class_name
 from ..heads.base import unit_rows
 from .propagate import Propagation
@@ -52,6 +52,7 @@ class LabellingSession:
         self.row = {p: n for n, p in enumerate(self.paths)}
         self.vectors = np.asarray(self.codes.vectors, np.float32)
         self.propagation = Propagation(self.vectors)
+        self.points = reduce_codes(self.vectors)  # what k-means clusters, once: not again for every page
         self.undo_stack, self.skipped, self.growth = [], set(), []
         self.lock = threading.Lock()
 
@@ -79,7 +80,8 @@ class LabellingSession:
         labels = self.label_array(classes)
         offer = np.ones(len(labels), bool)
         offer[[self.row[p] for p in self.skipped if p in self.row]] = False
-        picks = choose_to_label(self.vectors, labels, n, propagation=self.propagation, offer=offer)
+        picks = choose_to_label(self.vectors, labels, n, propagation=self.propagation, offer=offer,
+                                points=self.points)
         scores = self.propagation.spread(labels, len(classes)) if len(classes) >= 1 else None
         out = []
         for i in picks:

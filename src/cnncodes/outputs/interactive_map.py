@@ -2,20 +2,11 @@
 JavaScript inlined, so report.html stays one self-contained file that works offline."""
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 
+from .page import image_uri
+
 MAP_NAME, HOVER_NAME = "map_points", "map_hover"  # model names the page's test script looks up
-
-
-def _jpeg_uri(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def map_fragment(embedding: np.ndarray, labels: np.ndarray, predicted: np.ndarray, class_names: list[str],
@@ -30,7 +21,7 @@ def map_fragment(embedding: np.ndarray, labels: np.ndarray, predicted: np.ndarra
     k = len(class_names)
     palette = list(Category10_10) if k <= 10 else [Turbo256[int(i * 255 / max(1, k - 1))] for i in range(k)]
     source = ColumnDataSource(name=MAP_NAME, data={
-        "x": embedding[:, 0].tolist(), "y": embedding[:, 1].tolist(), "img": [_jpeg_uri(i) for i in images],
+        "x": embedding[:, 0].tolist(), "y": embedding[:, 1].tolist(), "img": [image_uri(i, "JPEG") for i in images],
         "label": [class_names[i] for i in labels], "pred": [class_names[i] for i in predicted],
         "id": [str(i) for i in ids], "color": [palette[i] for i in labels],
         "mark": ["" if a == b else " (wrong)" for a, b in zip(labels, predicted)]})

@@ -15,6 +15,7 @@ from . import plots
 from ..errors import CnnCodesError
 from ..files import atomic_write
 from .metrics import unknown_line
+from .page import html_page
 from .report_data import mistakes
 
 PICTURES = [
@@ -121,12 +122,10 @@ def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, inter
                 if low_high else "")
     top5 = f", top-5 accuracy {percent(metrics['top5_accuracy'])}" if metrics.get("top5_accuracy") is not None else ""
     splits = ", ".join(f"{n:,} {s}" for s, n in metrics.get("split_sizes", {}).items()) + " images"
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>cnncodes run: {esc(metrics['dataset'])} / {esc(metrics['backbone'])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-figure{{margin:1.5em 0}}img{{max-width:100%}}.big{{font-size:2em;font-weight:bold}}</style></head><body>
-<h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
+    style = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+figure{margin:1.5em 0}img{max-width:100%}.big{font-size:2em;font-weight:bold}"""
+    body = f"""<h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
 <p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
 {f"<p>{esc(unknown_line(metrics['unknown']))}.</p>" if metrics.get('unknown') else ""}
@@ -154,7 +153,7 @@ window.addEventListener("load", () => {{
   }};
   if (document.querySelector("div[id][data-root-id]")) mapped();
 }});</script>
-</body></html>
 """
+    page = html_page(f"cnncodes run: {metrics['dataset']} / {metrics['backbone']}", body, style)
     atomic_write(run_dir / "report.html", page.encode())
     return run_dir / "report.html"
