@@ -36,12 +36,14 @@ def main():
             (tmp / "data" / files[i].parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(files[i], tmp / "data" / files[i].parent.name / files[i].name)
         ds = image_folder(tmp / "data")
-        extract_codes(ds.subset(range(64)), args.backbone, cache_dir=tmp / "warm", progress=False)  # load weights once
+        extract_codes(ds.subset(range(64)), args.backbone, cache_dir=tmp / "warm", runtime="torch",
+                      progress=False)  # load weights once
         times = {"local": [], "ray": []}
         for r in range(args.repeats):
             for engine in ("local", "ray"):
                 t = time.perf_counter()
-                codes = extract_codes(ds, args.backbone, cache_dir=tmp / f"{engine}{r}", engine=engine, progress=False)
+                codes = extract_codes(ds, args.backbone, cache_dir=tmp / f"{engine}{r}", engine=engine, runtime="torch",
+                                      progress=False)  # fresh caches: no ONNX graph export timed
                 times[engine].append(time.perf_counter() - t)
                 if engine == "ray":
                     ray.shutdown()

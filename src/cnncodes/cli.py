@@ -167,12 +167,14 @@ def _run_or_train(a, evaluate_test: bool):
                             progress=_progress(a))
     codes = result.codes
     print("\n".join(split_lines(codes.splits, codes.labels, codes.class_names)))
-    skipped = len(result.codes.skipped)
+    skipped = result.codes.skipped
     if skipped:
-        print(f"skipped {skipped} unusable files (listed with reasons in {result.out / 'skipped.tsv'})")
+        print(f"skipped {len(skipped)} unusable file{'s' * (len(skipped) != 1)} (all listed with reasons in "
+              f"{result.out / 'skipped.tsv'}):")
+        print("\n".join(f"  {item}: {why}" for item, why in skipped[:5]) + ("\n  ..." if len(skipped) > 5 else ""))
     spread = result.unlabelled
     if spread is not None:
-        print(f"{spread['images']:,} unlabelled images: accuracy {100 * spread['accuracy_with']:.1f}% with their labels "
+        print(f"{spread['images']:,} unlabelled image{'s' * (spread['images'] != 1)}: accuracy {100 * spread['accuracy_with']:.1f}% with their labels "
               f"spread over the codes' neighbours, {100 * spread['accuracy_without']:.1f}% without "
               f"({spread['chosen_on']}): {'used' if spread['used'] else 'not used'}")
     if evaluate_test:

@@ -40,8 +40,8 @@ def _input_graph(size: int, flip_average: bool, backbone):
         x = "both"
     codes_input = backbone.graph.input[0].type.tensor_type
     dtype, channels = codes_input.elem_type, codes_input.shape.dim[3].dim_value
-    constants = [onnx.numpy_helper.from_array(np.array([v], np.int64), name)
-                 for name, v in (("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))]
+    constants = [onnx.numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (
+        ("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))] if flip_average else []
     if channels != 3:
         constants += [onnx.numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 0, channels - 3], np.int64), "pads"),
                       onnx.numpy_helper.from_array(np.array(255, np.uint8), "fill")]

@@ -25,7 +25,7 @@ def embed(x: np.ndarray, seed: int = 0, n_jobs: int = -1, pca_dim: int = 50) -> 
     x = np.asarray(x, np.float32)
     if x.shape[1] > pca_dim and len(x) > pca_dim:
         x = PCA(pca_dim, random_state=seed).fit_transform(x)
-    perplexity = min(30.0, max(2.0, (len(x) - 1) / 3.0))
+    perplexity = min(30.0, (len(x) - 1) / 3.0)  # openTSNE's largest for few points (it says so when given more)
     tsne = TSNE(perplexity=perplexity, n_jobs=n_jobs, random_state=seed, verbose=False,
                 early_exaggeration_iter=EARLY_EXAGGERATION_ITER, n_iter=N_ITER)
     return np.asarray(tsne.fit(x))
