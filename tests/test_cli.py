@@ -180,6 +180,9 @@ def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
     (["run", "--data", "{tiny}", "--test-percent", "150"], "must be in [0, 100)"),
     (["predict", "/no/model.npz", "x.jpg"], "does not exist"),
     (["report", "/no/run"], "does not exist"),
+    (["audit", "/no/run"], "run folder /no/run does not exist"),
+    (["audit", "{empty}"], "not a finished run folder (it has no settings.json)"),
+    (["predict", "{empty}", "x.jpg"], "a folder without model.npz, not a run folder: the model comes first"),
     (["run", "--data", "{empty}"], "no images found"),
     (["run", "--data", "{single}"], "only one class"),
 ])

@@ -233,6 +233,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_is_right(tiny_folder, t
     assert {"bars/zero.jpg", "bars/text.jpg", "discs/trunc.jpg", "checkers/loop.jpg", "checkers/dangling.png",
             "checkers/fifo.jpg", "empty_class/"} <= set(reasons)
     assert all(reasons.values())
+    assert "an empty file" in reasons["bars/zero.jpg"] and "not an image Pillow can read" in reasons["bars/text.jpg"]
     assert ds.class_names == ["bars", "checkers", "discs"]
     good = {i: c for i, c in zip(codes.ids, codes.vectors)}
     ref = {i: c for i, c in zip(reference.ids, reference.vectors)}

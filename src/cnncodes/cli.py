@@ -224,6 +224,9 @@ def cmd_predict(a):
 
     if not os.path.exists(a.model):
         raise CnnCodesError(f"model {a.model!r} does not exist (a run folder, its model.npz, or a model.onnx)")
+    if os.path.isdir(a.model) and not os.path.exists(os.path.join(a.model, "model.npz")):
+        raise CnnCodesError(f"{a.model} is a folder without model.npz, not a run folder: the model comes first "
+                            "(`cnncodes predict RUN_DIR IMAGES...`)")
     missing = [p for p in a.images if not os.path.exists(p)]
     if missing:
         raise CnnCodesError(f"no such file or folder: {', '.join(missing)}")

@@ -78,8 +78,12 @@ class RunSettings:
         import json
         from pathlib import Path
 
+        if not Path(run_dir).is_dir():
+            raise CnnCodesError(f"run folder {run_dir} does not exist")
         try:
             return cls.from_dict(json.loads((Path(run_dir) / "settings.json").read_text()))
+        except FileNotFoundError:
+            raise CnnCodesError(f"{run_dir} is not a finished run folder (it has no settings.json)") from None
         except (OSError, ValueError) as exc:
             raise CnnCodesError(f"{run_dir} is not a finished run folder ({exc})") from None
 

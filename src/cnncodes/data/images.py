@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -56,7 +57,8 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     except Image.DecompressionBombError as exc:  # Pillow's own refusal, above twice its limit
         raise BadImage(f"too many pixels (decompression bomb guard): {exc}") from None
     except Image.UnidentifiedImageError:
-        raise BadImage("not an image Pillow can read") from None
+        raise BadImage("an empty file" if isinstance(path, (str, os.PathLike)) and os.path.getsize(path) == 0
+                       else "not an image Pillow can read") from None
     except OSError as exc:
         if exc.errno is not None:
             raise  # opening or reading the file failed (gone, no permission, the disk): not a verdict on its content
