@@ -273,7 +273,8 @@ def test_int8_ranges_do_not_depend_on_the_calibration_batch_size(tmp_path):
     for batch in (12, 4, 1):
         batches = (images[i:i + batch].astype(np.float32) for i in range(0, len(images), batch))
         onnx_graphs.quantize_int8(tmp_path / "net.onnx", tmp_path / f"{batch}.onnx", batches, "x")
-        graphs.append({t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f"{batch}.onnx")).graph.initializer})
+        graph = onnx.load(str(tmp_path / f"{batch}.onnx")).graph
+        graphs.append({t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer})
     assert any(name.endswith("_scale") for name in graphs[0])
     for other in graphs[1:]:
         assert other.keys() == graphs[0].keys()

@@ -141,7 +141,8 @@ def _settings(a):
     chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
     return RunSettings(data=a.data, backbone=chosen["backbone"], head=chosen["head"], flip=chosen["flip"],
                        normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every,
-                       detect_unknown=a.detect_unknown, **_data_kwargs(a), **{**_extract_kwargs(a), "runtime": a.runtime or "auto"})
+                       detect_unknown=a.detect_unknown, **_data_kwargs(a),
+                       **{**_extract_kwargs(a), "runtime": a.runtime or "auto"})
 
 
 def cmd_backbones(a):
@@ -174,9 +175,10 @@ def _run_or_train(a, evaluate_test: bool):
         print("\n".join(f"  {item}: {why}" for item, why in skipped[:5]) + ("\n  ..." if len(skipped) > 5 else ""))
     spread = result.unlabelled
     if spread is not None:
-        print(f"{spread['images']:,} unlabelled image{'s' * (spread['images'] != 1)}: accuracy {100 * spread['accuracy_with']:.1f}% with their labels "
-              f"spread over the codes' neighbours, {100 * spread['accuracy_without']:.1f}% without "
-              f"({spread['chosen_on']}): {'used' if spread['used'] else 'not used'}")
+        print(f"{spread['images']:,} unlabelled image{'s' * (spread['images'] != 1)}: accuracy "
+              f"{100 * spread['accuracy_with']:.1f}% with their labels spread over the codes' neighbours, "
+              f"{100 * spread['accuracy_without']:.1f}% without ({spread['chosen_on']}): "
+              f"{'used' if spread['used'] else 'not used'}")
     if evaluate_test:
         print(format_table(result.metrics))
         print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")

@@ -33,15 +33,15 @@ def _input_graph(size: int, flip_average: bool, backbone):
     import onnx
     from onnx import TensorProto, helper
 
-    nodes, x = [], "pixels"
-    if flip_average:
+    nodes, constants, x = [], [], "pixels"
+    if flip_average:  # each node's constants beside it: a graph without the node has none left over
         nodes += [helper.make_node("Slice", ["pixels", "last", "before_first", "width_axis", "back"], ["mirrored"]),
                   helper.make_node("Concat", ["pixels", "mirrored"], ["both"], axis=0)]
+        constants += [onnx.numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (
+            ("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))]
         x = "both"
     codes_input = backbone.graph.input[0].type.tensor_type
     dtype, channels = codes_input.elem_type, codes_input.shape.dim[3].dim_value
-    constants = [onnx.numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (
-        ("last", -1), ("before_first", np.iinfo(np.int64).min), ("width_axis", 2), ("back", -1))] if flip_average else []
     if channels != 3:
         constants += [onnx.numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 0, channels - 3], np.int64), "pads"),
                       onnx.numpy_helper.from_array(np.array(255, np.uint8), "fill")]

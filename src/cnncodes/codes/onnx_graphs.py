@@ -21,7 +21,6 @@ from . import runtime as process
 from ..errors import CnnCodesError
 from ..files import atomic_path
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
 # images per ONNX Runtime run: the activations of a few images stay in the CPU's caches (one-threaded runs of 64
 # took 8-12% more CPU time per image than runs of 8, `benchmarks/extract_parts.py --run-sizes`, README Speed)
 RUN_IMAGES = 8
@@ -33,8 +32,8 @@ INT8_OPERATORS = ["Conv", "Pad", "Clip", "Relu", "Add", "Mul", "Sub", "Div", "Tr
 
 
 def check_runtime(name: str) -> str:
-    if name not in RUNTIMES:
-        raise CnnCodesError(f"--runtime must be one of {', '.join(RUNTIMES)} (got {name!r})")
+    if name not in process.RUNTIMES:
+        raise CnnCodesError(f"--runtime must be one of {', '.join(process.RUNTIMES)} (got {name!r})")
     if name != "torch":
         _require()
     return name
@@ -62,7 +61,8 @@ def write_onnx(module, example, path: Path, input_name: str, output_name: str | 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # and reports its steps on stdout
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=[output_name] if isinstance(output_name, str) else output_name,
+            outputs = [output_name] if isinstance(output_name, str) else output_name
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=[input_name], output_names=outputs,
                               dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
         except Exception as exc:  # the exporter raises many types; the message is what a user can act on
             raise CnnCodesError(f"this network cannot be exported to ONNX: {str(exc).splitlines()[0]}") from None
@@ -135,7 +135,7 @@ class Session:
         if self.threads == 1 or len(parts) == 1:
             done = [self._run(part) for part in parts]
         else:
-            with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL while it runs
+            with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL in runs
                 done = list(pool.map(self._run, parts))
         return [np.concatenate(output) for output in zip(*done)]
 

@@ -10,7 +10,8 @@ from functools import lru_cache
 from ..errors import CnnCodesError
 
 PRECISION_ENV = "CNNCODES_PRECISION"  # fp32 or bf16: what --precision auto means on this machine
-RUNTIME_ENV = "CNNCODES_RUNTIME"  # torch, onnx or onnx-int8: what --runtime auto means on this machine
+RUNTIMES = ("torch", "onnx", "onnx-int8")  # what can compute the codes (onnx_graphs: the two ONNX Runtime ones)
+RUNTIME_ENV = "CNNCODES_RUNTIME"  # one of RUNTIMES: what --runtime auto means on this machine
 TCMALLOC_ENV = "CNNCODES_MALLOC"  # set once the process runs with the fast allocator, so we re-exec only once
 
 
@@ -60,7 +61,7 @@ def resolve_runtime(runtime: str, device: str = "auto", precision: str = "auto")
     """What computes the codes. auto: torch where it is fast (a GPU, or bf16 on a CPU that multiplies it natively),
     else ONNX Runtime's fp32 kernels where installed: on a CPU without bf16, `cnncodes extract` of Lite0 ran 1.9 times
     as fast on them as on torch in fp32 (docs/benchmarks.md, Speed)."""
-    if runtime == "auto" and os.environ.get(RUNTIME_ENV) in ("torch", "onnx", "onnx-int8"):
+    if runtime == "auto" and os.environ.get(RUNTIME_ENV) in RUNTIMES:
         runtime = os.environ[RUNTIME_ENV]
     if runtime != "auto":
         return runtime
