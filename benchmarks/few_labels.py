@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from cnncodes.codes.view import Codes  # noqa: E402
 from cnncodes.heads import SoftmaxHead  # noqa: E402
 from cnncodes.labeling import Propagation, choose_to_label  # noqa: E402
-from cnncodes.heads.base import unit_rows  # noqa: E402
 
 BUDGETS = (10, 20, 50, 100, 200, 500, 1000)
 COLD_STARTS = (10, 1_000_000)  # labels per class before uncertainty (1,000,000: never, the default)
@@ -58,7 +57,7 @@ def sequence(x, y, revealable, propagation, choose, seed: int, evaluations: dict
         if propagation is not None:
             model, _ = propagation.classifier(labels, 10, seed=seed)
             for name, (xe, ye) in evaluations.items():
-                row[f"propagation_{name}"] = float((model.predict(unit_rows(xe)) == ye).mean()) if model else 0.1
+                row[f"propagation_{name}"] = float((model.predict(xe) == ye).mean()) if model else 0.1
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

@@ -56,6 +56,15 @@ def test_audit_finds_planted_label_errors_duplicates_and_an_outlier():
     leaks = {tuple(sorted(p)) for p in result.pairs[result.leaks].tolist()}
     assert leaks >= {tuple(sorted(p)) for p in zip(train.tolist(), test.tolist())}
     assert result.outliers[0] == len(codes.labels) - 1
+    assert result.weak_suggestions() is None and 0.8 < result.probe_accuracy < 0.97  # 40 of ~640 labels are wrong
+
+
+def test_an_audit_of_a_few_images_per_class_says_its_suggestions_are_weak():
+    codes = clustered_codes(n_per_class=8)
+    result = audit_codes(codes, threshold=0.99)
+    warning = result.weak_suggestions()
+    smallest = np.bincount(codes.labels[codes.splits != "test"]).min()
+    assert warning is not None and f"smallest class has {smallest} labelled images" in warning
 
 
 def _rows(path: Path) -> list[dict]:

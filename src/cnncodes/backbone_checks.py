@@ -30,16 +30,17 @@ def imagenet_top1(name: str, root: Path, preprocess=None) -> float:
     return float((logits.argmax(1).numpy() == truth).mean())
 
 
-def inception_probe_accuracy(cifar10_exact: Path) -> float:
-    """A softmax probe on Inception-2015 codes of 400 exact CIFAR-10 training images, scored on 200 test images."""
+def inception_probe_accuracy(cifar10_exact: Path, n_train: int = 400, n_test: int = 200) -> float:
+    """A softmax probe on Inception-2015 codes of n_train exact CIFAR-10 training images, scored on n_test test
+    images."""
     from .data.datasets import image_folder
     from .codes.extract import extract_codes
     from .heads import SoftmaxHead
 
     ds = image_folder(cifar10_exact)
     rng = np.random.default_rng(0)
-    train = rng.choice(np.flatnonzero(ds.splits == "train"), 400, replace=False)
-    test = rng.choice(np.flatnonzero(ds.splits == "test"), 200, replace=False)
+    train = rng.choice(np.flatnonzero(ds.splits == "train"), n_train, replace=False)
+    test = rng.choice(np.flatnonzero(ds.splits == "test"), n_test, replace=False)
     # the network as loaded, on torch: for 600 images, exporting its ONNX graph would cost more than it saves
     codes = extract_codes(ds.subset(np.concatenate([train, test])), "inception_v3_2015", runtime="torch",
                           progress=False)

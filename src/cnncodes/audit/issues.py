@@ -24,6 +24,7 @@ NEIGHBOURS = 10  # an image's outlier score: 1 - its mean cosine to this many ne
 PROBE_C = 0.01  # the probe's L2 strength on collections of SMALL images or more (chosen on CIFAR-10: benchmarks/audit.py)
 SMALL = 1000  # below this many labelled (non-test) images: the full codes, and the probe's C cross-validated
 SMALL_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+FEW_PER_CLASS = 20  # below this many labelled images in some class, a flagged image is as often merely unusual
 
 
 @dataclass
@@ -47,6 +48,23 @@ class AuditResult:
         """The pairs that join a test image to a training or validation image."""
         test = self.codes.splits[self.pairs] == "test"
         return np.flatnonzero(test.sum(1) == 1) if len(self.pairs) else np.zeros(0, np.int64)
+
+    @property
+    def probe_accuracy(self) -> float:
+        """How often the out-of-fold suggestion agrees with the given label: how far to trust the suggestions."""
+        known = self.codes.splits != "test"
+        return float((self.proba[known].argmax(1) == self.codes.labels[known]).mean())
+
+    def weak_suggestions(self) -> str | None:
+        """Why the label suggestions deserve little trust on this collection, or None."""
+        known = self.codes.splits != "test"
+        counts = np.bincount(self.codes.labels[known], minlength=len(self.codes.class_names))
+        fewest = int(counts[counts > 0].min())
+        if fewest >= FEW_PER_CLASS:
+            return None
+        return (f"the smallest class has {fewest} labelled images: with fewer than {FEW_PER_CLASS} per class the "
+                f"probe behind the suggestions agrees with the given labels on {self.probe_accuracy:.0%} of the "
+                "images, and a flagged image is often just unusual; check each one before relabelling")
 
 
 def principal_components(x: np.ndarray, n: int = PROBE_DIMENSIONS, seed: int = 0) -> np.ndarray:

@@ -79,7 +79,9 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     small = int((codes.splits != "test").sum()) < SMALL
     probe_how = " on the full codes, chosen by cross-validation (a small collection)" if small else \
         " on the codes' principal components"
-    style = """body{font-family:sans-serif;margin:2em;max-width:1400px} figure{display:inline-block;margin:4px;width:150px;
+    weak = result.weak_suggestions()
+    warning = f'<p class="warn">Weak suggestions: {html.escape(weak)}.</p>' if weak else ""
+    style = """.warn{background:#fff3cd;padding:.5em} body{font-family:sans-serif;margin:2em;max-width:1400px} figure{display:inline-block;margin:4px;width:150px;
 font-size:11px;vertical-align:top} figcaption{overflow-wrap:anywhere} img{width:96px;height:96px;image-rendering:pixelated}
 .pair{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px} .pair span{font-size:12px}"""
     body = f"""<h1>Audit of {html.escape(codes.backbone)} codes: {len(codes.ids):,} images</h1>
@@ -88,8 +90,9 @@ codes at least the threshold, or copies: code neighbours whose small grey thumbn
 {COPY_CORRELATION} or more), of which {len(result.leaks):,} join a test image to a training image
 ({leaked_test:,} of the {n_test:,} test images have a near-duplicate outside the test split); the {len(result.outliers):,} most atypical images.
 Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}. Label errors come from
-out-of-fold probabilities of a softmax probe with L2 strength C = {result.probe_c:g}{probe_how}.</p>
-<h2>Likely label errors (most likely first)</h2>{issues or "<p>none</p>"}
+out-of-fold probabilities of a softmax probe with L2 strength C = {result.probe_c:g}{probe_how}; its suggestion
+agrees with the given label on {result.probe_accuracy:.1%} of the labelled images.</p>
+<h2>Likely label errors (most likely first)</h2>{warning}{issues or "<p>none</p>"}
 <h2>Train/test near-duplicates (leaks)</h2>{pair_cards(leaks, result.similarity[result.leaks[:GALLERY]]) or "<p>none</p>"}
 <h2>Other near-duplicates</h2>{pair_cards(others, result.similarity[other_rows]) or "<p>none</p>"}
 <h2>Outliers (most atypical first)</h2>{outliers}"""
