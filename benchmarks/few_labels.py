@@ -1,7 +1,7 @@
 """How far a few labels go: a simulated labeller answers with the true label of whatever training image is asked for.
 
     cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --runtime onnx --out CODES
-    python benchmarks/few_labels.py --codes CODES/codes.npz [--seeds 0,1,2] [--json results/few_labels.json]
+    python benchmarks/few_labels.py --codes CODES/codes.npz [--seeds 0,1,2] [--ablation] [--json results/few.json]
 
 The collection is the official archive's 50,000 training images (their train and validation splits), unlabelled at
 first; the labels of the train split are revealed only when the tool asks for them, the validation split's never
@@ -12,6 +12,9 @@ After 10, 20, 50, 100, 200, 500 and 1,000 labels, test accuracy of:
   tool + propagation      the same images, labels spread over the neighbour graph of all the collection's codes and
                           a logistic regression on every image (labeling.Propagation.classifier)
 Median and range over the seeds. Goals: >= 60% with 10 labels, >= 85% with 100, >= 89% with 1,000.
+--ablation adds, for the tool's choice, the validation accuracy of the propagation's alternatives: plain unit-length
+codes with no class mass normalisation and C = 1, power-normalised codes with no normalisation, and with the same
+mass for every class.
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ def plain_accuracy(x, y, labelled, x_eval, y_eval) -> float:
     return head.score(x_eval, y_eval)
 
 
-def sequence(x, y, revealable, propagation, choose, seed: int, evaluations: dict) -> list[dict]:
-    """Label in steps up to each budget; evaluations: {name: (codes, labels)} scored after each step."""
+def sequence(x, y, revealable, propagation, choose, seed: int, evaluations: dict, variants: dict | None = None):
+    """Label in steps up to each budget; evaluations: {name: (codes, labels)} scored after each step; variants:
+    {name: (Propagation, classifier options)} scored on validation only."""
     labels = np.full(len(x), -1)
     rows = []
     for budget in BUDGETS:
@@ -58,6 +62,10 @@ def sequence(x, y, revealable, propagation, choose, seed: int, evaluations: dict
             model, _ = propagation.classifier(labels, 10, seed=seed)
             for name, (xe, ye) in evaluations.items():
                 row[f"propagation_{name}"] = float((model.predict(xe) == ye).mean()) if model else 0.1
+            for name, (graph, options) in (variants or {}).items():
+                model, _ = graph.classifier(labels, 10, seed=seed, **options)
+                xe, ye = evaluations["validation"]
+                row[f"propagation {name}_validation"] = float((model.predict(xe) == ye).mean()) if model else 0.1
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -69,6 +77,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--cold-starts", default=",".join(map(str, COLD_STARTS)),
                         help="labels per class before uncertainty, each a tool variant (1000000: never)")
+    parser.add_argument("--ablation", action="store_true", help="also score the propagation's alternatives")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     codes = Codes.load(a.codes)
@@ -81,6 +90,11 @@ def main() -> None:
     t0 = time.perf_counter()
     propagation = Propagation(x)
     print(f"neighbour graph of {len(x):,} codes: {time.perf_counter() - t0:.1f} s", flush=True)
+    variants = {}
+    if a.ablation:
+        variants = {"unit codes, no normalisation, C=1": (Propagation(x, power=False), {"prior": "none", "c": 1.0}),
+                    "no normalisation": (propagation, {"prior": "none"}),
+                    "same mass per class": (propagation, {"prior": "equal"})}
     results = {"codes": codes.backbone, "runs": {}}
     for seed in map(int, a.seeds.split(",")):
         rng = np.random.default_rng(seed)
@@ -95,12 +109,13 @@ def main() -> None:
                 return choose_to_label(x, labels, n, seed=s_, propagation=propagation, offer=revealable,
                                        cold_start=_cold)
 
-            results["runs"][f"tool cold={cold}/{seed}"] = sequence(x, y, revealable, propagation, tool_choice, seed,
-                                                                   evaluations)
+            results["runs"][f"tool cold={cold}/{seed}"] = sequence(
+                x, y, revealable, propagation, tool_choice, seed, evaluations,
+                variants if cold == COLD_STARTS[-1] else None)
     summary = {}
     for name in sorted({k.split("/")[0] for k in results["runs"]}):
         runs = [v for k, v in results["runs"].items() if k.split("/")[0] == name]
-        for key in [k for k in runs[0][0] if k.startswith(("plain_", "propagation_"))]:
+        for key in [k for k in runs[0][0] if k.startswith(("plain_", "propagation"))]:
             summary[f"{name} | {key}"] = {r["labels"]: [float(np.median([run[i][key] for run in runs])),
                                                       min(run[i][key] for run in runs), max(run[i][key] for run in runs)]
                                          for i, r in enumerate(runs[0])}

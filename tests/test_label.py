@@ -13,12 +13,13 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 
-def blobs(per: int = 60, seed: int = 0):
-    """Three well separated groups of 32-d points."""
+def blobs(per: int = 60, seed: int = 0, noise_seed: int | None = None):
+    """Three well separated groups of 32-d points (noise_seed: other points around the same centres)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (3, 32)) * 5 + 10
     y = np.repeat(np.arange(3), per)
-    return (centres[y] + rng.normal(0, 1, (len(y), 32))).astype(np.float32), y
+    noise = rng if noise_seed is None else np.random.default_rng(noise_seed)
+    return (centres[y] + noise.normal(0, 1, (len(y), 32))).astype(np.float32), y
 
 
 def test_the_first_choices_cover_every_group_and_unsure_ones_come_when_asked():
@@ -50,29 +51,42 @@ def test_one_label_per_group_spreads_to_the_whole_group():
     spread = Propagation(x, neighbours=10)
     assert (spread.spread(labels).argmax(1) == y).mean() == 1.0
     model, _ = spread.classifier(labels)
-    fresh, truth = blobs(seed=0)
-    assert (model.predict(fresh) == truth).mean() >= 0.95  # the codes as extracted
+    fresh, truth = blobs(seed=0, noise_seed=7)
+    assert (model.predict(fresh) == truth).mean() >= 0.95  # new codes, as extracted
+    assert [model.predict(fresh[n:n + 1])[0] for n in (0, 60, 120)] == list(model.predict(fresh)[[0, 60, 120]])
 
 
-def test_a_class_with_many_labels_does_not_swallow_its_neighbour():
-    """Two touching groups, 20 labels in one and 1 in the other: the spreading as Zhou et al. write it (computed here
-    by hand on the same graph) lets the many labels flood the neighbour; class mass normalisation keeps it."""
-    from cnncodes.labeling.propagate import ALPHA, STEPS, power_normalised
-
-    rng = np.random.default_rng(1)
-    y = np.repeat([0, 1], 150)
+def two_groups(sizes, labelled, seed=1):
+    """Two touching groups of 16-d points along one axis, `labelled` random labels in each: (codes, truth, labels)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], sizes)
     x = (np.where(y[:, None] == 0, 0.0, 4.0) * np.eye(16)[0] + rng.normal(0, 1, (len(y), 16)) + 3).astype(np.float32)
     labels = np.full(len(y), -1)
-    labels[rng.choice(150, 20, replace=False)] = 0
-    labels[150 + rng.choice(150, 1)] = 1
+    for k, n in enumerate(labelled):
+        labels[rng.choice(np.flatnonzero(y == k), n, replace=False)] = k
+    return x, y, labels
+
+
+def test_class_mass_follows_the_prior_asked_for():
+    """Equal groups, 20 labels in one and 1 in the other: spread as Zhou et al. write it (prior "none"), the many
+    labels flood the neighbour; the same mass for every class keeps it. A group of 540 beside one of 60, labelled
+    in proportion: the same mass for every class floods the large group with the small one; the labels' shares
+    (the default) do not."""
+    from cnncodes.labeling.propagate import ALPHA, STEPS, power_normalised
+
+    x, y, labels = two_groups((150, 150), (20, 1))
     spread = Propagation(x)
-    given = np.eye(2)[np.maximum(labels, 0)] * (labels >= 0)[:, None]
+    accuracy = {prior: (spread.spread(labels, prior=prior).argmax(1) == y).mean() for prior in ("none", "equal")}
+    assert accuracy["none"] <= 0.6 and accuracy["equal"] >= 0.9, accuracy
+    given = np.eye(2)[np.maximum(labels, 0)] * (labels >= 0)[:, None]  # "none" is the plain iteration, by hand
     plain = given.copy()
     for _ in range(STEPS):
         plain = ALPHA * (spread.graph @ plain) + (1 - ALPHA) * given
-    plain_recall = (plain.argmax(1)[y == 1] == 1).mean()
-    balanced_recall = (spread.spread(labels).argmax(1)[y == 1] == 1).mean()
-    assert plain_recall < 0.5 and balanced_recall >= 0.9, (plain_recall, balanced_recall)
+    assert np.allclose(spread.spread(labels, prior="none"), plain / plain.sum(1, keepdims=True), atol=1e-5)
+    x, y, labels = two_groups((540, 60), (27, 3))
+    spread = Propagation(x)
+    accuracy = {prior: (spread.spread(labels, prior=prior).argmax(1) == y).mean() for prior in ("labels", "equal")}
+    assert accuracy["labels"] >= accuracy["equal"] + 0.05, accuracy
     root = np.sign(x) * np.sqrt(np.abs(x))
     expected = (root - root.mean(0)) / np.linalg.norm(root - root.mean(0), axis=1, keepdims=True)
     assert np.allclose(power_normalised(x)[0], expected, atol=1e-5)

@@ -217,7 +217,11 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.replace("{classes}", ", ".join(predictor.class_names).replace("<", "&lt;"))
+        import html
+
+        from .outputs.page import html_page
+
+        return html_page("cnncodes", BODY.replace("{classes}", html.escape(", ".join(predictor.class_names))), STYLE)
 
     return app
 
@@ -242,12 +246,12 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>cnncodes</title><style>
-body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em}
 #drop{border:3px dashed #888;border-radius:8px;padding:3em;text-align:center;color:#555}
 #drop.over{border-color:#36c;color:#36c} .item{display:flex;gap:1em;align-items:center;margin:.5em 0}
-.item img{width:96px;height:96px;object-fit:cover} .error{color:#b00}</style></head><body>
-<h1>cnncodes</h1><p>Classes: {classes}</p>
+.item img{width:96px;height:96px;object-fit:cover} .error{color:#b00}"""
+
+BODY = """<h1>cnncodes</h1><p>Classes: {classes}</p>
 <div id="drop">Drop images here, or <input type="file" id="pick" multiple accept="image/*"></div>
 <p><label><input type="checkbox" id="explain"> show where the network looked (heatmap of the top class)</label></p>
 <div id="out"></div>
@@ -276,4 +280,4 @@ drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add(
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", e => { e.preventDefault(); drop.classList.remove("over"); send([...e.dataTransfer.files]); });
 document.getElementById("pick").addEventListener("change", e => send([...e.target.files]));
-</script></body></html>"""
+</script>"""

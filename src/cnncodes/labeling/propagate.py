@@ -3,11 +3,13 @@ global consistency"), then a softmax head trained on every image with its spread
 spreading is. With few labels this uses the structure of all the codes, labelled or not.
 
 Both work on power-normalised codes (the signed square root of each activation, centred, unit length: Perronnin et
-al., ECCV 2010), and the spread scores give each class the same total mass before an image takes its best class
-(class mass normalisation, Zhu et al., ICML 2003), so that a class whose few labels sit in a dense region does not
-swallow its neighbours. Chosen on the validation split of the official CIFAR-10 archive's Lite0 codes
-(benchmarks/few_labels.py, docs/benchmarks.md): with 100 labels 84.1% -> 86.8% validation accuracy, with 1,000
-86.7% -> 88.3%; 20 neighbours and a self-training round (the classifier's probabilities spread again) did not help.
+al., ECCV 2010), and before an image takes its best class the spread scores get class mass normalisation (Zhu et
+al., ICML 2003): each class's total mass is set to its share of the labels (smoothed), so that the many labels of
+one class do not flood a neighbouring class, while a rare class stays rare. Compared on the validation split of the
+official CIFAR-10 archive's Lite0 codes by `python benchmarks/few_labels.py --ablation` (docs/benchmarks.md);
+giving every class the same mass scored about as well there (a balanced collection) but spread 8 to 14 points worse
+on a long-tailed one (class sizes 4,000 down to 161, random labels; the label shares: within a point of no
+normalisation).
 
 Written here rather than taken from scikit-learn: its LabelSpreading builds the neighbour graph itself with a
 brute-force search over the raw codes for every fit, while here the graph is built once per collection (the
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..heads.base import unit_rows
+from ..heads.base import normalize_codes, unit_rows
 
 NEIGHBOURS = 10  # fewer neighbours keep the spreading inside a class; 20 scored lower on validation at 100 labels
-C = 10.0  # the classifier's L2 strength (1 and 100 scored lower on validation at 100 and 1,000 labels)
+C = 10.0  # the classifier's inverse L2 strength (1 and 100 scored lower on validation at 100 and 1,000 labels)
+PRIORS = ("labels", "equal", "none")  # each class's spread mass: its share of the labels, the same for all, as spread
 ALPHA = 0.99  # how much a node listens to its neighbours rather than to its own label
 STEPS = 20
 CHUNK = 4096
@@ -28,53 +31,64 @@ FIT_ROWS = 20_000  # unlabelled images the classifier learns from (a seeded draw
 
 def power_normalised(codes, mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(signed square roots of the codes, centred on `mean` (theirs when None) and at unit length; that mean)."""
-    root = np.asarray(codes, np.float32)
-    root = np.sign(root) * np.sqrt(np.abs(root))
+    root = normalize_codes(codes, "sqrt")
     mean = root.mean(0) if mean is None else mean
-    return unit_rows(root - mean), mean
+    root -= mean
+    root /= np.linalg.norm(root, axis=1, keepdims=True) + 1e-12
+    return root, mean
 
 
 class SpreadClassifier:
-    """A logistic regression on power-normalised codes: predict and predict_proba take the codes as extracted."""
+    """A logistic regression on the codes as the graph saw them: predict and predict_proba take the codes as
+    extracted. classes_ holds the classes some image was given or spread to (predict_proba's columns)."""
 
-    def __init__(self, model, mean: np.ndarray):
-        self.model, self.mean = model, mean
+    def __init__(self, model, features):
+        self.model, self.features = model, features
         self.classes_ = model.classes_
 
     def predict(self, codes) -> np.ndarray:
-        return self.model.predict(power_normalised(codes, self.mean)[0])
+        return self.model.predict(self.features(codes))
 
     def predict_proba(self, codes) -> np.ndarray:
-        return self.model.predict_proba(power_normalised(codes, self.mean)[0])
+        return self.model.predict_proba(self.features(codes))
 
 
 class Propagation:
     """The neighbour graph of a collection's codes, built once; spread(labels) as often as labels change."""
 
-    def __init__(self, codes, neighbours: int = NEIGHBOURS):
+    def __init__(self, codes, neighbours: int = NEIGHBOURS, power: bool = True):
+        """power=False: plain unit-length codes (for comparison: benchmarks/few_labels.py --ablation)."""
         import scipy.sparse as sp
+        import torch  # its top-k: NumPy's argpartition took 6 minutes for 50,000 codes, torch.topk seconds
 
-        unit, self.mean = power_normalised(codes)
+        self.codes, self.power = codes, power
+        unit, self.mean = power_normalised(codes) if power else (unit_rows(codes), None)
         n = len(unit)
         k = max(1, min(neighbours, n - 1))
         rows, cols, weights = [], [], []
+        every = torch.from_numpy(unit)
         for start in range(0, n, CHUNK):
-            similarity = unit[start:start + CHUNK] @ unit.T
-            np.fill_diagonal(similarity[:, start:start + CHUNK], -np.inf)  # not one's own neighbour
-            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            similarity = every[start:start + CHUNK] @ every.T
+            similarity[:, start:start + CHUNK].fill_diagonal_(-torch.inf)  # not one's own neighbour
+            nearest_similarity, nearest = similarity.topk(k, dim=1)
             rows.append(np.repeat(np.arange(start, start + len(nearest)), k))
-            cols.append(nearest.ravel())
-            weights.append(np.maximum(np.take_along_axis(similarity, nearest, 1).ravel(), 0) ** 3)
+            cols.append(nearest.numpy().ravel())
+            weights.append(np.maximum(nearest_similarity.numpy().ravel(), 0) ** 3)
         graph = sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         graph = graph + graph.T
         degree = np.asarray(graph.sum(1)).ravel()
         scale = sp.diags(1 / np.sqrt(degree + 1e-12))
         self.graph = (scale @ graph @ scale).tocsr()
-        self.features = unit
 
-    def spread(self, labels: np.ndarray, n_classes: int | None = None) -> np.ndarray:
-        """labels: (N,) class index, -1 where unknown -> (N, classes) spread scores after class mass normalisation,
-        rows summing to 1 (uniform where no label reaches)."""
+    def features(self, codes) -> np.ndarray:
+        """Codes as the graph compares them (new codes are centred on this collection's mean)."""
+        return power_normalised(codes, self.mean)[0] if self.power else unit_rows(codes)
+
+    def spread(self, labels: np.ndarray, n_classes: int | None = None, prior: str = "labels") -> np.ndarray:
+        """labels: (N,) class index, -1 where unknown -> (N, classes) spread scores after class mass normalisation
+        (prior: one of PRIORS), rows summing to 1 (uniform where no label reaches)."""
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
         labels = np.asarray(labels)
         n_classes = n_classes or int(labels.max()) + 1
         given = np.zeros((len(labels), n_classes), np.float32)
@@ -83,17 +97,20 @@ class Propagation:
         scores = given.copy()
         for _ in range(STEPS):
             scores = ALPHA * (self.graph @ scores) + (1 - ALPHA) * given
-        scores /= np.maximum(scores.sum(0, keepdims=True), 1e-30)  # each class the same mass (none: stays 0)
+        if prior != "none":
+            mass = np.bincount(labels[known], minlength=n_classes) + 1.0 if prior == "labels" else np.ones(n_classes)
+            scores *= (mass / mass.sum()) / np.maximum(scores.sum(0), 1e-30)  # a class no label reached stays 0
         total = scores.sum(1, keepdims=True)
         return np.where(total > 0, scores / np.maximum(total, 1e-30), 1 / n_classes)
 
-    def classifier(self, labels: np.ndarray, n_classes: int | None = None, c: float = C, seed: int = 0):
-        """A logistic regression (scikit-learn; L2 strength c, on power-normalised codes) trained on the labelled
-        images and up to FIT_ROWS others with their spread labels, weighted by that label's share of its row:
-        (SpreadClassifier or None where fewer than two classes, spread scores)."""
+    def classifier(self, labels: np.ndarray, n_classes: int | None = None, c: float = C, seed: int = 0,
+                   prior: str = "labels"):
+        """A logistic regression (scikit-learn; inverse L2 strength c, on the codes as the graph saw them) trained
+        on the labelled images and up to FIT_ROWS others with their spread labels, weighted by that label's share
+        of its row: (SpreadClassifier or None where fewer than two classes, spread scores)."""
         from sklearn.linear_model import LogisticRegression
 
-        scores = self.spread(labels, n_classes)
+        scores = self.spread(labels, n_classes, prior)
         labels = np.asarray(labels)
         guess, weight = scores.argmax(1), scores.max(1)
         guess[labels >= 0], weight[labels >= 0] = labels[labels >= 0], 1
@@ -103,6 +120,6 @@ class Propagation:
         rows = np.sort(np.concatenate([np.flatnonzero(labels >= 0), others]))
         if len(np.unique(guess[rows])) < 2:
             return None, scores
-        model = LogisticRegression(C=c, max_iter=500).fit(self.features[rows], guess[rows],
-                                                          sample_weight=weight[rows])
-        return SpreadClassifier(model, self.mean), scores
+        x = self.features(np.asarray(self.codes)[rows])
+        model = LogisticRegression(C=c, max_iter=500).fit(x, guess[rows], sample_weight=weight[rows])
+        return SpreadClassifier(model, self.features), scores

@@ -24,6 +24,7 @@ from ..errors import CnnCodesError
 from .choose import choose_to_label, reduce_codes
 from .manifest import ChangedOutside, Manifest, check_class_name
 from ..heads.base import unit_rows
+from ..outputs.page import html_page
 from .propagate import Propagation
 
 PAGE_SIZE = 12
@@ -155,7 +156,7 @@ def create_app(session: LabellingSession):
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE
+        return html_page("cnncodes label", BODY, STYLE)
 
     @app.get("/api/state")
     async def state():
@@ -243,13 +244,13 @@ def label(folder, host: str = "127.0.0.1", port: int = 8000, backbone: str | Non
     uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
 
 
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>cnncodes label</title><style>
-body{font-family:system-ui,sans-serif;margin:1em 2em;color:#222} #grid{display:grid;grid-template-columns:repeat(auto-fill,180px);gap:10px}
+STYLE = """body{font-family:system-ui,sans-serif;margin:1em 2em;color:#222} #grid{display:grid;grid-template-columns:repeat(auto-fill,180px);gap:10px}
 .card{border:3px solid #ddd;border-radius:6px;padding:4px;text-align:center;font-size:13px}
 .card img{width:168px;height:168px;object-fit:contain;background:#f4f4f4} .card.focus{border-color:#36c}
 .card.done{opacity:.35} #status{margin:.5em 0} .error{color:#b00} kbd{border:1px solid #aaa;border-radius:3px;padding:0 3px}
-#classes span{margin-right:1em}</style></head><body>
-<h1>cnncodes label</h1>
+#classes span{margin-right:1em}"""
+
+BODY = """<h1>cnncodes label</h1>
 <p id="status"></p><p id="classes"></p><p id="message" class="error"></p>
 <p><kbd>1</kbd>-<kbd>9</kbd> or a class's first letter: label the framed image; <kbd>Enter</kbd>: take its suggestion;
 <kbd>Shift</kbd>+<kbd>Enter</kbd>: take the suggestions of the whole page; <kbd>+</kbd>: a new class;
@@ -317,4 +318,4 @@ document.addEventListener("keydown", async e => {
   }
 });
 load();
-</script></body></html>"""
+</script>"""
