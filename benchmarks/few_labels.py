@@ -13,8 +13,7 @@ After 10, 20, 50, 100, 200, 500 and 1,000 labels, test accuracy of:
                           a logistic regression on every image (labeling.Propagation.classifier)
 Median and range over the seeds. Goals: >= 60% with 10 labels, >= 85% with 100, >= 89% with 1,000.
 --ablation adds, for the tool's choice, the validation accuracy of the propagation's alternatives: plain unit-length
-codes with no class mass normalisation and C = 1, power-normalised codes with no normalisation, and with the same
-mass for every class.
+codes and C = 1, and class mass normalisation with the same mass for every class or the labels' shares. --long-tail 0.7: the same on a collection whose class k keeps 0.7**k of its images.
 """
 from __future__ import annotations
 
@@ -78,11 +77,19 @@ def main() -> None:
     parser.add_argument("--cold-starts", default=",".join(map(str, COLD_STARTS)),
                         help="labels per class before uncertainty, each a tool variant (1000000: never)")
     parser.add_argument("--ablation", action="store_true", help="also score the propagation's alternatives")
+    parser.add_argument("--long-tail", type=float, default=None, metavar="RATIO",
+                        help="class k of the collection keeps RATIO**k of its images (the test set stays whole)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     codes = Codes.load(a.codes)
     x_all, y_all, s = np.asarray(codes.vectors, np.float32), codes.labels, codes.splits
     collection = np.flatnonzero(s != "test")  # train + validation: the unlabelled collection
+    if a.long_tail:  # class k keeps ratio**k of its images (a seeded draw): a collection far from balanced
+        draw = np.random.default_rng(0)
+        collection = np.sort(np.concatenate([
+            draw.choice(rows, int(len(rows) * a.long_tail ** k), replace=False)
+            for k in range(len(codes.class_names)) for rows in [collection[y_all[collection] == k]]]))
+        print("long-tailed collection, images per class:", np.bincount(y_all[collection]).tolist(), flush=True)
     x, y = x_all[collection], y_all[collection]
     revealable = s[collection] == "train"
     val = s[collection] == "validation"
@@ -92,9 +99,9 @@ def main() -> None:
     print(f"neighbour graph of {len(x):,} codes: {time.perf_counter() - t0:.1f} s", flush=True)
     variants = {}
     if a.ablation:
-        variants = {"unit codes, no normalisation, C=1": (Propagation(x, power=False), {"prior": "none", "c": 1.0}),
-                    "no normalisation": (propagation, {"prior": "none"}),
-                    "same mass per class": (propagation, {"prior": "equal"})}
+        variants = {"unit codes, C=1": (Propagation(x, power=False), {"c": 1.0}),
+                    "same mass per class": (propagation, {"prior": "equal"}),
+                    "mass by label shares": (propagation, {"prior": "labels"})}
     results = {"codes": codes.backbone, "runs": {}}
     for seed in map(int, a.seeds.split(",")):
         rng = np.random.default_rng(seed)

@@ -288,8 +288,8 @@ def cmd_audit(a):
                              progress=_progress(a), data=a.data)
     print(f"{len(result.label_issues):,} likely label errors, {len(result.pairs):,} near-duplicate pairs "
           f"({len(result.leaks):,} train/test), {len(result.outliers):,} outliers -> {page}")
-    if result.weak_suggestions():
-        print(f"note: weak label suggestions: {result.weak_suggestions()}")
+    if weak := result.weak_suggestions():
+        print(f"note: weak label suggestions: {weak}")
 
 
 def cmd_similar(a):

@@ -16,6 +16,7 @@ JSON answer with the reason, and the server goes on. It never fetches anything: 
 """
 
 import hmac
+import html
 import queue
 import threading
 import time
@@ -23,6 +24,7 @@ from concurrent.futures import Future
 
 from .errors import CnnCodesError
 from .network import check_can_listen, is_loopback
+from .outputs.page import html_page
 
 MAX_BODY_MB = 50
 MAX_FILES = 64
@@ -217,10 +219,6 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        import html
-
-        from .outputs.page import html_page
-
         return html_page("cnncodes", BODY.replace("{classes}", html.escape(", ".join(predictor.class_names))), STYLE)
 
     return app

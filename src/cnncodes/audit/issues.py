@@ -51,15 +51,15 @@ class AuditResult:
 
     @property
     def probe_accuracy(self) -> float:
-        """How often the out-of-fold suggestion agrees with the given label: how far to trust the suggestions."""
+        """How often the out-of-fold suggestion agrees with the given label (train and validation images): how far
+        to trust the suggestions."""
         known = self.codes.splits != "test"
         return float((self.proba[known].argmax(1) == self.codes.labels[known]).mean())
 
     def weak_suggestions(self) -> str | None:
         """Why the label suggestions deserve little trust on this collection, or None."""
         known = self.codes.splits != "test"
-        counts = np.bincount(self.codes.labels[known], minlength=len(self.codes.class_names))
-        fewest = int(counts[counts > 0].min())
+        fewest = int(np.bincount(self.codes.labels[known], minlength=len(self.codes.class_names)).min())
         if fewest >= FEW_PER_CLASS:
             return None
         return (f"the smallest class has {fewest} labelled images: with fewer than {FEW_PER_CLASS} per class the "

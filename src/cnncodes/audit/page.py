@@ -91,7 +91,7 @@ codes at least the threshold, or copies: code neighbours whose small grey thumbn
 ({leaked_test:,} of the {n_test:,} test images have a near-duplicate outside the test split); the {len(result.outliers):,} most atypical images.
 Full ranked lists: label_issues.csv, duplicates.csv, outliers.csv. Time: {timing}. Label errors come from
 out-of-fold probabilities of a softmax probe with L2 strength C = {result.probe_c:g}{probe_how}; its suggestion
-agrees with the given label on {result.probe_accuracy:.1%} of the labelled images.</p>
+agrees with the given label on {result.probe_accuracy:.1%} of the train and validation images.</p>
 <h2>Likely label errors (most likely first)</h2>{warning}{issues or "<p>none</p>"}
 <h2>Train/test near-duplicates (leaks)</h2>{pair_cards(leaks, result.similarity[result.leaks[:GALLERY]]) or "<p>none</p>"}
 <h2>Other near-duplicates</h2>{pair_cards(others, result.similarity[other_rows]) or "<p>none</p>"}
