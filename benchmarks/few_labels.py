@@ -13,7 +13,7 @@ After 10, 20, 50, 100, 200, 500 and 1,000 labels, test accuracy of:
                           a logistic regression on every image (labeling.Propagation.classifier)
 Median and range over the seeds. Goals: >= 60% with 10 labels, >= 85% with 100, >= 89% with 1,000.
 --ablation adds, for the tool's choice, the validation accuracy of the propagation's alternatives: plain unit-length
-codes and C = 1, and class mass normalisation with the same mass for every class or the labels' shares. --long-tail 0.7: the same on a collection whose class k keeps 0.7**k of its images.
+codes and C = 1, no class mass normalisation, and the same mass for every class. --long-tail 0.7: the same on a collection whose class k keeps 0.7**k of its images.
 """
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ def main() -> None:
     variants = {}
     if a.ablation:
         variants = {"unit codes, C=1": (Propagation(x, power=False), {"c": 1.0}),
-                    "same mass per class": (propagation, {"prior": "equal"}),
-                    "mass by label shares": (propagation, {"prior": "labels"})}
+                    "no class mass normalisation": (propagation, {"prior": "none"}),
+                    "same mass per class": (propagation, {"prior": "equal"})}
     results = {"codes": codes.backbone, "runs": {}}
     for seed in map(int, a.seeds.split(",")):
         rng = np.random.default_rng(seed)

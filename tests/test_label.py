@@ -71,7 +71,7 @@ def test_class_mass_follows_the_prior_asked_for():
     """Equal groups, 20 labels in one and 1 in the other: spread as Zhou et al. write it (prior "none"), the many
     labels flood the neighbour; the same mass for every class keeps it. A group of 540 beside one of 60, labelled
     in proportion: the same mass for every class floods the large group with the small one; the labels' shares
-    and no normalisation (the default) do not."""
+    (the default) and no normalisation do not."""
     from cnncodes.labeling.propagate import ALPHA, STEPS, power_normalised
 
     x, y, labels = two_groups((150, 150), (20, 1))
@@ -88,7 +88,7 @@ def test_class_mass_follows_the_prior_asked_for():
     accuracy = {prior: (spread.spread(labels, prior=prior).argmax(1) == y).mean()
                 for prior in ("none", "labels", "equal")}
     assert min(accuracy["none"], accuracy["labels"]) >= accuracy["equal"] + 0.05, accuracy
-    assert np.array_equal(spread.spread(labels), spread.spread(labels, prior="none"))
+    assert np.array_equal(spread.spread(labels), spread.spread(labels, prior="labels"))
     root = np.sign(x) * np.sqrt(np.abs(x))
     expected = (root - root.mean(0)) / np.linalg.norm(root - root.mean(0), axis=1, keepdims=True)
     assert np.allclose(power_normalised(x)[0], expected, atol=1e-5)
