@@ -4,9 +4,9 @@ Typical and diverse images: k-means over all the codes with as many clusters as 
 cluster that holds no labelled image yet, largest first, the image nearest its centre (the cold-start choice of
 TypiClust, Hacohen et al., ICML 2022, with "nearest the centre" for "densest"). With cold_start=K, once every class
 seen has K labels, the images the spread labels are least sure of (smallest gap between the two best classes), kept
-diverse the same way, come instead. By validation accuracy in benchmarks/few_labels.py that switch hurts (after 10
-labels per class, 81.0% at 500 labels and 77.4% at 1,000, against 86.1% and 86.3% without it: the unsure images
-sit between classes and mislead the spreading), so by default it never happens.
+diverse the same way, come instead. By validation accuracy in benchmarks/few_labels.py (seed 0) that switch hurts
+(after 10 labels per class, 85.2% at 500 labels and 83.9% at 1,000, against 87.4% and 88.1% without it: the unsure
+images sit between classes and mislead the spreading), so by default it never happens.
 """
 from __future__ import annotations
 
