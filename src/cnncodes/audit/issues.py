@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codes.view import Codes
+from ..codes.view import Codes, self_similarity_blocks
 from ..errors import CnnCodesError
 
 PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
@@ -118,13 +118,9 @@ def scan(x: np.ndarray, threshold: float, k: int = NEIGHBOURS, block: int = 2048
     (cleanlab's nearest-neighbour outlier score would run a second, scikit-learn, neighbour search)."""
     import torch
 
-    v = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-    k = min(k, len(v) - 1)
-    pairs, sims, knn = [], [], np.zeros(len(v), np.float32)
-    for start in range(0, len(v), block):
-        s = v[start:start + block] @ v.T
-        rows = torch.arange(len(s))
-        s[rows, rows + start] = -2.0  # not its own neighbour
+    k = min(k, len(x) - 1)
+    pairs, sims, knn = [], [], np.zeros(len(x), np.float32)
+    for start, s in self_similarity_blocks(x, block):
         knn[start:start + len(s)] = s.topk(k, dim=1).values.mean(1).numpy()
         r, c = torch.nonzero(s >= threshold, as_tuple=True)
         keep = c > r + start

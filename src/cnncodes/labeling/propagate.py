@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codes.view import self_similarity_blocks
 from ..heads.base import normalize_codes, unit_rows
 
 NEIGHBOURS = 10  # fewer neighbours keep the spreading inside a class; 20 scored lower on validation at 100 labels
@@ -60,17 +61,13 @@ class Propagation:
     def __init__(self, codes, neighbours: int = NEIGHBOURS, power: bool = True):
         """power=False: plain unit-length codes (for comparison: benchmarks/few_labels.py --ablation)."""
         import scipy.sparse as sp
-        import torch  # its top-k: NumPy's argpartition took 6 minutes for 50,000 codes, torch.topk seconds
 
         self.codes, self.power = codes, power
         unit, self.mean = power_normalised(codes) if power else (unit_rows(codes), None)
         n = len(unit)
         k = max(1, min(neighbours, n - 1))
         rows, cols, weights = [], [], []
-        every = torch.from_numpy(unit)
-        for start in range(0, n, CHUNK):
-            similarity = every[start:start + CHUNK] @ every.T
-            similarity[:, start:start + CHUNK].fill_diagonal_(-torch.inf)  # not one's own neighbour
+        for start, similarity in self_similarity_blocks(unit, CHUNK):
             nearest_similarity, nearest = similarity.topk(k, dim=1)
             rows.append(np.repeat(np.arange(start, start + len(nearest)), k))
             cols.append(nearest.numpy().ravel())
