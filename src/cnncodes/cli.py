@@ -67,6 +67,8 @@ def _data_options(p, splits: bool = True):
 
 
 def _extract_options(p, backbone=True):
+    from .codes.runtime import RUNTIMES
+
     g = p.add_argument_group("extraction")
     if backbone:
         g.add_argument("--backbone", default=None, help="network, or several joined by + (see `cnncodes backbones`; "
@@ -81,7 +83,7 @@ def _extract_options(p, backbone=True):
     g.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda[:N]")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 where the hardware has it (codes within 0.3 points of fp32)")
-    g.add_argument("--runtime", default=None, choices=["auto", "torch", "onnx", "onnx-int8"], help="what "
+    g.add_argument("--runtime", default=None, choices=["auto", *RUNTIMES], help="what "
                    "computes the codes: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (quantised, calibrated on "
                    "training images); auto: torch on a GPU or a CPU with bf16, else onnx (1.9x torch there). Default: "
                    "auto, or for a saved model the runtime of its codes; see docs/benchmarks.md, Speed")
