@@ -1,7 +1,9 @@
+import contextlib
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,61 @@ def need_shared(sub: str = "") -> Path:
     return path
 
 
-def cli(*args, cwd=None):
-    """The command line in a fresh process, quiet, without the malloc re-exec."""
-    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
-    return subprocess.run([sys.executable, "-m", "cnncodes", "--quiet", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=600)
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """The command line as a fresh process runs it (quiet, without the malloc re-exec), but in this process: its
+    exit code, and everything written to stdout and stderr, by Python or by native code (ONNX Runtime), with the
+    warnings shown as a process shows them. A process per command spent minutes of the suite importing torch and
+    scikit-learn again; what only a real process shows (signals, the entry point, the re-exec) has tests of its own."""
+    import io
+    import tempfile
+    import traceback
+
+    from cnncodes.cli import main
+
+    argv = ["--quiet", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    with tempfile.TemporaryFile() as native_out, tempfile.TemporaryFile() as native_err, \
+            _native_output_to(native_out, native_err), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err), warnings.catch_warnings(), \
+            contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
+        warnings.resetwarnings()  # then Python's defaults: each warning once per place, these categories never
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.showwarning = _show_warning
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: --help, bad arguments
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # noqa: BLE001 - what a process does with an uncaught error: traceback, exit code 1
+            traceback.print_exc()
+            code = 1
+        return subprocess.CompletedProcess(argv, code, out.getvalue() + _read(native_out),
+                                           err.getvalue() + _read(native_err))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _native_output_to(out_file, err_file):
+    """File descriptors 1 and 2 pointed at the files for the block (what native code writes)."""
+    saved = []
+    for fd, target in ((1, out_file), (2, err_file)):
+        (sys.__stdout__ if fd == 1 else sys.__stderr__).flush()
+        saved.append(os.dup(fd))
+        os.dup2(target.fileno(), fd)
+    try:
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _read(native) -> str:
+    native.seek(0)
+    return native.read().decode(errors="replace")
 
 
 @pytest.fixture(autouse=True, scope="session")

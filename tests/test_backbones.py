@@ -94,9 +94,10 @@ def test_inception_module_equals_the_scripted_2015_graph():
 @pytest.mark.slow
 def test_inception_codes_separate_cifar_classes():
     """No classifier ships with the 2015 graph: a probe on its codes must find the classes (random or
-    mismatched weights fall far below). Measured: 0.80 with 200 train / 200 test exact images. The probe is
-    robust to pixel scaling, so the scaling and resize are pinned by test_inception_preprocessing_is_the_graphs."""
-    assert checks.inception_probe_accuracy(need_shared("cifar10-exact"), 200, 200) >= 0.75
+    mismatched weights fall far below). Measured: 0.73 with 100 train / 100 test exact images (0.80 with 200 /
+    200, twice the time). The probe is robust to pixel scaling, so the scaling and resize are pinned by
+    test_inception_preprocessing_is_the_graphs."""
+    assert checks.inception_probe_accuracy(need_shared("cifar10-exact"), 100, 100) >= 0.6
 
 
 def test_inception_preprocessing_is_the_graphs():
