@@ -196,10 +196,12 @@ def test_pixel_graphs_give_the_network_graphs_codes_bit_for_bit(tiny_folder):
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
-def test_onnx_codes_do_not_depend_on_how_the_work_is_split(tiny_folder, tmp_path):
+@pytest.mark.parametrize("runtime", ["onnx-int8", "onnx"])
+def test_onnx_codes_do_not_depend_on_how_the_work_is_split(tiny_folder, tmp_path, runtime):
     """ONNX Runtime runs as concurrent one-threaded runs of a few images, fed by workers that decode their own
-    batches: the codes, their order and the skip reasons must be those of one image per run, whatever the batch
-    size and the number of workers."""
+    batches, or, for fewer images than cores, as one run whose operators use every core: the codes, their order and
+    the skip reasons must be those of one image per one-threaded run, whatever the batch size and the number of
+    workers."""
     import shutil
 
     from cnncodes.backbones import get_backbone
@@ -214,7 +216,7 @@ def test_onnx_codes_do_not_depend_on_how_the_work_is_split(tiny_folder, tmp_path
     (folder / "bars" / "007.png").write_bytes(b"not an image")
     ds = load_dataset(str(folder))
     spec = get_backbone("efficientnet_lite0")
-    session = Session(codes_graph(spec, "onnx-int8", default_cache_dir(), Calibration(ds, spec)), threads=3)
+    session = Session(codes_graph(spec, runtime, default_cache_dir(), Calibration(ds, spec)), threads=3)
     items = [prepare(ds.read, i, spec) for i in range(len(ds))]
     broken = [i for i, item in enumerate(items) if isinstance(item, str)]
     assert len(broken) == 1
@@ -228,6 +230,10 @@ def test_onnx_codes_do_not_depend_on_how_the_work_is_split(tiny_folder, tmp_path
         assert [i for chunk, _, _ in parts for i in chunk] == list(range(len(ds)))
         np.testing.assert_array_equal(np.concatenate([codes for _, codes, _ in parts]), one_by_one)
         assert {i: why for _, _, bad in parts for i, why in bad.items()} == {broken[0]: items[broken[0]]}
+    for few in ([0], [broken[0] - 1, broken[0]], [0, 1, 2]):  # fewer images than the 4 cores: operators spread
+        parts = list(encode(ds.read, few, spec, session, device="cpu", precision="fp32", batch_size=64, threads=4))
+        assert len(parts) == 1 and list(parts[0][0]) == few and set(parts[0][2]) == set(few) & set(broken)
+        np.testing.assert_array_equal(parts[0][1], one_by_one[few])
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
@@ -246,8 +252,8 @@ def test_predict_with_an_int8_run_uses_its_int8_codes(tiny_folder, tmp_path):
 def test_export_refuses_what_it_cannot_export(tiny_folder, tmp_path):
     from cnncodes.export import OnnxModel, export_model
 
-    run_experiment(RunSettings(data=str(tiny_folder), backbone="efficientnet_lite0+efficientnet_lite1"), tmp_path / "two",
-                   report=False, progress=False)
+    run_experiment(RunSettings(data=str(tiny_folder), backbone="efficientnet_lite0+efficientnet_lite1", runtime="torch"),
+                   tmp_path / "two", report=False, progress=False)  # torch: no ONNX graph of Lite1 to build first
     with pytest.raises(CnnCodesError, match="one backbone"):
         export_model(tmp_path / "two", tmp_path / "two.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a graph")

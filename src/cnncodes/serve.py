@@ -107,7 +107,10 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     path = Path(model_path)
     predictor = Predictor(path / "model.npz" if path.is_dir() else path)
     slots = threading.BoundedSemaphore(max(1, cpu_count()))
-    batcher = Batcher(lambda images: predictor(images, top_k))
+    # A lone request's image has its operators spread over every core; while other requests are read, parsed and
+    # answered, images run one per core (operator threads that share cores with HTTP wait for each other)
+    in_flight = [0]  # /predict requests between arrival and answer (counted on the event loop)
+    batcher = Batcher(lambda images: predictor(images, top_k, spread=in_flight[0] <= 1))
     max_bytes = int(max_body_mb * 2**20)
     app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
 
@@ -141,17 +144,17 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.middleware("http")
-    async def limits(request: Request, call_next):
-        if request.url.path == "/predict":
-            sent = request.headers.get("authorization", "")
-            if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > max_bytes:
-                return error(413, f"the request body has {int(length):,} bytes; this server takes at most "
-                                  f"{max_bytes:,} (--max-body-mb)")
-        return await call_next(request)
+    def refused(request: Request) -> JSONResponse | None:
+        """The answer to a request whose body is not worth reading (no token or a wrong one, a body declared too
+        large), else None. Checked in the endpoint: an HTTP middleware of the framework cost each request time."""
+        sent = request.headers.get("authorization", "")
+        if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            return error(413, f"the request body has {int(length):,} bytes; this server takes at most "
+                              f"{max_bytes:,} (--max-body-mb)")
+        return None
 
     def counted(request: Request):
         """The request's body, stopped at max_bytes however it is sent (chunked bodies have no Content-Length)."""
@@ -176,6 +179,16 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     async def predict(request: Request, explain: bool = False):
         """Top classes of each image sent as form field `file` (repeat the field for several images); with
         explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""
+        answer = refused(request)
+        if answer is not None:
+            return answer
+        in_flight[0] += 1
+        try:
+            return await answer_images(request, explain)
+        finally:
+            in_flight[0] -= 1
+
+    async def answer_images(request: Request, explain: bool) -> JSONResponse:
         if explain and explainer() is None:
             return error(400, unexplained)
         try:
@@ -215,7 +228,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                    for n, r, m in zip(names, results, maps)]
         if all("error" in a for a in answers):
             return JSONResponse({"error": "no image could be used", "images": answers}, status_code=422)
-        return {"images": answers, "milliseconds": round(seconds * 1000, 2)}
+        return JSONResponse({"images": answers, "milliseconds": round(seconds * 1000, 2)})
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

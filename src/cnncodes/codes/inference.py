@@ -91,13 +91,18 @@ def encode_batch(items: Sequence, model, spec: Backbone, device: str, precision:
 
 
 def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, device: str, precision: str,
-           batch_size: int, threads: int) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
+           batch_size: int, threads: int, spread: bool = True) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
     """(indices, codes, {index: reason}) batch by batch, in order.
 
     PyTorch runs each batch on all cores (its operators are parallel) while the next batches decode in `threads`
     threads; an ONNX Runtime session is run by `threads` workers at once, each decoding its own batch and running
-    it on one core, so that no core waits for another (onnx_graphs.Session)."""
+    it on one core, so that no core waits for another (onnx_graphs.Session); spread: fewer images than `threads` run
+    as one call whose operators use every core (where nothing else needs the cores meanwhile)."""
     if isinstance(model, Session):
+        if spread and len(indices) < threads:  # too few images for a run per core
+            yield _chunk_codes(indices, [prepare(read, i, spec) for i in indices], model.with_threads(threads), spec,
+                               device, precision)
+            return
         yield from _encode_in_workers(read, indices, spec, model.with_threads(1), device, precision, batch_size,
                                       threads)
         return

@@ -97,27 +97,19 @@ class Session:
 
     Why not ONNX Runtime's operator threads: they wait for each other at the end of every operator (and for the
     cores the decoding threads hold), while runs on different images never wait (benchmarks/extract_parts.py).
-    Every image's codes are the same either way, bit for bit."""
+    Only a call with fewer runs than cores (a server's lone image) has its operators spread over the cores, by a
+    second session built on first use. Every image's codes are the same either way, bit for bit (tested)."""
 
     def __init__(self, graph: Path | bytes, threads: int | None = None):
         """graph: a file, or its bytes (what Ray ships to its workers); threads: the CPUs it may use (default: all
         this process may use; a Ray actor gets its share)."""
-        import onnxruntime as ort
-
         _require()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
-        ort.set_default_logger_severity(3)  # (unused initializers it removes are reported by the default logger)
-        try:
-            self.session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # InvalidProtobuf, NoSuchFile, Fail...: onnxruntime's own exception types
-            where = "the graph" if isinstance(graph, bytes) else graph
-            raise CnnCodesError(f"{where} is not an ONNX model ONNX Runtime can run ({str(exc).splitlines()[0]})") from None
+        self.graph = graph
+        self.session = _ort_session(graph, operator_threads=1)
         self.threads = threads or process.cpu_count()
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._spread = {}  # operator threads -> the session whose operators use them (shared by with_threads' views)
 
     def with_threads(self, threads: int) -> "Session":
         """The same session (one copy of the weights) run `threads` at a time: 1 for callers that run it from
@@ -129,10 +121,16 @@ class Session:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[0]
 
-    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output of the graph for the batch, in the graph's order."""
+    def outputs(self, batch: np.ndarray, spread: bool = True) -> list[np.ndarray]:
+        """Every output of the graph for the batch, in the graph's order. spread: where its runs cannot fill the
+        cores, each run's operators use them all (False where other work needs the cores meanwhile)."""
         parts = [batch[s:s + RUN_IMAGES] for s in range(0, len(batch), RUN_IMAGES)] or [batch]
-        if self.threads == 1 or len(parts) == 1:
+        if spread and 1 < self.threads and len(parts) < self.threads:
+            if self.threads not in self._spread:
+                self._spread[self.threads] = _ort_session(self.graph, operator_threads=self.threads)
+            session = self._spread[self.threads]
+            done = [session.run(None, {self.input_name: part}) for part in parts]
+        elif self.threads == 1 or len(parts) == 1:
             done = [self._run(part) for part in parts]
         else:
             with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL in runs
@@ -141,6 +139,22 @@ class Session:
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: batch})
+
+
+def _ort_session(graph: Path | bytes, operator_threads: int):
+    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = operator_threads, 1
+    options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
+    ort.set_default_logger_severity(3)  # (unused initializers it removes are reported by the default logger)
+    try:
+        return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # InvalidProtobuf, NoSuchFile, Fail...: onnxruntime's own exception types
+        where = "the graph" if isinstance(graph, bytes) else graph
+        raise CnnCodesError(f"{where} is not an ONNX model ONNX Runtime can run ({str(exc).splitlines()[0]})") from None
 
 
 CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales
