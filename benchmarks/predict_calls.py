@@ -1,9 +1,11 @@
-"""Prediction in one process by calls of a few images, as a server makes them, with one and with two BLAS threads.
+"""Prediction in one process by calls of a few images, as a server makes them: with one and with two BLAS threads,
+and with the operators of a call of fewer images than cores spread over the cores or not (`Predictor(spread=)`).
 
     python benchmarks/predict_calls.py --model RUN --images ../shared/data/cifar10-exact/test [--calls 1,4,64]
 
-The same 256 images through `Predictor` in calls of N images each; printed per call size and BLAS thread count:
-images/s and CPU milliseconds per image (the process's CPU time: threads that spin show here, not in wall time).
+The same 256 images through `Predictor` in calls of N images each; printed per call size, BLAS thread count and
+spreading: images/s, the median milliseconds of a call, and CPU milliseconds per image (the process's CPU time:
+threads that spin show here, not in wall time).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -28,15 +32,20 @@ def main():
     predictor = Predictor(args.model)
     blobs = [path.read_bytes() for path in list_images([args.images])[:256]]
     predictor(blobs[:8])  # warm-up
-    print("| BLAS threads | images per call | images/s | CPU ms per image |\n|---|---|---|---|")
+    print("| BLAS threads | operators spread | images per call | images/s | ms per call (median) | CPU ms per image |\n"
+          "|---|---|---|---|---|---|")
     for threads in (2, 1):
         with threadpool_limits(threads, user_api="blas"):
-            for size in map(int, args.calls.split(",")):
-                wall, cpu = time.perf_counter(), time.process_time()
-                for start in range(0, len(blobs), size):
-                    predictor(blobs[start:start + size])
-                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                print(f"| {threads} | {size} | {len(blobs) / wall:.1f} | {1000 * cpu / len(blobs):.1f} |", flush=True)
+            for spread in (True, False):
+                for size in map(int, args.calls.split(",")):
+                    calls, cpu = [], time.process_time()
+                    for start in range(0, len(blobs), size):
+                        t0 = time.perf_counter()
+                        predictor(blobs[start:start + size], spread=spread)
+                        calls.append(time.perf_counter() - t0)
+                    cpu = time.process_time() - cpu
+                    print(f"| {threads} | {'yes' if spread else 'no'} | {size} | {len(blobs) / sum(calls):.1f} | "
+                          f"{1000 * np.median(calls):.1f} | {1000 * cpu / len(blobs):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     def refused(request: Request) -> JSONResponse | None:
         """The answer to a request whose body is not worth reading (no token or a wrong one, a body declared too
-        large), else None. Checked in the endpoint: an HTTP middleware of the framework cost each request time."""
+        large), else None. Checked in the endpoint: an HTTP middleware of the framework passes every request through
+        extra streams and tasks."""
         sent = request.headers.get("authorization", "")
         if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
             return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
