@@ -6,7 +6,11 @@ session = ort.InferenceSession(sys.argv[1])
 recipe = json.loads(session.get_modelmeta().custom_metadata_map["cnncodes"])
 size, crop, small_crop = (recipe["preprocess"][k] for k in ("size", "crop", "small_crop"))
 for path in sys.argv[2:]:
-    img = Image.open(path)
+    try:
+        img = Image.open(path)
+    except OSError as exc:  # not an image, or not readable
+        print(path, "error", exc, file=sys.stderr)
+        continue
     if img.format == "JPEG":  # decode big photos at reduced size, never below what the crop keeps
         img.draft("RGB", (int(size / crop) if crop else size,) * 2)
     img = ImageOps.exif_transpose(img)  # as the camera held it
@@ -26,5 +30,8 @@ for path in sys.argv[2:]:
     img = img.resize((w, h), Image.BICUBIC).crop((left, top, left + size, top + size))
     outputs = session.run(None, {"pixels": np.asarray(img)[None]})
     p, unknown = outputs[0][0], recipe.get("unknown")  # unknown: the threshold of the unknown score (outputs[1])
-    answer = "unknown" if unknown and outputs[1][0] > unknown["threshold"] else recipe["class_names"][p.argmax()]
-    print(path, answer, f"{p.max():.3f}")
+    nearest = f"{recipe['class_names'][p.argmax()]} {p.max():.3f}"  # the top class and its probability
+    if unknown and outputs[1][0] > unknown["threshold"]:
+        print(path, "unknown", f"score {outputs[1][0]:.3f} > {unknown['threshold']:.3f}; nearest", nearest)
+    else:
+        print(path, nearest)

@@ -138,6 +138,8 @@ def test_similar_command_finds_the_original_of_a_copy(copied_run, tmp_path):
     assert len(neighbours) == 3 and not any(n.startswith("test/cat/resized.png") for n in neighbours)  # not itself
     assert neighbours[0].startswith("train/cat/")  # its original first
     assert "skipped" in result.stdout and (tmp_path / "similar.html").read_text().count("<img") >= 4
+    assert "not listed as its own neighbour" in result.stdout  # said on the console and on the page
+    assert "not listed as its own neighbour" in (tmp_path / "similar.html").read_text()
 
 
 @pytest.mark.slow  # real images through the network

@@ -60,9 +60,11 @@ def test_report_command_rebuilds_the_page(finished_run):
 
 
 def test_train_after_run_leaves_no_files_of_the_first_run(tiny_folder, tmp_path):
-    assert cli("run", "--data", tiny_folder, "--out", tmp_path).returncode == 0
+    run = cli("run", "--data", tiny_folder, "--out", tmp_path)
+    assert run.returncode == 0 and "see the 95% interval below" in run.stdout  # a test split of under 100 images
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "report.html").exists()
-    assert cli("train", "--data", tiny_folder, "--head", "sgd", "--out", tmp_path).returncode == 0
+    train = cli("train", "--data", tiny_folder, "--head", "sgd", "--out", tmp_path)
+    assert train.returncode == 0 and "interval" not in train.stdout  # train never scores the test split
     left = {p.name for p in tmp_path.iterdir()}
     graphs = {"graphs"} if json.loads((tmp_path / "settings.json").read_text())["runtime"] != "torch" else set()
     assert left == {"model.npz", "settings.json", "curve.json", "skipped.tsv"} | graphs, left  # the ONNX graphs of its codes
@@ -391,3 +393,11 @@ def test_newcomers_mistakes_get_messages_that_name_them(finished_run, tiny_folde
     assert folder_for_csv.returncode == 2 and f"--data {holder / 'labels.csv'}" in folder_for_csv.stderr
     port = cli("serve", out, "--port", "99999")
     assert port.returncode == 2 and "at most 65535" in port.stderr and "Traceback" not in port.stderr
+    import shutil
+
+    shutil.copytree(tiny_folder, tmp_path / "few")  # the only bars image labelled is filed as test
+    rows = [f"discs/{i:03d}.png,discs,{'test' if i < 4 else 'train'}" for i in range(12)] + ["bars/000.png,bars,test"]
+    (tmp_path / "few" / "labels.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    lonely = cli("run", "--data", tmp_path / "few" / "labels.csv", "--out", tmp_path / "lonely")
+    assert lonely.returncode == 2 and "the train split holds images of one class only" in lonely.stderr
+    assert "test              5  (bars 1, discs 4)" in lonely.stderr and "Traceback" not in lonely.stderr

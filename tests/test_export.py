@@ -78,12 +78,18 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
     assert predict_images(without, test_images[:2])[0].unknown_score is None
 
     # the README's snippet: ONNX Runtime, numpy and Pillow, no cnncodes
-    run = subprocess.run([sys.executable, str(SNIPPET), str(tmp_path / "model.onnx"), *map(str, test_images)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    for line, top in zip(run.stdout.splitlines(), ours):
-        path, name, p = line.rsplit(" ", 2)
-        assert name == top.label and abs(float(p) - top.top[0][1]) < 2e-3, line
+    (tmp_path / "notes.txt").write_text("not an image")
+    run = subprocess.run([sys.executable, str(SNIPPET), str(tmp_path / "model.onnx"), *map(str, test_images),
+                          str(tmp_path / "notes.txt")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "notes.txt error" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == len(ours)
+    for line, top in zip(lines, ours):  # "path class p" or "path unknown score S > T; nearest class p"
+        words = line.split(" ")
+        assert (words[1] == "unknown") == top.unknown, line
+        assert words[-2] == top.top[0][0] and abs(float(words[-1]) - top.top[0][1]) < 2e-3, line
+        if top.unknown:
+            assert abs(float(words[3]) - top.unknown_score) < 1e-2, line
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass

@@ -254,3 +254,20 @@ def test_a_small_validation_split_hands_the_choice_of_c_to_cross_validation():
     assert head.best_c_ == min(losses, key=losses.get)  # the C of the lowest cross-validated log-loss
     assert [r["log_loss"] for r in head.search_] == pytest.approx([losses[c] for c in sorted(grid)], rel=1e-3)
     assert head.score(x[60:], y[60:]) > 0.6
+
+
+def test_metrics_of_a_test_split_without_some_class_match_sklearn_and_stay_quiet():
+    """A test split with no image of a class the head predicts: balanced accuracy averages the recalls of the classes
+    present (scikit-learn's definition), interval and all, and no scikit-learn warning reaches the user (the run
+    prints its own)."""
+    import warnings
+
+    from cnncodes.outputs.metrics import classification_metrics
+
+    y_true = np.array([0, 0, 0, 2, 2])
+    proba = np.eye(3)[[0, 1, 0, 2, 1]]  # one image of each present class called 1, which has no test image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = classification_metrics(y_true, proba, ["a", "b", "c"])
+    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert metrics["accuracy"] == pytest.approx(3 / 5) and metrics["per_class"]["b"]["images"] == 0

@@ -169,7 +169,7 @@ def _run_or_train(a, evaluate_test: bool):
     result = run_experiment(_settings(a), a.out, report=evaluate_test and not a.no_report, evaluate_test=evaluate_test,
                             progress=_progress(a))
     codes = result.codes
-    print("\n".join(split_lines(codes.splits, codes.labels, codes.class_names)))
+    print("\n".join(split_lines(codes.splits, codes.labels, codes.class_names, scored=evaluate_test)))
     skipped = result.codes.skipped
     if skipped:
         print(f"skipped {len(skipped)} unusable file{'s' * (len(skipped) != 1)} (all listed with reasons in "
@@ -296,7 +296,7 @@ def cmd_audit(a):
 
 def cmd_similar(a):
     from .predict import list_images
-    from .audit.similar import write_similar_page
+    from .audit.similar import SELF_EXCLUDED, write_similar_page
     from .pipeline import similar_images
 
     images = list_images(a.images)
@@ -310,7 +310,7 @@ def cmd_similar(a):
             print(f"{path}: " + ", ".join(f"{codes.ids[row]} {sim:.3f}" for row, sim in result))
     if all(isinstance(r, str) for r in found):
         raise CnnCodesError("no query image could be read")
-    print(f"page: {write_similar_page(images, found, codes, dataset, a.out)}")
+    print(f"({SELF_EXCLUDED})\npage: {write_similar_page(images, found, codes, dataset, a.out)}")
 
 
 def cmd_report(a):

@@ -12,6 +12,10 @@ from ..files import atomic_write
 from ..data.images import BadImage, load_rgb, square_thumbnail
 
 
+SELF_EXCLUDED = ("A query that is itself in the collection is not listed as its own neighbour, nor are files "
+                 "with the same content (its copies).")
+
+
 def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out) -> Path:
     """One strip per query: the query image, then its neighbours with id, label and similarity."""
     index = dataset.row_of() if dataset is not None else {}
@@ -40,7 +44,7 @@ def write_similar_page(images: Sequence, found: list, codes: Codes, dataset, out
 vertical-align:top} figcaption{overflow-wrap:anywhere} img{width:96px;height:96px;image-rendering:pixelated}
 .strip figure:first-child img{outline:3px solid #36c}"""
     body = f"""<h1>Similar images in {html.escape(codes.backbone)} codes of {len(codes.ids):,} images</h1>
-<p>Cosine similarity of codes centred on the collection's mean; exact search.</p>{''.join(strips)}"""
+<p>Cosine similarity of codes centred on the collection's mean; exact search. {SELF_EXCLUDED}</p>{''.join(strips)}"""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, html_page("cnncodes: similar images", body, style).encode())

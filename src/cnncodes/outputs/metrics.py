@@ -2,6 +2,8 @@
 as a printed table (scikit-learn computes the summary scores)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -21,8 +23,11 @@ def classification_metrics(y_true, proba: np.ndarray, class_names: list[str]) ->
                "top5_accuracy": None}
     if len(y_true):
         present = np.unique(y_true)  # classes without test images would count as zero recall and F1
+        with warnings.catch_warnings():  # "y_pred contains classes not in y_true": the run warns of it in its words
+            warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
+            balanced = float(balanced_accuracy_score(y_true, y_pred))
         summary = {"accuracy": float((y_true == y_pred).mean()),
-                   "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+                   "balanced_accuracy": balanced,
                    "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
                    "accuracy_interval_95": wilson_interval(int((y_true == y_pred).sum()), len(y_true)),
                    "top5_accuracy": float((np.argsort(-proba, axis=1)[:, :5] == y_true[:, None]).any(1).mean())
@@ -40,9 +45,10 @@ def wilson_interval(right: int, n: int, z: float = 1.96) -> list[float]:
     return [float(centre - half), float(centre + half)]
 
 
-def split_lines(splits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> list[str]:
-    """What a run trains, chooses and scores on: images per split and class, and warnings where that is thin."""
-    lines, warnings = [], []
+def split_lines(splits: np.ndarray, labels: np.ndarray, class_names: list[str], scored: bool = True) -> list[str]:
+    """What a run trains, chooses and scores on: images per split and class, and warnings where that is thin
+    (scored=False: the test split is not scored, as in `cnncodes train`, so its size goes unremarked)."""
+    lines, notes = [], []
     for split in ("train", "validation", "test", "unlabeled"):
         mine = labels[splits == split]
         if split == "unlabeled":
@@ -54,12 +60,12 @@ def split_lines(splits: np.ndarray, labels: np.ndarray, class_names: list[str]) 
         lines.append(f"  {split:<10}  {len(mine):>7,}  ({shown})")
         lacking = [n for n, c in zip(class_names, counts) if c == 0]
         if lacking and len(mine):
-            warnings.append(f"warning: the {split} split has no images of {', '.join(lacking[:5])}")
+            notes.append(f"warning: the {split} split has no images of {', '.join(lacking[:5])}")
     test = int((splits == "test").sum())
-    if 0 < test < 100:
-        warnings.append(f"warning: the test split has only {test} images: one image moves its accuracy by "
+    if scored and 0 < test < 100:
+        notes.append(f"warning: the test split has only {test} images: one image moves its accuracy by "
                         f"{100 / test:.1f} points (see the 95% interval below)")
-    return ["images per split:"] + lines + warnings
+    return ["images per split:"] + lines + notes
 
 
 def unknown_line(unknown: dict) -> str:
