@@ -1,4 +1,5 @@
 import contextlib
+import ctypes
 import os
 import subprocess
 import sys
@@ -27,7 +28,9 @@ def cli(*args, cwd=None) -> subprocess.CompletedProcess:
     """The command line as a fresh process runs it (quiet, without the malloc re-exec), but in this process: its
     exit code, and everything written to stdout and stderr, by Python or by native code (ONNX Runtime), with the
     warnings shown as a process shows them. A process per command spent minutes of the suite importing torch and
-    scikit-learn again; what only a real process shows (signals, the entry point, the re-exec) has tests of its own."""
+    scikit-learn again; what only a real process shows (signals, the entry point, the re-exec) has tests of its own.
+    Unlike a fresh process, modules stay imported (a warning at import time shows once) and their caches (ONNX
+    Runtime sessions per graph file) stay filled."""
     import io
     import tempfile
     import traceback
@@ -38,8 +41,7 @@ def cli(*args, cwd=None) -> subprocess.CompletedProcess:
     out, err = io.StringIO(), io.StringIO()
     with tempfile.TemporaryFile() as native_out, tempfile.TemporaryFile() as native_err, \
             _native_output_to(native_out, native_err), contextlib.redirect_stdout(out), \
-            contextlib.redirect_stderr(err), warnings.catch_warnings(), \
-            contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
+            contextlib.redirect_stderr(err), warnings.catch_warnings(), _working_folder(cwd):
         warnings.resetwarnings()  # then Python's defaults: each warning once per place, these categories never
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
@@ -70,9 +72,22 @@ def _native_output_to(out_file, err_file):
     try:
         yield
     finally:
+        ctypes.CDLL(None).fflush(None)  # what C's stdio still buffers belongs to the command
         for fd, copy in zip((1, 2), saved):
             os.dup2(copy, fd)
             os.close(copy)
+
+
+@contextlib.contextmanager
+def _working_folder(folder):
+    """The command's current folder (contextlib.chdir is Python 3.11's; the package supports 3.10)."""
+    before = os.getcwd()
+    if folder is not None:
+        os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _read(native) -> str:

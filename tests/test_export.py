@@ -1,5 +1,6 @@
 """`cnncodes export` and the ONNX runtimes: the exported file predicts what model.npz predicts, runs with ONNX
 Runtime, numpy and Pillow alone (the README's snippet), and ONNX Runtime codes are the torch codes."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,9 +80,12 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
 
     # the README's snippet: ONNX Runtime, numpy and Pillow, no cnncodes
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "phone.jpg").read_bytes()[:5000])  # truncated
     run = subprocess.run([sys.executable, str(SNIPPET), str(tmp_path / "model.onnx"), *map(str, test_images),
-                          str(tmp_path / "notes.txt")], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and "notes.txt error" in run.stderr and "Traceback" not in run.stderr, run.stderr
+                          str(tmp_path / "notes.txt"), str(tmp_path / "cut.jpg")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "notes.txt error" in run.stderr and "cut.jpg error" in run.stderr
     lines = run.stdout.splitlines()
     assert len(lines) == len(ours)
     for line, top in zip(lines, ours):  # "path class p" or "path unknown score S > T; nearest class p"
@@ -240,6 +244,13 @@ def test_onnx_codes_do_not_depend_on_how_the_work_is_split(tiny_folder, tmp_path
         parts = list(encode(ds.read, few, spec, session, device="cpu", precision="fp32", batch_size=64, threads=4))
         assert len(parts) == 1 and list(parts[0][0]) == few and set(parts[0][2]) == set(few) & set(broken)
         np.testing.assert_array_equal(parts[0][1], one_by_one[few])
+    assert session._spread[4] is not None  # the spread session ran them
+    changed = tmp_path / "changed.onnx"  # a graph file rewritten after it was loaded is not read again
+    shutil.copy(session.graph, changed)
+    reloaded = Session(changed, threads=4)
+    os.utime(changed, ns=(0, 0))
+    np.testing.assert_array_equal(reloaded(items[0][None]), one_by_one[:1])
+    assert reloaded._spread[4] is None
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass

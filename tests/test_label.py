@@ -44,6 +44,24 @@ def test_the_first_choices_cover_every_group_and_unsure_ones_come_when_asked():
     assert not set(choose_to_label(x, np.full(len(y), -1), 5, offer=offer)) & set(range(60))
 
 
+def test_a_page_after_many_labels_clusters_by_mini_batches_and_stays_typical_and_diverse(monkeypatch):
+    """Beyond FULL_KMEANS_CLUSTERS clusters (labels + page) k-means runs by mini-batches: the page still takes one
+    image from each of the groups that hold no label yet, and never a labelled or a skipped one."""
+    from cnncodes.labeling import choose
+
+    monkeypatch.setattr(choose, "FULL_KMEANS_CLUSTERS", 8)  # 6 labels + a page of 6: 12 clusters
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (12, 32)) * 6
+    group = np.repeat(np.arange(12), 40)
+    x = (centres[group] + rng.normal(0, 1, (len(group), 32))).astype(np.float32)
+    labels = np.full(len(group), -1)
+    labels[[40 * g for g in range(6)]] = 0  # one label in each of groups 0-5
+    offer = np.ones(len(group), bool)
+    offer[41] = False
+    asked = choose_to_label(x, labels, 6, offer=offer)
+    assert sorted(group[asked]) == [6, 7, 8, 9, 10, 11] and (labels[asked] < 0).all() and 41 not in asked
+
+
 def test_one_label_per_group_spreads_to_the_whole_group():
     x, y = blobs()
     labels = np.full(len(y), -1)

@@ -90,8 +90,8 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     if len(np.unique(codes.labels[codes.splits == "train"])) < 2:
         from .outputs.metrics import split_lines
 
-        raise CnnCodesError("the train split holds images of one class only: a classifier needs two; label more images "
-                            "of the other classes (validation and test took the rest)\n"
+        raise CnnCodesError("the train split holds images of one class only: a classifier needs two; no other class "
+                            "has usable training images (label more images of the other classes)\n"
                             + "\n".join(split_lines(codes.splits, codes.labels, codes.class_names, scored=False)))
     head_options = dict(eval_every=settings.eval_every, seed=settings.seed, normalize=settings.normalize,
                         class_weight=settings.class_weight, progress=progress, backbone=settings.backbone,

@@ -100,8 +100,9 @@ def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, devic
     as one call whose operators use every core (where nothing else needs the cores meanwhile)."""
     if isinstance(model, Session):
         if spread and len(indices) < threads:  # too few images for a run per core
-            yield _chunk_codes(indices, [prepare(read, i, spec) for i in indices], model.with_threads(threads), spec,
-                               device, precision)
+            with ThreadPoolExecutor(threads) as pool:
+                items = list(pool.map(lambda i: prepare(read, i, spec), indices))
+            yield _chunk_codes(indices, items, model.with_threads(threads), spec, device, precision)
             return
         yield from _encode_in_workers(read, indices, spec, model.with_threads(1), device, precision, batch_size,
                                       threads)

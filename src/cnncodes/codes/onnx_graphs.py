@@ -97,14 +97,15 @@ class Session:
 
     Why not ONNX Runtime's operator threads: they wait for each other at the end of every operator (and for the
     cores the decoding threads hold), while runs on different images never wait (benchmarks/extract_parts.py).
-    Only a call with fewer runs than cores (a server's lone image) has its operators spread over the cores, by a
-    second session built on first use. Every image's codes are the same either way, bit for bit (tested)."""
+    Only a batch of fewer images than cores (a server's lone image) runs as one call whose operators use every
+    core, on a second session built on first use. Every image's codes are the same either way, bit for bit
+    (tests/test_export.py)."""
 
     def __init__(self, graph: Path | bytes, threads: int | None = None):
         """graph: a file, or its bytes (what Ray ships to its workers); threads: the CPUs it may use (default: all
         this process may use; a Ray actor gets its share)."""
         _require()
-        self.graph = graph
+        self.graph, self.loaded = graph, _stamp(graph)
         self.session = _ort_session(graph, operator_threads=1)
         self.threads = threads or process.cpu_count()
         self.input_name = self.session.get_inputs()[0].name
@@ -122,15 +123,14 @@ class Session:
         return self.outputs(batch)[0]
 
     def outputs(self, batch: np.ndarray, spread: bool = True) -> list[np.ndarray]:
-        """Every output of the graph for the batch, in the graph's order. spread: where its runs cannot fill the
-        cores, each run's operators use them all (False where other work needs the cores meanwhile)."""
-        parts = [batch[s:s + RUN_IMAGES] for s in range(0, len(batch), RUN_IMAGES)] or [batch]
-        if spread and 1 < self.threads and len(parts) < self.threads:
-            if self.threads not in self._spread:
-                self._spread[self.threads] = _ort_session(self.graph, operator_threads=self.threads)
-            session = self._spread[self.threads]
-            done = [session.run(None, {self.input_name: part}) for part in parts]
-        elif self.threads == 1 or len(parts) == 1:
+        """Every output of the graph for the batch, in the graph's order. spread: a batch of fewer images than
+        cores runs as one call whose operators use them all (False where other work needs the cores meanwhile)."""
+        wide = self._spread_session() if spread and 1 < self.threads and len(batch) < self.threads else None
+        if wide is not None:
+            return wide.run(None, {self.input_name: batch})
+        size = max(1, min(RUN_IMAGES, -(-len(batch) // self.threads)))  # every core a run, when there are enough
+        parts = [batch[s:s + size] for s in range(0, len(batch), size)] or [batch]
+        if self.threads == 1 or len(parts) == 1:
             done = [self._run(part) for part in parts]
         else:
             with ThreadPoolExecutor(min(self.threads, len(parts))) as pool:  # ONNX Runtime releases the GIL in runs
@@ -140,9 +140,30 @@ class Session:
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: batch})
 
+    def _spread_session(self):
+        """The graph as loaded, its operators on `threads` threads; None where its file has changed or gone since
+        (a server must not mix two graphs: its batches then run without spreading)."""
+        if self.threads not in self._spread:
+            same = self.loaded is None or _stamp(self.graph) == self.loaded
+            self._spread[self.threads] = _ort_session(self.graph, operator_threads=self.threads) if same else None
+        return self._spread[self.threads]
+
+
+def _stamp(graph: Path | bytes) -> tuple | None:
+    """A graph file's size and modification time: None for bytes, () for a file that is gone."""
+    if isinstance(graph, bytes):
+        return None
+    try:
+        info = Path(graph).stat()
+    except OSError:
+        return ()
+    return info.st_size, info.st_mtime_ns
+
 
 def _ort_session(graph: Path | bytes, operator_threads: int):
-    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads."""
+    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. Its threads spin a while
+    after each operator, as by default: a session with several runs only when nothing else needs the cores, and
+    threads that sleep between operators wake too late for them."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

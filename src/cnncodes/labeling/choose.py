@@ -18,6 +18,7 @@ from .propagate import Propagation
 COLD_START = None  # labels per class seen before uncertainty takes over; None: never (see above)
 SHORTLIST = 10  # the least sure n * SHORTLIST images are clustered into n groups
 PCA_DIMS = 64  # k-means runs on this many principal components of the unit codes
+FULL_KMEANS_CLUSTERS = 100  # k-means with more clusters runs by mini-batches (_cluster)
 
 
 def choose_to_label(codes, labels, n: int, *, seed: int = 0, propagation: Propagation | None = None,
@@ -54,9 +55,16 @@ def reduce_codes(codes, seed: int = 0, rows: np.ndarray | None = None) -> np.nda
 
 
 def _cluster(points: np.ndarray, k: int, seed: int):
-    from sklearn.cluster import KMeans
+    """k-means; beyond FULL_KMEANS_CLUSTERS clusters by mini-batches. k grows with the labels (a page of 20 after
+    1,000 labels clusters into 1,020): full k-means took a minute for that on 50,000 codes, mini-batches seconds.
+    On CIFAR-10 (benchmarks/few_labels.py, seed 0, validation accuracy after propagation) mini-batches at every k
+    chose worse images for the first labels (72.4% against 75.4% with 10) and as good ones from 50 on (84.2%
+    against 83.7% with 50, 88.3% against 88.1% with 1,000)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    return KMeans(k, n_init=1, random_state=seed).fit(points)
+    if k <= FULL_KMEANS_CLUSTERS:
+        return KMeans(k, n_init=1, random_state=seed).fit(points)
+    return MiniBatchKMeans(k, n_init=1, random_state=seed, batch_size=4096).fit(points)
 
 
 def _nearest_centres(points: np.ndarray, k: int, seed: int) -> np.ndarray:
