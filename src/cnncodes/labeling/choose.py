@@ -4,9 +4,9 @@ Typical and diverse images: k-means over all the codes with as many clusters as 
 cluster that holds no labelled image yet, largest first, the image nearest its centre (the cold-start choice of
 TypiClust, Hacohen et al., ICML 2022, with "nearest the centre" for "densest"). With cold_start=K, once every class
 seen has K labels, the images the spread labels are least sure of (smallest gap between the two best classes), kept
-diverse the same way, come instead. By validation accuracy in benchmarks/few_labels.py (seed 0) that switch hurts
-(after 10 labels per class, 85.2% at 500 labels and 83.9% at 1,000, against 87.4% and 88.1% without it: the unsure
-images sit between classes and mislead the spreading), so by default it never happens.
+diverse the same way, come instead. By validation accuracy in benchmarks/few_labels.py (seed 0) that switch helps
+at 500 labels and hurts more at 1,000 (after 10 labels per class, 88.2% and 86.4%, against 87.5% and 88.0% without
+it: the unsure images sit between classes and mislead the spreading), so by default it never happens.
 """
 from __future__ import annotations
 
@@ -56,10 +56,10 @@ def reduce_codes(codes, seed: int = 0, rows: np.ndarray | None = None) -> np.nda
 
 def _cluster(points: np.ndarray, k: int, seed: int):
     """k-means; beyond FULL_KMEANS_CLUSTERS clusters by mini-batches. k grows with the labels (a page of 20 after
-    1,000 labels clusters into 1,020): full k-means took a minute for that on 50,000 codes, mini-batches seconds.
-    On CIFAR-10 (benchmarks/few_labels.py, seed 0, validation accuracy after propagation) mini-batches at every k
-    chose worse images for the first labels (72.4% against 75.4% with 10) and as good ones from 50 on (84.2%
-    against 83.7% with 50, 88.3% against 88.1% with 1,000)."""
+    1,000 labels clusters into 1,020): on 50,000 codes full k-means took 17.7 s for that, mini-batches 4.6 s
+    (benchmarks/label_page.py). On CIFAR-10 (benchmarks/few_labels.py, seed 0, validation accuracy after
+    propagation) mini-batches at every k chose worse images for the first labels (72.4% against 75.4% with 10) and
+    as good ones from 50 on (84.2% against 83.7% with 50, 88.3% against 88.1% with 1,000)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if k <= FULL_KMEANS_CLUSTERS:
