@@ -7,8 +7,8 @@ al., ECCV 2010), with the classifier's C = 10, and before an image takes its bes
 mass normalisation (Zhu et al., ICML 2003) with each class's mass set to its share of the labels (smoothed): the many
 labels of one class do not flood a neighbouring class, and a rare class stays rare. Chosen on the validation split of
 the official CIFAR-10 archive's Lite0 codes (`python benchmarks/few_labels.py --ablation`, docs/benchmarks.md):
-summed over the budgets from 10 to 1,000 labels it scored above no normalisation (most at 20 labels, a little
-below it from 50), and above unit-length codes with C = 1 at every budget. The same mass for every class
+summed over the budgets from 10 to 1,000 labels it scored above no normalisation (most at 20 labels; a little
+below it at 50 and 100), and above unit-length codes with C = 1 at every budget. The same mass for every class
 (prior="equal") scored higher still on CIFAR-10, which is balanced, but 8 to 10 points lower on a long-tailed
 collection (`--long-tail 0.7`): it floods the large classes with the small ones.
 
