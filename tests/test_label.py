@@ -203,6 +203,8 @@ def test_the_page_labels_by_keyboard_and_a_restart_finds_every_answer(tiny_folde
     try:
         browser.open(url)
         browser.wait_for("document.querySelectorAll('.card').length === 12")
+        # each suggestion says how many labels its class has (two each here): a share of 100% from one is a guess
+        browser.wait_for("[...document.querySelectorAll('.card div')].some(d => /% \\(2 labels\\)$/.test(d.textContent))")
         typed = {}
         while len(typed) < 20:
             path = browser.wait_for("document.querySelector('.card.focus:not(.done)')?.dataset.path")

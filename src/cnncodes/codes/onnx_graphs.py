@@ -161,9 +161,9 @@ def _stamp(graph: Path | bytes) -> tuple | None:
 
 
 def _ort_session(graph: Path | bytes, operator_threads: int):
-    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. Its threads spin a while
-    after each operator, as by default: a session with several runs only when nothing else needs the cores, and
-    threads that sleep between operators wake too late for them."""
+    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. They spin a while after
+    each operator (ONNX Runtime's default): a session with several runs only where nothing else needs the cores, and
+    threads that sleep between operators wake up late for the next one."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -257,7 +257,7 @@ BODY = """<h1>cnncodes label</h1>
 <kbd>Space</kbd>: skip; <kbd>Backspace</kbd>: undo; arrow keys: move.</p>
 <div id="grid"></div>
 <script>
-let classes = [], items = [], focus = 0;
+let classes = [], counts = {}, items = [], focus = 0;
 const $ = id => document.getElementById(id);
 async function call(url, body) {
   const answer = await fetch(url, body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
@@ -267,7 +267,7 @@ async function call(url, body) {
   return answer.ok ? data : null;
 }
 function show(state) {
-  classes = state.classes;
+  classes = state.classes; counts = state.counts;
   const acc = state.accuracy === null ? "not yet (two labels in each of two classes)" : (100 * state.accuracy).toFixed(1) + "%";
   $("status").textContent = `${state.labelled} of ${state.images} images labelled; estimated accuracy (cross-validated): ${acc}`;
   $("classes").replaceChildren(...classes.map((c, k) => Object.assign(document.createElement("span"), {textContent: `${k + 1}: ${c} (${state.counts[c]})`})));
@@ -283,7 +283,9 @@ function draw() {
     card.dataset.path = item.path;
     const img = document.createElement("img"); img.src = "api/image?path=" + encodeURIComponent(item.path);
     const text = document.createElement("div");
-    text.textContent = item.answer ? item.answer : (item.suggestion ? `${item.suggestion}? ${(100 * item.confidence).toFixed(0)}%` : item.path);
+    const votes = counts[item.suggestion];  // a suggestion from one or two labels is a guess, whatever its share
+    text.textContent = item.answer ? item.answer : (item.suggestion ?
+      `${item.suggestion}? ${(100 * item.confidence).toFixed(0)}% (${votes} label${votes === 1 ? "" : "s"})` : item.path);
     card.append(img, text); card.onclick = () => { focus = n; draw(); };
     return card;
   }));
