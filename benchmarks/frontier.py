@@ -7,7 +7,8 @@ A row is what a newcomer's first run costs: wall time of the command (start-up, 
 the head, the report), each step's time (metrics.json `timings`), the peak resident memory of the process, and
 validation / test accuracy. The candidate to pick is the one with the highest validation accuracy within the time
 budget (`--budget`, minutes); test accuracy is printed beside it, never used to choose. Rows already in --json are
-kept (a long frontier can be measured in several sittings); --plot draws validation accuracy against minutes.
+kept (a long frontier can be measured in several sittings); --plot draws validation accuracy against minutes;
+--repeats N runs each configuration N times and keeps the run of the median wall time.
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ CANDIDATES = {  # name: arguments of `cnncodes run`
     "lite0-160-onnx": ["--backbone", f"{L0}:size=160", "--runtime", "onnx"],
     "lite0-160-ft1-onnx": ["--backbone", f"{L0}:size=160", "--finetune", "1", "--runtime", "onnx"],
     "lite0-128-ft1-onnx": ["--backbone", f"{L0}:size=128", "--finetune", "1", "--runtime", "onnx"],
+    "lite0-ft1-int8": ["--backbone", L0, "--finetune", "1", "--runtime", "onnx-int8"],
+    "lite0-ft1e6-int8": ["--backbone", L0, "--finetune", "1", "--epochs", "6", "--runtime", "onnx-int8"],
+    "lite0-ft1e6-torch": ["--backbone", L0, "--finetune", "1", "--epochs", "6", "--runtime", "torch"],
+    "lite0-160-ft1e6-int8": ["--backbone", f"{L0}:size=160", "--finetune", "1", "--epochs", "6", "--runtime",
+                             "onnx-int8"],
+    "lite0-160-ft1-int8": ["--backbone", f"{L0}:size=160", "--finetune", "1", "--runtime", "onnx-int8"],
+    "lite0-160-ft1-torch": ["--backbone", f"{L0}:size=160", "--finetune", "1", "--runtime", "torch"],
 }
 
 # The child measures the run and its own peak memory (the CLI re-executes itself in the same process, so the
@@ -107,6 +115,8 @@ def main():
     ap.add_argument("--budget", type=float, default=5.0, help="minutes a first run may take (default 5)")
     ap.add_argument("--keep", help="copy each run folder (without its model) here")
     ap.add_argument("--plot", help="write the validation-accuracy-against-minutes plot here")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration: its row is the run of the "
+                    "median wall time, with every run's wall time and test accuracy beside it")
     args = ap.parse_args()
     unknown = [n for n in args.configs.split(",") if n not in CANDIDATES]
     if unknown:
@@ -115,7 +125,12 @@ def main():
     rows = json.loads(out.read_text()) if out.exists() else []
     for name in args.configs.split(","):
         print(f"{time.strftime('%H:%M:%S')} {name}: cnncodes run {' '.join(CANDIDATES[name])}", flush=True)
-        row = measure(name, str(Path(args.data).resolve()), Path(args.keep) if args.keep else None)
+        runs = [measure(name, str(Path(args.data).resolve()), Path(args.keep) if args.keep else None)
+                for _ in range(args.repeats)]
+        row = sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2]
+        if len(runs) > 1:
+            row |= {"runs_wall_seconds": [r["wall_seconds"] for r in runs],
+                    "runs_test_accuracy": [r.get("test_accuracy") for r in runs]}
         row["machine"] = machine()
         rows = [r for r in rows if r["name"] != name] + [row]
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -56,12 +56,17 @@ def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
 
 
 def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
-    result = cli("run", "--data", tiny_folder, "--finetune", "1", "--flip", "--out", tmp_path)
+    result = cli("run", "--data", tiny_folder, "--finetune", "1", "--epochs", "2", "--flip", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "settings.json").read_text())["epochs"] == 2
+    assert [row["epoch"] for row in json.loads((tmp_path / "curve.json").read_text())["curve"]] == [0, 1, 2]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backbone"] == "efficientnet_lite0:cut=1" and metrics["head"] == "finetune"
     assert metrics["accuracy"] > 0.8
     assert (tmp_path / "report.html").exists() and (tmp_path / "learning_curve.png").exists()
+    # the map draws the fine-tuned features of test images; no data-efficiency curve of features that saw every label
+    assert (tmp_path / "tsne.png").exists() and not (tmp_path / "data_efficiency.json").exists()
+    assert "No curve of accuracy against training set size" in (tmp_path / "report.html").read_text()
     evaluated = cli("evaluate", tmp_path / "model.npz", "--data", tiny_folder)
     assert evaluated.returncode == 0 and f"{metrics['accuracy'] * 100:.2f}%" in evaluated.stdout
     with np.load(tmp_path / "test_predictions.npz") as z:
@@ -70,6 +75,16 @@ def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     _, meta = load_model_file(tmp_path / "model.npz")
     assert predicted.stdout.split(": ")[1].split()[0] == meta["class_names"][int(proba.argmax())]
+
+
+def test_epochs_set_the_fine_tuning_schedule_and_nothing_else(tiny_folder, tmp_path):
+    from cnncodes.heads import make_head
+
+    assert make_head("finetune", backbone="efficientnet_lite0:cut=1", epochs=2).epochs == 2
+    assert make_head("finetune", backbone="efficientnet_lite0:cut=1").epochs == 4
+    refused = cli("run", "--data", tiny_folder, "--epochs", "3", "--out", tmp_path)
+    assert refused.returncode != 0 and "--epochs sets how long --finetune K trains" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 @pytest.mark.parametrize("kwargs,message", [

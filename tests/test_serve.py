@@ -197,6 +197,8 @@ def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
         files = [("file", ("d.png", png(), "image/png"))]
         assert httpx.post(url + "/predict", files=files).status_code == 401
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        malformed = httpx.post(url + "/predict?explain=maybe", files=files)  # the token comes first
+        assert malformed.status_code == 401 and "token" in malformed.json()["error"]
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     finally:
         proc.terminate()

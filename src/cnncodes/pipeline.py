@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -93,7 +93,8 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         raise CnnCodesError("the train split holds images of one class only: a classifier needs two; no other class "
                             "has usable training images (label more images of the other classes)\n"
                             + "\n".join(split_lines(codes.splits, codes.labels, codes.class_names, scored=False)))
-    head_options = dict(eval_every=settings.eval_every, seed=settings.seed, normalize=settings.normalize,
+    head_options = dict(eval_every=settings.eval_every, epochs=settings.epochs, seed=settings.seed,
+                        normalize=settings.normalize,
                         class_weight=settings.class_weight, progress=progress, backbone=settings.backbone,
                         precision=settings.precision)
     fitted = train_head(codes, settings.head, flipped, **head_options)
@@ -128,11 +129,11 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         from .outputs.report import write_report
         from .outputs.report_data import write_report_data
 
-        seen = codes if settings.head != "finetune" else replace(codes, vectors=fitted.embed(codes.vectors))
+        features = (lambda rows: fitted.embed(codes.vectors[rows])) if settings.head == "finetune" else None
         own = settings.head == "tuned" and not settings.flip and not (metrics_unlabelled or {}).get("used") \
             and settings.normalize == "none" and settings.class_weight == "none"  # the curve's own heads' settings
-        write_report_data(out, dataset, seen, proba, getattr(fitted, "best_c_", None), settings.seed, progress,
-                          full_accuracy=metrics["accuracy"] if own else None)
+        write_report_data(out, dataset, codes, proba, getattr(fitted, "best_c_", None), settings.seed, progress,
+                          full_accuracy=metrics["accuracy"] if own else None, features=features)
         test = codes.splits == "test"
         write_mistake_maps(out, dataset, fitted, settings.backbone, codes.ids[test], codes.labels[test], proba)
         write_report(out, progress=progress)

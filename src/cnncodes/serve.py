@@ -98,7 +98,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
     from pathlib import Path
 
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from .codes.runtime import cpu_count
@@ -144,18 +144,27 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    def refused(request: Request) -> JSONResponse | None:
-        """The answer to a request whose body is not worth reading (no token or a wrong one, a body declared too
-        large), else None. Checked in the endpoint: an HTTP middleware of the framework passes every request through
-        extra streams and tasks."""
+    class Refused(Exception):
+        """A request answered before its query or body is read: no token or a wrong one, a body declared too large."""
+
+        def __init__(self, status: int, message: str):
+            self.answer = error(status, message)
+
+    @app.exception_handler(Refused)
+    async def answer_refused(request: Request, refusal: Refused) -> JSONResponse:
+        return refusal.answer
+
+    async def guard(request: Request) -> None:
+        """A dependency of /predict: FastAPI runs it before it validates the query, so a client without the token
+        learns only that (401), whatever else is wrong with its request. Not an HTTP middleware of the framework:
+        that passes every request through extra streams and tasks."""
         sent = request.headers.get("authorization", "")
         if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
+            raise Refused(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_bytes:
-            return error(413, f"the request body has {int(length):,} bytes; this server takes at most "
-                              f"{max_bytes:,} (--max-body-mb)")
-        return None
+            raise Refused(413, f"the request body has {int(length):,} bytes; this server takes at most "
+                               f"{max_bytes:,} (--max-body-mb)")
 
     def counted(request: Request):
         """The request's body, stopped at max_bytes however it is sent (chunked bodies have no Content-Length)."""
@@ -174,15 +183,12 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def health() -> dict:
         return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names}
 
-    @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+    @app.post("/predict", dependencies=[Depends(guard)], openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "properties": {"file": {"type": "array", "items": {
             "type": "string", "format": "binary"}}}, "required": ["file"]}}}}})
     async def predict(request: Request, explain: bool = False):
         """Top classes of each image sent as form field `file` (repeat the field for several images); with
         explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""
-        answer = refused(request)
-        if answer is not None:
-            return answer
         in_flight[0] += 1
         try:
             return await answer_images(request, explain)

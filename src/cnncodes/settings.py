@@ -20,6 +20,7 @@ class RunSettings:
     validation_percent: float = 20.0
     seed: int = 0
     eval_every: int = 100
+    epochs: int | None = None  # --finetune's epochs; None: the head's own default (heads/finetune.py)
     cache_dir: str | None = None
     batch_size: int = 64
     threads: int | None = None

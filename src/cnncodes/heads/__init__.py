@@ -10,8 +10,9 @@ HEADS = ("tuned", "sgd", "mlp", "finetune")
 
 def make_head(mode: str = "tuned", *, backbone: str | None = None, seed: int = 0, normalize: str = "none",
               class_weight: str = "none", eval_every: int = 100, progress: bool = False,
-              precision: str = "auto") -> Head:
-    """The head behind --head: tuned or sgd (softmax regression), mlp, or finetune (needs backbone=NAME:cut=K)."""
+              precision: str = "auto", epochs: int | None = None) -> Head:
+    """The head behind --head: tuned or sgd (softmax regression), mlp, or finetune (needs backbone=NAME:cut=K;
+    epochs: its schedule's length, None for its default)."""
     common = dict(seed=seed, normalize=normalize, class_weight=class_weight, progress=progress)
     if mode == "mlp":
         from .mlp import MLPHead
@@ -20,7 +21,7 @@ def make_head(mode: str = "tuned", *, backbone: str | None = None, seed: int = 0
     if mode == "finetune":
         from .finetune import FineTuneHead
 
-        return FineTuneHead(backbone, precision=precision, **common)
+        return FineTuneHead(backbone, precision=precision, **({} if epochs is None else {"epochs": epochs}), **common)
     if mode in ("tuned", "sgd"):
         return SoftmaxHead(mode, eval_every=eval_every, **common)
     raise CnnCodesError(f"--head must be one of {', '.join(HEADS)} (got {mode!r})")

@@ -84,8 +84,9 @@ def write_report(run_dir, progress: bool = True) -> Path:
         shown = {i: n for n, i in enumerate(ids)}
         plots.mistakes_grid(list(maps["images"]), [f"pred {names[pred[shown[i]]]}" for i in maps["ids"]],
                             run_dir / "mistake_maps.png", title="Where the network saw its answer")
-    efficiency = _read_json(run_dir / "data_efficiency.json")
-    plots.data_efficiency(efficiency["sizes"], efficiency["test_accuracy"], run_dir / "data_efficiency.png")
+    if (run_dir / "data_efficiency.json").exists():  # not for a fine-tuned run (report_data.write_report_data)
+        efficiency = _read_json(run_dir / "data_efficiency.json")
+        plots.data_efficiency(efficiency["sizes"], efficiency["test_accuracy"], run_dir / "data_efficiency.png")
     return _write_html(run_dir, settings, metrics, curve, _map(run_dir, thumbs, ids, pred, names))
 
 
@@ -116,6 +117,10 @@ def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, inter
                          for n, r in metrics["per_class"].items())
     figures = "".join(f'<figure><img src="{f}" alt="{esc(t)}"><figcaption>{esc(t)}</figcaption></figure>'
                       for f, t in PICTURES if (run_dir / f).exists())
+    if metrics.get("head") == "finetune":
+        figures += ("<p>No curve of accuracy against training set size: the fine-tuned network was trained on every "
+                    "training label, so heads trained on fewer labels of its features would overstate what fewer "
+                    "labels give.</p>")
     t = metrics.get("timings", {})
     low_high = metrics.get("accuracy_interval_95")
     interval = (f"95% interval of the test accuracy: {low_high[0] * 100:.1f}-{low_high[1] * 100:.1f}% (Wilson). "

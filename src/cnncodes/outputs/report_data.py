@@ -1,7 +1,8 @@
 """What the report draws, computed once by the run and written to its folder (the report itself computes nothing):
 
     tsne.npz             2-D embedding of the test codes (ids, labels)
-    data_efficiency.json test accuracy of tuned heads trained on 100, 1,000, 10,000 and all training images
+    data_efficiency.json test accuracy of tuned heads trained on 100, 1,000, 10,000 and all training images (not for
+                         a fine-tuned run: its network saw every training label)
     thumbnails.npz       small copies of the images the pictures show (samples, mistakes, t-SNE map cells)
     samples.json         the ids of the sample grid, per class
     mistake_maps.npz     activation maps over the mistakes, where the model has them (written by explain.py)
@@ -67,9 +68,11 @@ def mistakes(labels: np.ndarray, proba: np.ndarray, n: int = MISTAKES) -> np.nda
 
 
 def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_c: float | None, seed: int,
-                      progress: bool = True, full_accuracy: float | None = None) -> None:
-    """codes: what the head saw (for a fine-tuned head, its pooled features); proba: test probabilities;
-    full_accuracy: see data_efficiency."""
+                      progress: bool = True, full_accuracy: float | None = None, features=None) -> None:
+    """codes: the run's codes; proba: test probabilities; full_accuracy: see data_efficiency.
+    features: for a fine-tuned head, rows of codes -> its pooled features (what the map draws), computed for the mapped
+    rows only; such a run has no curve of accuracy against training set size: its network was trained on every
+    training label, so heads on fewer labels of its features would overstate what fewer labels give."""
     rng = np.random.default_rng(seed)
     shown, map_ids, hover_ids = set(), [], []
     train = codes.splits == "train"
@@ -89,15 +92,17 @@ def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_
     if len(idx) >= 5:
         if progress:
             print(f"report: t-SNE map of {len(idx):,} test codes", flush=True)
-        emb = embed(codes.vectors[idx], seed=seed)
+        emb = embed(codes.vectors[idx] if features is None else features(idx), seed=seed)
         cells = thumbnail_cells(emb, seed=seed)
         atomic_write(out / "tsne.npz", npz_bytes(embedding=emb.astype(np.float32), ids=codes.ids[idx].astype(str),
                                                  labels=codes.labels[idx], cells=cells))
         map_ids = [str(i) for i in codes.ids[idx[cells[:, 0]]]]
         hover_ids = [str(i) for i in codes.ids[np.sort(rng.permutation(idx)[:HOVER_POINTS])]]
-    if progress:
-        print("report: accuracy against training set size", flush=True)
-    write_json(out / "data_efficiency.json", data_efficiency(codes, best_c or DATA_EFFICIENCY_C, seed, full_accuracy))
+    if features is None:
+        if progress:
+            print("report: accuracy against training set size", flush=True)
+        write_json(out / "data_efficiency.json", data_efficiency(codes, best_c or DATA_EFFICIENCY_C, seed,
+                                                                 full_accuracy))
     shown = sorted(shown)
     atomic_write(out / "thumbnails.npz", npz_bytes(
         ids=np.array(shown, dtype=str), images=thumbnails(dataset, shown, PICTURE),

@@ -1,0 +1,64 @@
+"""How many epochs the fine-tuned block needs: validation accuracy and time per schedule, on cached activations.
+
+    python benchmarks/finetune_schedule.py --data ../shared/data/cifar-10-python.tar.gz --cache-dir CACHE \
+        [--backbone efficientnet_lite0:cut=1] [--runtime onnx-int8] [--epochs 2,3,4,6] [--json results/ft_epochs.json]
+
+Each row trains `FineTuneHead` with one schedule (the one-cycle learning rate spans the given epochs, so a shorter
+schedule is not a prefix of a longer one) on the training split, keeps its best validation epoch, and scores the
+test split once. The schedule to pick is the one with the highest validation accuracy per second that a time budget
+allows; test accuracy is printed beside it, never used to choose. The activations are computed first (or read from
+the cache) with the given runtime, as `cnncodes run --finetune 1 --runtime R` computes them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnncodes.codes.extract import extract_codes  # noqa: E402
+from cnncodes.data.datasets import load_dataset  # noqa: E402
+from cnncodes.heads.finetune import FineTuneHead  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--cache-dir", required=True)
+    parser.add_argument("--backbone", default="efficientnet_lite0:cut=1")
+    parser.add_argument("--runtime", default="onnx-int8")
+    parser.add_argument("--epochs", default="2,3,4,6")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    dataset = load_dataset(args.data, cache_dir=args.cache_dir)
+    codes = extract_codes(dataset, args.backbone, cache_dir=args.cache_dir, runtime=args.runtime, progress=False)
+    x_train, y_train = codes.part("train")
+    x_val, y_val = codes.part("validation")
+    x_test, y_test = codes.part("test")
+    rows = []
+    for epochs in (int(e) for e in args.epochs.split(",")):
+        started = time.perf_counter()
+        head = FineTuneHead(args.backbone, epochs=epochs).fit(x_train, y_train, x_val, y_val,
+                                                              n_classes=len(codes.class_names))
+        seconds = time.perf_counter() - started
+        rows.append({"epochs": epochs, "seconds": round(seconds, 1), "validation_accuracy": head.validation_accuracy_,
+                     "test_accuracy": head.score(x_test, y_test),
+                     "curve": [c["validation_accuracy"] for c in head.curve_]})
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| epochs | seconds | validation | test | validation after each epoch (0: the linear probe) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        curve = ", ".join(f"{v:.2%}" for v in r["curve"])
+        print(f"| {r['epochs']} | {r['seconds']:.0f} | {r['validation_accuracy']:.2%} | {r['test_accuracy']:.2%} "
+              f"| {curve} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"backbone": args.backbone, "runtime": args.runtime, "rows": rows},
+                                              indent=1))
+
+
+if __name__ == "__main__":
+    main()
