@@ -118,12 +118,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration: its row is the run of the "
                     "median wall time, with every run's wall time and test accuracy beside it")
     args = ap.parse_args()
-    unknown = [n for n in args.configs.split(",") if n not in CANDIDATES]
+    names = [n for n in args.configs.split(",") if n]  # --configs "": only the table and the plot of --json's rows
+    unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         sys.exit(f"unknown configurations {unknown}; known: {', '.join(CANDIDATES)}")
     out = Path(args.json)
     rows = json.loads(out.read_text()) if out.exists() else []
-    for name in args.configs.split(","):
+    for name in names:
         print(f"{time.strftime('%H:%M:%S')} {name}: cnncodes run {' '.join(CANDIDATES[name])}", flush=True)
         runs = [measure(name, str(Path(args.data).resolve()), Path(args.keep) if args.keep else None)
                 for _ in range(args.repeats)]
@@ -140,7 +141,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     done = sorted((r for r in rows if r["rc"] == 0), key=lambda r: r["wall_seconds"])
     for r in done:
-        print(f"| `{r['args']}` | {r['wall_seconds'] / 60:.1f} min | {r['codes_seconds']:.0f} s | {r['head_seconds']:.0f} s "
+        print(f"| `{r['args'] or 'cnncodes run'}` | {r['wall_seconds'] / 60:.1f} min | {r['codes_seconds']:.0f} s | {r['head_seconds']:.0f} s "
               f"| {r.get('report_seconds', 0):.0f} s | {r['peak_gib']:.2f} GiB | {100 * r['validation_accuracy']:.2f}% "
               f"| {100 * r['test_accuracy']:.2f}% |")
     within = [r for r in done if r["wall_seconds"] <= 60 * args.budget]

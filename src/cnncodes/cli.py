@@ -116,11 +116,12 @@ def _head_options(p):
                    "known validation images are kept)")
 
 
-RUN_DEFAULT = ("The default (Lite0 codes at 224 px, tuned softmax, --runtime auto) reaches 91.6% validation "
-               "accuracy on CIFAR-10; its first run took 10.8 minutes on 2 cores without bf16. Quicker: --backbone "
-               "efficientnet_lite0:size=128 (4.8 minutes, 87.2%). Better and slower: --backbone "
-               "efficientnet_lite0:layers=multi (92.2%), --finetune 1 (94.1%), --preset best (94.8%). Validation "
-               "accuracies; docs/benchmarks.md has the commands.")
+RUN_DEFAULT = ("The default (Lite0 codes at 224 px, tuned softmax, --runtime auto) reaches 91.4-91.6% validation "
+               "accuracy on CIFAR-10; its first run took 10.8 minutes on 2 cores without bf16 and 6.7 on 2 Xeon "
+               "cores with AMX. Quicker: --backbone efficientnet_lite0:size=128 (4.8 minutes without bf16, 87.2%). "
+               "Better: --finetune 1 --runtime onnx-int8 (93.9%; 4.6 minutes where the CPU has VNNI and bf16, the "
+               "most accurate run within 5 minutes there), --backbone efficientnet_lite0:layers=multi (92.2%), "
+               "--preset best (94.8%). Validation accuracies; docs/benchmarks.md has the commands.")
 
 
 def _progress(a) -> bool:
