@@ -75,7 +75,7 @@ def main():
         out = Path(args.runs) / Path(args.data).name / label.replace(" ", "_").replace("/", "_").replace(",", "")
         epochs = 6 if head == "finetune" else None  # the fine-tuning row of docs/benchmarks.md's options table
         r = run_experiment(RunSettings(data=args.data, backbone=backbone, head=head, flip=flip, normalize=normalize,
-                                       epochs=epochs), out, report=False, progress=False)
+                                       finetune_epochs=epochs), out, report=False, progress=False)
         ext = extraction_seconds(times, r.metrics["dataset"], backbone, flip)
         row = {"label": label, "backbone": backbone, "head": head, "flip": flip, "normalize": normalize,
                "validation": r.metrics["validation_accuracy"], "test": r.metrics["accuracy"],

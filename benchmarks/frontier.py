@@ -115,7 +115,7 @@ def main():
     ap.add_argument("--budget", type=float, default=5.0, help="minutes a first run may take (default 5)")
     ap.add_argument("--keep", help="copy each run folder (without its model) here")
     ap.add_argument("--plot", help="write the validation-accuracy-against-minutes plot here")
-    ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration: its row is the run of the "
+    ap.add_argument("--repeats", type=lambda v: max(1, int(v)), default=1, help="runs of each configuration: its row is the run of the "
                     "median wall time, with every run's wall time and test accuracy beside it")
     args = ap.parse_args()
     names = [n for n in args.configs.split(",") if n]  # --configs "": only the table and the plot of --json's rows
@@ -126,9 +126,11 @@ def main():
     rows = json.loads(out.read_text()) if out.exists() else []
     for name in names:
         print(f"{time.strftime('%H:%M:%S')} {name}: cnncodes run {' '.join(CANDIDATES[name])}", flush=True)
-        runs = [measure(name, str(Path(args.data).resolve()), Path(args.keep) if args.keep else None)
-                for _ in range(args.repeats)]
-        row = sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2]
+        runs = [measure(name, str(Path(args.data).resolve()),
+                        Path(args.keep) / (f"repeat{n}" if args.repeats > 1 else "") if args.keep else None)
+                for n in range(args.repeats)]
+        failed = [r for r in runs if r["rc"] != 0]  # a failure is the row: no median hides it
+        row = failed[0] if failed else sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2]
         if len(runs) > 1:
             row |= {"runs_wall_seconds": [r["wall_seconds"] for r in runs],
                     "runs_test_accuracy": [r.get("test_accuracy") for r in runs]}

@@ -58,8 +58,10 @@ def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
 def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     result = cli("run", "--data", tiny_folder, "--finetune", "1", "--epochs", "2", "--flip", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "settings.json").read_text())["epochs"] == 2
+    assert json.loads((tmp_path / "settings.json").read_text())["finetune_epochs"] == 2
     assert [row["epoch"] for row in json.loads((tmp_path / "curve.json").read_text())["curve"]] == [0, 1, 2]
+    assert "fine-tuning: 2 of 2 epochs run, kept " in result.stdout  # early stopping may keep epoch 0: it says so
+    assert "no 'unknown' (none of these) answers: a fine-tuned head has no detector" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backbone"] == "efficientnet_lite0:cut=1" and metrics["head"] == "finetune"
     assert metrics["accuracy"] > 0.8
@@ -75,16 +77,23 @@ def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     _, meta = load_model_file(tmp_path / "model.npz")
     assert predicted.stdout.split(": ")[1].split()[0] == meta["class_names"][int(proba.argmax())]
+    unexplained = cli("predict", tmp_path, tiny_folder / first, "--explain", tmp_path / "maps")
+    assert unexplained.returncode != 0 and "fine-tuned (--finetune)" in unexplained.stderr
 
 
-def test_epochs_set_the_fine_tuning_schedule_and_nothing_else(tiny_folder, tmp_path):
+def test_epochs_set_the_fine_tuning_schedule_and_are_refused_for_other_heads(tiny_folder, tmp_path):
     from cnncodes.heads import make_head
+    from cnncodes.heads.finetune import EPOCHS
+    from cnncodes.settings import RunSettings
 
     assert make_head("finetune", backbone="efficientnet_lite0:cut=1", epochs=2).epochs == 2
-    assert make_head("finetune", backbone="efficientnet_lite0:cut=1").epochs == 4
+    assert make_head("finetune", backbone="efficientnet_lite0:cut=1").epochs == EPOCHS
     refused = cli("run", "--data", tiny_folder, "--epochs", "3", "--out", tmp_path)
     assert refused.returncode != 0 and "--epochs sets how long --finetune K trains" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    assert "this run's head is tuned" in refused.stderr and "Traceback" not in refused.stderr
+    with pytest.raises(CnnCodesError, match="head is mlp"):  # the Python API refuses it too
+        RunSettings(head="mlp", finetune_epochs=3)
+    assert RunSettings.from_dict({"head": "tuned"}).finetune_epochs is None  # a run recorded without the setting
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -198,7 +198,11 @@ def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
         assert httpx.post(url + "/predict", files=files).status_code == 401
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
         malformed = httpx.post(url + "/predict?explain=maybe", files=files)  # the token comes first
-        assert malformed.status_code == 401 and "token" in malformed.json()["error"]
+        assert malformed.status_code == 401 and "needs a token" in malformed.json()["error"]
+        wrong = httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer wrong"})
+        assert "does not hold this server's token" in wrong.json()["error"]
+        malformed = httpx.post(url + "/predict?explain=maybe", files=files, headers={"Authorization": "Bearer s3cret"})
+        assert malformed.status_code == 422 and "query explain" in malformed.json()["error"], malformed.text
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     finally:
         proc.terminate()

@@ -103,9 +103,10 @@ def _head_options(p):
     g.add_argument("--finetune", type=_whole, default=None, metavar="K", help="train the last K blocks and the "
                    "head convolution of an EfficientNet-Lite on its cached activations (K=0: the head convolution "
                    "only); slower than a probe, see docs/benchmarks.md")
-    g.add_argument("--epochs", type=_positive_int, default=None, help="--finetune: epochs of its one-cycle "
-                   "schedule (default 4: 93.9%% validation accuracy on CIFAR-10 in 136 s of training on 2 cores; 6: "
-                   "94.1%% in 193 s; docs/benchmarks.md)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="--finetune: the length of its one-cycle "
+                   "schedule, at most N epochs (it stops early when 2 bring no better validation accuracy). Default 4: "
+                   "93.9%% validation accuracy on CIFAR-10 in 136 s of training, 6: 94.1%% in 193 s (int8 "
+                   "activations, 2 Xeon cores with AMX; docs/benchmarks.md)")
     g.add_argument("--normalize", default="none", choices=["none", "sqrt", "l2"],
                    help="transform codes before standardisation (default none)")
     g.add_argument("--class-weight", default="none", choices=["none", "balanced"], help="balanced: every class "
@@ -119,9 +120,10 @@ def _head_options(p):
 RUN_DEFAULT = ("The default (Lite0 codes at 224 px, tuned softmax, --runtime auto) reaches 91.4-91.6% validation "
                "accuracy on CIFAR-10; its first run took 10.8 minutes on 2 cores without bf16 and 6.7 on 2 Xeon "
                "cores with AMX. Quicker: --backbone efficientnet_lite0:size=128 (4.8 minutes without bf16, 87.2%). "
-               "Better: --finetune 1 --runtime onnx-int8 (93.9%; 4.6 minutes where the CPU has VNNI and bf16, the "
-               "most accurate run within 5 minutes there), --backbone efficientnet_lite0:layers=multi (92.2%), "
-               "--preset best (94.8%). Validation accuracies; docs/benchmarks.md has the commands.")
+               "Better: --finetune 1 --runtime onnx-int8 (93.9%; 4.6 minutes on 2 Xeon cores with AMX and VNNI, the "
+               "most accurate run within 5 minutes there), --backbone efficientnet_lite0:layers=multi (92.2%). Best "
+               "and slowest: --preset best (94.8%; four networks' codes). Validation accuracies; docs/benchmarks.md "
+               "has the commands.")
 
 
 def _progress(a) -> bool:
@@ -145,10 +147,9 @@ def _settings(a):
     from .settings import RunSettings
 
     chosen = resolve(a.preset, a.backbone, a.head, a.flip, a.finetune)
-    if a.epochs is not None and chosen["head"] != "finetune":
-        raise CnnCodesError("--epochs sets how long --finetune K trains; the other heads choose their own")
     return RunSettings(data=a.data, backbone=chosen["backbone"], head=chosen["head"], flip=chosen["flip"],
-                       normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every, epochs=a.epochs,
+                       normalize=a.normalize, class_weight=a.class_weight, eval_every=a.eval_every,
+                       finetune_epochs=a.epochs,
                        detect_unknown=a.detect_unknown, **_data_kwargs(a),
                        **{**_extract_kwargs(a), "runtime": a.runtime or "auto"})
 
@@ -187,12 +188,27 @@ def _run_or_train(a, evaluate_test: bool):
               f"{100 * spread['accuracy_with']:.1f}% with their labels spread over the codes' neighbours, "
               f"{100 * spread['accuracy_without']:.1f}% without ({spread['chosen_on']}): "
               f"{'used' if spread['used'] else 'not used'}")
+    if result.settings.head == "finetune":
+        print(fine_tuning_line(result.head.curve_, result.head.epochs))
     if evaluate_test:
         print(format_table(result.metrics))
         print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")
+        if result.settings.head == "finetune" and result.settings.detect_unknown:
+            print("no 'unknown' (none of these) answers: a fine-tuned head has no detector for them, so its "
+                  "predictions always name a class (the tuned head, without --finetune, has one)")
         if (result.out / "report.html").exists():
             print(f"report: {result.out / 'report.html'}")
     print(f"model: {result.out / 'model.npz'}")
+
+
+def fine_tuning_line(curve: list[dict], epochs: int) -> str:
+    """Which epoch a fine-tuned head kept: early stopping may end the schedule, and keep the linear probe (epoch 0)."""
+    if not curve:
+        return f"fine-tuning: {epochs} epochs, no validation split to choose an epoch on: the last one kept"
+    best = max(curve, key=lambda row: row["validation_accuracy"])
+    kept = "the linear probe before fine-tuning (epoch 0)" if best["epoch"] == 0 else f"epoch {best['epoch']}"
+    return (f"fine-tuning: {len(curve) - 1} of {epochs} epochs run, kept {kept}: validation accuracy "
+            f"{best['validation_accuracy'] * 100:.2f}%")
 
 
 def cmd_run(a):

@@ -26,6 +26,8 @@ DISPLAY_SIDE = 448  # the longer side of a written heatmap
 
 def unexplainable(backbone: str, head) -> str | None:
     """Why a model's decisions have no exact activation map, or None when they have one."""
+    if ":cut=" in backbone:
+        return f"activation maps need {SUPPORTED}; this model is fine-tuned (--finetune), which has none"
     if backbone not in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         return f"activation maps need {SUPPORTED}; this model's backbone is {backbone!r}"
     if getattr(head, "mode", "") not in ("tuned", "sgd") or head.normalize != "none":

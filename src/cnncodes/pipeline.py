@@ -93,7 +93,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         raise CnnCodesError("the train split holds images of one class only: a classifier needs two; no other class "
                             "has usable training images (label more images of the other classes)\n"
                             + "\n".join(split_lines(codes.splits, codes.labels, codes.class_names, scored=False)))
-    head_options = dict(eval_every=settings.eval_every, epochs=settings.epochs, seed=settings.seed,
+    head_options = dict(eval_every=settings.eval_every, epochs=settings.finetune_epochs, seed=settings.seed,
                         normalize=settings.normalize,
                         class_weight=settings.class_weight, progress=progress, backbone=settings.backbone,
                         precision=settings.precision)
@@ -129,11 +129,15 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         from .outputs.report import write_report
         from .outputs.report_data import write_report_data
 
-        features = (lambda rows: fitted.embed(codes.vectors[rows])) if settings.head == "finetune" else None
+        # a fine-tuned network was trained on every training label: heads on fewer labels of its features would
+        # overstate what fewer labels give, so its run has no data-efficiency curve
+        fine_tuned = settings.head == "finetune"
+        features = (lambda rows: fitted.embed(codes.vectors[rows])) if fine_tuned else None
         own = settings.head == "tuned" and not settings.flip and not (metrics_unlabelled or {}).get("used") \
             and settings.normalize == "none" and settings.class_weight == "none"  # the curve's own heads' settings
         write_report_data(out, dataset, codes, proba, getattr(fitted, "best_c_", None), settings.seed, progress,
-                          full_accuracy=metrics["accuracy"] if own else None, features=features)
+                          full_accuracy=metrics["accuracy"] if own else None, features=features,
+                          curve=not fine_tuned)
         test = codes.splits == "test"
         write_mistake_maps(out, dataset, fitted, settings.backbone, codes.ids[test], codes.labels[test], proba)
         write_report(out, progress=progress)

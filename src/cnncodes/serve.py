@@ -99,6 +99,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     from pathlib import Path
 
     from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from .codes.runtime import cpu_count
@@ -154,13 +155,20 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     async def answer_refused(request: Request, refusal: Refused) -> JSONResponse:
         return refusal.answer
 
+    @app.exception_handler(RequestValidationError)
+    async def answer_invalid(request: Request, invalid: RequestValidationError) -> JSONResponse:
+        """A malformed query (explain=maybe) answered in the server's own form, {"error": ...}."""
+        return error(422, "; ".join(f"{' '.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}"
+                                    for e in invalid.errors()))
+
     async def guard(request: Request) -> None:
         """A dependency of /predict: FastAPI runs it before it validates the query, so a client without the token
         learns only that (401), whatever else is wrong with its request. Not an HTTP middleware of the framework:
         that passes every request through extra streams and tasks."""
         sent = request.headers.get("authorization", "")
         if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            raise Refused(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'")
+            raise Refused(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'" if not sent
+                          else "the Authorization header does not hold this server's token ('Bearer TOKEN')")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_bytes:
             raise Refused(413, f"the request body has {int(length):,} bytes; this server takes at most "
@@ -183,9 +191,11 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def health() -> dict:
         return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names}
 
-    @app.post("/predict", dependencies=[Depends(guard)], openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "properties": {"file": {"type": "array", "items": {
-            "type": "string", "format": "binary"}}}, "required": ["file"]}}}}})
+    form_schema = {"type": "object", "properties": {"file": {"type": "array", "items": {
+        "type": "string", "format": "binary"}}}, "required": ["file"]}
+
+    @app.post("/predict", dependencies=[Depends(guard)], openapi_extra={"requestBody": {
+        "required": True, "content": {"multipart/form-data": {"schema": form_schema}}}})
     async def predict(request: Request, explain: bool = False):
         """Top classes of each image sent as form field `file` (repeat the field for several images); with
         explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""

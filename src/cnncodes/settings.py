@@ -20,7 +20,7 @@ class RunSettings:
     validation_percent: float = 20.0
     seed: int = 0
     eval_every: int = 100
-    epochs: int | None = None  # --finetune's epochs; None: the head's own default (heads/finetune.py)
+    finetune_epochs: int | None = None  # --epochs of --finetune; None: the head's default (heads/finetune.py)
     cache_dir: str | None = None
     batch_size: int = 64
     threads: int | None = None
@@ -39,6 +39,11 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(str(value))))
+        if self.finetune_epochs is not None and self.head != "finetune":
+            raise CnnCodesError(f"--epochs sets how long --finetune K trains; this run's head is {self.head}, which "
+                                "chooses its own")
+        if self.finetune_epochs is not None and self.finetune_epochs < 1:
+            raise CnnCodesError(f"--epochs must be at least 1 (got {self.finetune_epochs})")
 
     def dataset_options(self) -> dict:
         return dict(cache_dir=self.cache_dir, test_percent=self.test_percent,

@@ -84,7 +84,7 @@ def write_report(run_dir, progress: bool = True) -> Path:
         shown = {i: n for n, i in enumerate(ids)}
         plots.mistakes_grid(list(maps["images"]), [f"pred {names[pred[shown[i]]]}" for i in maps["ids"]],
                             run_dir / "mistake_maps.png", title="Where the network saw its answer")
-    if (run_dir / "data_efficiency.json").exists():  # not for a fine-tuned run (report_data.write_report_data)
+    if metrics.get("head") != "finetune" or (run_dir / "data_efficiency.json").exists():  # none for a fine-tuned run
         efficiency = _read_json(run_dir / "data_efficiency.json")
         plots.data_efficiency(efficiency["sizes"], efficiency["test_accuracy"], run_dir / "data_efficiency.png")
     return _write_html(run_dir, settings, metrics, curve, _map(run_dir, thumbs, ids, pred, names))
@@ -117,7 +117,7 @@ def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, inter
                          for n, r in metrics["per_class"].items())
     figures = "".join(f'<figure><img src="{f}" alt="{esc(t)}"><figcaption>{esc(t)}</figcaption></figure>'
                       for f, t in PICTURES if (run_dir / f).exists())
-    if metrics.get("head") == "finetune":
+    if not (run_dir / "data_efficiency.png").exists():  # a fine-tuned run's (report_data.write_report_data)
         figures += ("<p>No curve of accuracy against training set size: the fine-tuned network was trained on every "
                     "training label, so heads trained on fewer labels of its features would overstate what fewer "
                     "labels give.</p>")
@@ -130,6 +130,7 @@ def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, inter
     style = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 figure{margin:1.5em 0}img{max-width:100%}.big{font-size:2em;font-weight:bold}"""
+    chosen_c = f"; chosen C: {curve['best_C']:g}" if curve.get("best_C") is not None else ""  # tuned heads only
     body = f"""<h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
 <p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
@@ -138,7 +139,7 @@ figure{margin:1.5em 0}img{max-width:100%}.big{font-size:2em;font-weight:bold}"""
 {esc(metrics.get('chosen_on', 'the validation split'))}).</p>
 <p>{metrics['images']} test images; {esc(splits)};
 {metrics['skipped']} files skipped (see skipped.tsv); codes {t.get('codes_seconds', '?')} s, head {t.get('head_seconds', '?')} s;
-flipped codes: {'yes' if metrics.get('flip') else 'no'}; chosen C: {esc(str(curve.get('best_C')))}.</p>
+flipped codes: {'yes' if metrics.get('flip') else 'no'}{chosen_c}.</p>
 <h2>Per-class accuracy</h2><table><tr><th>class</th><th>accuracy</th><th>test images</th></tr>{class_rows}</table>
 {"<h2>Interactive map</h2>" + interactive if interactive else ""}
 <h2>Pictures</h2>{figures}

@@ -68,11 +68,11 @@ def mistakes(labels: np.ndarray, proba: np.ndarray, n: int = MISTAKES) -> np.nda
 
 
 def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_c: float | None, seed: int,
-                      progress: bool = True, full_accuracy: float | None = None, features=None) -> None:
+                      progress: bool = True, full_accuracy: float | None = None, features=None,
+                      curve: bool = True) -> None:
     """codes: the run's codes; proba: test probabilities; full_accuracy: see data_efficiency.
-    features: for a fine-tuned head, rows of codes -> its pooled features (what the map draws), computed for the mapped
-    rows only; such a run has no curve of accuracy against training set size: its network was trained on every
-    training label, so heads on fewer labels of its features would overstate what fewer labels give."""
+    features: rows of codes -> what the head saw, where that is not the codes (a fine-tuned head's pooled features),
+    computed for the mapped rows only. curve: the curve of accuracy against training set size (data_efficiency)."""
     rng = np.random.default_rng(seed)
     shown, map_ids, hover_ids = set(), [], []
     train = codes.splits == "train"
@@ -98,7 +98,7 @@ def write_report_data(out: Path, dataset, codes: Codes, proba: np.ndarray, best_
                                                  labels=codes.labels[idx], cells=cells))
         map_ids = [str(i) for i in codes.ids[idx[cells[:, 0]]]]
         hover_ids = [str(i) for i in codes.ids[np.sort(rng.permutation(idx)[:HOVER_POINTS])]]
-    if features is None:
+    if curve:
         if progress:
             print("report: accuracy against training set size", flush=True)
         write_json(out / "data_efficiency.json", data_efficiency(codes, best_c or DATA_EFFICIENCY_C, seed,
