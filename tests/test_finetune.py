@@ -61,6 +61,7 @@ def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     assert json.loads((tmp_path / "settings.json").read_text())["finetune_epochs"] == 2
     assert [row["epoch"] for row in json.loads((tmp_path / "curve.json").read_text())["curve"]] == [0, 1, 2]
     assert "fine-tuning: 2 of 2 epochs run, kept " in result.stdout  # early stopping may keep epoch 0: it says so
+    assert "validation images, a noisy choice" in result.stdout  # the tiny folder's validation split is small
     assert "no 'unknown' (none of these) answers: a fine-tuned head has no detector" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backbone"] == "efficientnet_lite0:cut=1" and metrics["head"] == "finetune"

@@ -189,7 +189,8 @@ def _run_or_train(a, evaluate_test: bool):
               f"{100 * spread['accuracy_without']:.1f}% without ({spread['chosen_on']}): "
               f"{'used' if spread['used'] else 'not used'}")
     if result.settings.head == "finetune":
-        print(fine_tuning_line(result.head.curve_, result.head.epochs))
+        validation_images = int((result.codes.splits == "validation").sum())
+        print(fine_tuning_line(result.head.curve_, result.head.epochs, validation_images))
     if evaluate_test:
         print(format_table(result.metrics))
         print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")
@@ -201,14 +202,20 @@ def _run_or_train(a, evaluate_test: bool):
     print(f"model: {result.out / 'model.npz'}")
 
 
-def fine_tuning_line(curve: list[dict], epochs: int) -> str:
-    """Which epoch a fine-tuned head kept: early stopping may end the schedule, and keep the linear probe (epoch 0)."""
+def fine_tuning_line(curve: list[dict], epochs: int, validation_images: int) -> str:
+    """Which epoch a fine-tuned head kept: early stopping may end the schedule, and keep the linear probe (epoch 0);
+    on a small validation split that choice is noisy (the tuned head cross-validates there instead)."""
+    from .heads.softmax import SMALL_VALIDATION
+
     if not curve:
         return f"fine-tuning: {epochs} epochs, no validation split to choose an epoch on: the last one kept"
     best = max(curve, key=lambda row: row["validation_accuracy"])
     kept = "the linear probe before fine-tuning (epoch 0)" if best["epoch"] == 0 else f"epoch {best['epoch']}"
+    noisy = "" if validation_images >= SMALL_VALIDATION else (
+        f" (chosen on {validation_images} validation images, a noisy choice: below {SMALL_VALIDATION} the tuned head, "
+        "without --finetune, chooses by cross-validation)")
     return (f"fine-tuning: {len(curve) - 1} of {epochs} epochs run, kept {kept}: validation accuracy "
-            f"{best['validation_accuracy'] * 100:.2f}%")
+            f"{best['validation_accuracy'] * 100:.2f}%{noisy}")
 
 
 def cmd_run(a):
