@@ -6,8 +6,9 @@
 Each row trains `FineTuneHead` with one schedule (the one-cycle learning rate spans the given epochs, so a shorter
 schedule is not a prefix of a longer one) on the training split, keeps its best validation epoch, and scores the
 test split once. The schedule to pick is the one with the highest validation accuracy among those whose whole run
-fits a time budget (docs/benchmarks.md, "A first run"); test accuracy is printed beside it, never used to choose. The activations are computed first (or read from
-the cache) with the given runtime, as `cnncodes run --finetune 1 --runtime R` computes them.
+fits a time budget (docs/benchmarks.md, "A first run"); test accuracy is printed beside it, never used to choose.
+The activations are computed first (or read from the cache) with the given runtime, as `cnncodes run --finetune 1
+--runtime R` computes them.
 """
 from __future__ import annotations
 

@@ -115,8 +115,8 @@ def main():
     ap.add_argument("--budget", type=float, default=5.0, help="minutes a first run may take (default 5)")
     ap.add_argument("--keep", help="copy each run folder (without its model) here")
     ap.add_argument("--plot", help="write the validation-accuracy-against-minutes plot here")
-    ap.add_argument("--repeats", type=lambda v: max(1, int(v)), default=1, help="runs of each configuration: its row is the run of the "
-                    "median wall time, with every run's wall time and test accuracy beside it")
+    ap.add_argument("--repeats", type=lambda v: max(1, int(v)), default=1, help="runs of each configuration: its "
+                    "row is the run of the median wall time, with every run's wall time and test accuracy beside it")
     args = ap.parse_args()
     names = [n for n in args.configs.split(",") if n]  # --configs "": only the table and the plot of --json's rows
     unknown = [n for n in names if n not in CANDIDATES]
