@@ -2,9 +2,11 @@
 
     python benchmarks/living.py --folder ../shared/data/cifar10-exact     # a copy of a 5,000-image folder
     python benchmarks/living.py --cifar ../shared/data/cifar-10-python.tar.gz   # the official 60,000 images
+    python benchmarks/living.py --folder ../shared/data/cifar10-exact --runtime onnx-int8 --added 2000   # int8 graph
+
 
 Folder: the images are copied into a temporary train/ + test/ tree (so that moving between splits is moving a file),
-100 of them held back to be added later. Each step edits the copy as a user would (move a file to another class
+100 of them (--added) held back to be added later. Each step edits the copy as a user would (move a file to another class
 folder, copy files in, delete, move from train/ to test/), then times loading the collection and extract_codes.
 Archive: the same edits on the in-memory dataset (the archive is one file): labels, splits and items change.
 Goals: images computed = images added; every other edit within 2 s of the unchanged rerun; the cache grows by the
@@ -56,11 +58,11 @@ def measure(name: str, load, cache: Path, options: dict, rows: list, reference: 
           f"cache {size / 2**20:8.1f} MiB  identical {identical}", flush=True)
 
 
-def folder_steps(source: Path, work: Path, cache: Path, options: dict) -> list:
+def folder_steps(source: Path, work: Path, cache: Path, options: dict, added: int = 100) -> list:
     files = sorted(p for p in source.rglob("*.png"))
     data, spare = work / "data", work / "spare"
-    held = set(files[::max(1, len(files) // 100)][:100])
-    for f in files:  # every image under train/<class>/ or test/<class>/ as in the source; 100 held back
+    held = set(files[::max(1, len(files) // added)][:added])
+    for f in files:  # every image under train/<class>/ or test/<class>/ as in the source; `added` held back
         rel = f.relative_to(source)
         split = rel.parts[0] if rel.parts[0] in ("train", "test") else "train"
         target = (spare if f in held else data) / split / rel.parts[-2] / rel.name
@@ -88,7 +90,7 @@ def folder_steps(source: Path, work: Path, cache: Path, options: dict) -> list:
         target = data / f.relative_to(spare)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, target)
-    measure("100 images added", load, cache, options, rows, reference)
+    measure(f"{len(held):,} images added", load, cache, options, rows, reference)
     for f in train[-100:]:
         f.unlink()
     measure("100 images deleted", load, cache, options, rows, reference)
@@ -135,6 +137,7 @@ def main():
     ap.add_argument("--cifar", help="the official CIFAR-10 archive")
     ap.add_argument("--runtime", default="torch")
     ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--added", type=int, default=100, help="--folder: images held back, then added (default 100)")
     ap.add_argument("--json", help="write the table here too")
     ap.add_argument("--cache", help="the codes cache to start from (default: an empty temporary one); it must not "
                                     "hold these images' codes yet")
@@ -145,7 +148,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cache = Path(a.cache) if a.cache else tmp / "cache"
-        rows = folder_steps(Path(a.folder), tmp, cache, options) if a.folder else cifar_steps(Path(a.cifar), cache, options)
+        rows = folder_steps(Path(a.folder), tmp, cache, options, a.added) if a.folder else \
+            cifar_steps(Path(a.cifar), cache, options)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak resident memory {peak:.2f} GiB")
     if a.json:

@@ -38,7 +38,9 @@ def test_run_writes_model_metrics_curve_and_report(finished_run):
     for name in ("model.npz", "settings.json", "curve.json", "skipped.tsv"):
         assert (out / name).exists()
     # the runtime decided for this machine, never "auto": the model computes new codes as its codes were computed
-    assert json.loads((out / "settings.json").read_text())["runtime"] in ("torch", "onnx")
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["runtime"] in ("torch", "onnx", "onnx-int8")
+    assert settings["head"] == "tuned" and "head: the tuned head: 10 validation images are too few" in result.stdout
 
 
 def test_report_references_every_picture_and_each_is_a_real_png(finished_run):
@@ -210,7 +212,8 @@ def test_presets_resolve_and_explicit_flags_win():
     from cnncodes import CnnCodesError
     from cnncodes.presets import resolve
 
-    assert resolve(None) == {"backbone": "efficientnet_lite0", "head": "tuned", "flip": False}
+    assert resolve(None) == {"backbone": "efficientnet_lite0", "head": "auto", "flip": False}  # presets.choose_head
+    assert resolve("fast") == {"backbone": "efficientnet_lite0", "head": "tuned", "flip": False}
     assert resolve("best") == {"backbone": "efficientnet_lite0:layers=multi+efficientnet_lite1+efficientnet_lite2"
                                            "+inception_v3_2015", "head": "tuned", "flip": False}
     assert resolve("original", head="tuned") == {"backbone": "inception_v3_2015", "head": "tuned", "flip": False}

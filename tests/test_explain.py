@@ -49,6 +49,23 @@ def test_the_map_adds_up_to_the_logits(tiny_run):
         np.testing.assert_allclose(logits, predictor.head.decision_function(code)[0], rtol=1e-4, atol=1e-3)
 
 
+def test_a_fine_tuned_map_adds_up_to_its_logits(tiny_folder):
+    """The fine-tuned top's own last feature map, averaged into its classifier: exact too."""
+    from cnncodes import extract_codes
+    from cnncodes.data.datasets import load_dataset
+    from cnncodes.heads.finetune import FineTuneHead
+
+    cut = "efficientnet_lite0:cut=1"
+    codes = extract_codes(load_dataset(tiny_folder), cut, precision="fp32", progress=False)
+    head = FineTuneHead(cut, epochs=1, batch_size=16, precision="fp32").fit(*codes.part("train"), n_classes=3)
+    explainer = Explainer(cut, head)
+    for _, _, img in quadrant_pictures()[:4]:
+        _, logits = explainer.maps(img)
+        with torch.no_grad():
+            maps = explainer.model(torch.from_numpy(explainer.spec.preprocess(img)[None])).numpy()
+        np.testing.assert_allclose(logits, head.decision_function(maps)[0], rtol=1e-4, atol=1e-3)
+
+
 def test_the_map_finds_the_object(fp32_run):
     predictor = Predictor(fp32_run)
     explainer = Explainer.of(predictor)

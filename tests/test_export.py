@@ -149,7 +149,7 @@ def test_the_onnx_runtimes_say_what_to_install_when_onnx_runtime_is_missing(monk
     assert check_runtime("torch") == "torch"
 
 
-def test_the_auto_runtime_is_torch_where_it_computes_in_bf16_or_on_a_gpu_and_onnx_elsewhere(monkeypatch):
+def test_the_auto_runtime_is_int8_with_vnni_torch_with_bf16_or_a_gpu_and_onnx_elsewhere(monkeypatch):
     import importlib.util
 
     from cnncodes.codes import runtime
@@ -157,6 +157,7 @@ def test_the_auto_runtime_is_torch_where_it_computes_in_bf16_or_on_a_gpu_and_onn
 
     monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
     monkeypatch.delenv(runtime.RUNTIME_ENV, raising=False)
+    monkeypatch.setattr(runtime, "cpu_has_vnni", lambda: False)
     assert runtime.resolve_runtime("auto", "cpu", "bf16") == "torch"
     assert runtime.resolve_runtime("auto", "cpu", "fp32") == "onnx"
     assert runtime.resolve_runtime("onnx-int8", "cpu", "bf16") == "onnx-int8"  # a runtime named is kept
@@ -166,6 +167,10 @@ def test_the_auto_runtime_is_torch_where_it_computes_in_bf16_or_on_a_gpu_and_onn
     assert RunSettings(device="cpu").resolved().runtime == "onnx"
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     assert RunSettings(device="cpu").resolved().runtime == "torch"
+    monkeypatch.setattr(runtime, "cpu_has_vnni", lambda: True)  # int8 kernels: whatever the CPU does with bf16
+    assert RunSettings(device="cpu").resolved().runtime == "onnx-int8"
+    assert runtime.resolve_runtime("auto", "cpu", "fp32") == "onnx"  # a float precision asked for: float codes
+    assert runtime.resolve_runtime("auto", "cpu", "bf16") == "torch"
     assert RunSettings.from_dict({"backbone": "efficientnet_lite0"}).runtime == "torch"  # a run recorded before auto
     monkeypatch.setenv(runtime.PRECISION_ENV, "fp32")  # fp32 forced machine-wide: ONNX Runtime's fp32 is faster
     assert runtime.resolve_runtime("auto", "cpu", "auto") == "onnx"
@@ -175,6 +180,8 @@ def test_the_auto_runtime_is_torch_where_it_computes_in_bf16_or_on_a_gpu_and_onn
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
     assert runtime.resolve_runtime("auto", "cpu", "fp32") == "torch"  # not installed: torch, no error
+    monkeypatch.delenv(runtime.PRECISION_ENV)
+    assert runtime.resolve_runtime("auto", "cpu", "auto") == "torch"
 
 
 @pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
@@ -278,6 +285,35 @@ def test_export_refuses_what_it_cannot_export(tiny_folder, tmp_path):
         OnnxModel(tmp_path / "junk.onnx")
     result = cli("extract", "--data", tiny_folder, "--out", tmp_path / "x", "--runtime", "tensorrt")
     assert result.returncode == 2 and "--runtime" in result.stderr
+
+
+@pytest.mark.slow  # precision-independent ONNX graphs: once, not again in the fp32 pass
+def test_a_collection_keeps_its_int8_graph_while_it_holds_the_calibration_images(tiny_folder, tmp_path):
+    """Half again as many images (new ones among the smallest keys, which a calibration would now take): the graph
+    stays, so no old code changes; a collection without most of those images gets a graph of its own."""
+    import shutil
+
+    from PIL import Image
+
+    from cnncodes.backbones import get_backbone
+    from cnncodes.codes.extract import Calibration
+    from cnncodes.codes.onnx_graphs import codes_graph
+    from cnncodes.data.datasets import load_dataset
+
+    from .conftest import make_image, write_image_folder
+
+    spec, cache = get_backbone("efficientnet_lite0"), tmp_path / "cache"
+    grown = tmp_path / "grown"
+    shutil.copytree(tiny_folder, grown)
+    rng = np.random.default_rng(11)
+    for n in range(30):
+        Image.fromarray(make_image(n % 3, rng)).save(grown / ["discs", "bars", "checkers"][n % 3] / f"new{n}.png")
+    first, later = (Calibration(load_dataset(str(folder)), spec, n=16) for folder in (tiny_folder, grown))
+    assert len(set(first.keys) & set(later.keys)) < 0.9 * 16  # what a calibration now would take has changed
+    graph = codes_graph(spec, "onnx-int8", cache, first)
+    assert codes_graph(spec, "onnx-int8", cache, later) == graph
+    other = Calibration(load_dataset(str(write_image_folder(tmp_path / "other", 10, seed=3))), spec, n=16)
+    assert codes_graph(spec, "onnx-int8", cache, other) != graph
 
 
 def test_int8_ranges_do_not_depend_on_the_calibration_batch_size(tmp_path):

@@ -62,8 +62,8 @@ def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     assert [row["epoch"] for row in json.loads((tmp_path / "curve.json").read_text())["curve"]] == [0, 1, 2]
     assert "fine-tuning: 2 of 2 epochs run, kept " in result.stdout  # early stopping may keep epoch 0: it says so
     assert "validation images, a noisy choice" in result.stdout  # the tiny folder's validation split is small
-    assert "no 'unknown' (none of these) answers: a fine-tuned head has no detector" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= metrics["unknown"]["test_share_called_unknown"] < 0.5  # its detector measures fine-tuned features
     assert metrics["backbone"] == "efficientnet_lite0:cut=1" and metrics["head"] == "finetune"
     assert metrics["accuracy"] > 0.8
     assert (tmp_path / "report.html").exists() and (tmp_path / "learning_curve.png").exists()
@@ -78,8 +78,20 @@ def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     _, meta = load_model_file(tmp_path / "model.npz")
     assert predicted.stdout.split(": ")[1].split()[0] == meta["class_names"][int(proba.argmax())]
-    unexplained = cli("predict", tmp_path, tiny_folder / first, "--explain", tmp_path / "maps")
-    assert unexplained.returncode != 0 and "fine-tuned (--finetune)" in unexplained.stderr
+    explained = cli("predict", tmp_path, tiny_folder / first, "--explain", tmp_path / "maps")
+    assert explained.returncode == 0, explained.stderr
+    assert len(list((tmp_path / "maps").glob("*.jpg"))) == 1
+    # the exported file carries the fine-tuned top and its detector: the same answers, up to the top's bf16
+    pytest.importorskip("onnxruntime")
+    from cnncodes.export import export_model
+    from cnncodes.predict import Predictor, list_images
+
+    int8 = json.loads((tmp_path / "settings.json").read_text())["runtime"] == "onnx-int8"
+    exported = Predictor(export_model(tmp_path, tmp_path / "model.onnx", int8=int8))
+    images = list_images([tiny_folder])[::4]
+    ours, theirs = Predictor(tmp_path)(images), exported(images)
+    assert np.mean([a.top[0][0] == b.top[0][0] for a, b in zip(ours, theirs)]) >= 0.9
+    assert np.median([abs(a.unknown_score - b.unknown_score) for a, b in zip(ours, theirs)]) < 0.1
 
 
 def test_epochs_set_the_fine_tuning_schedule_and_are_refused_for_other_heads(tiny_folder, tmp_path):
@@ -89,9 +101,11 @@ def test_epochs_set_the_fine_tuning_schedule_and_are_refused_for_other_heads(tin
 
     assert make_head("finetune", backbone="efficientnet_lite0:cut=1", epochs=2).epochs == 2
     assert make_head("finetune", backbone="efficientnet_lite0:cut=1").epochs == EPOCHS
-    refused = cli("run", "--data", tiny_folder, "--epochs", "3", "--out", tmp_path)
+    refused = cli("run", "--data", tiny_folder, "--head", "tuned", "--epochs", "3", "--out", tmp_path)
     assert refused.returncode != 0 and "--epochs sets how long --finetune K trains" in refused.stderr
     assert "this run's head is tuned" in refused.stderr and "Traceback" not in refused.stderr
+    refused = cli("run", "--data", tiny_folder, "--epochs", "3", "--out", tmp_path)  # the head decided: not fine-tuning
+    assert refused.returncode != 0 and "this run does not fine-tune: 10 validation images" in refused.stderr
     with pytest.raises(CnnCodesError, match="head is mlp"):  # the Python API refuses it too
         RunSettings(head="mlp", finetune_epochs=3)
     assert RunSettings.from_dict({"head": "tuned"}).finetune_epochs is None  # a run recorded without the setting
@@ -131,3 +145,31 @@ def test_fine_tuning_computes_in_the_precision_asked_for(tiny_folder, monkeypatc
     head = FineTuneHead("efficientnet_lite0:cut=1", epochs=1, batch_size=16, precision="fp32")
     head.fit(*codes.part("train"), *codes.part("validation"), n_classes=3).predict_proba(codes.part("test")[0])
     assert seen and not any(seen)
+
+
+def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(monkeypatch):
+    from types import SimpleNamespace
+
+    from cnncodes.codes import runtime
+    from cnncodes.presets import choose_head
+    from cnncodes.settings import RunSettings
+
+    monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    large = SimpleNamespace(splits=np.array(["train"] * 400 + ["validation"] * 100 + ["test"] * 100))
+    small = SimpleNamespace(splits=np.array(["train"] * 400 + ["validation"] * 99 + ["test"] * 100))
+    settings = RunSettings(device="cpu")
+    assert settings.head == "auto"
+    chosen, why = choose_head(settings, large)
+    assert (chosen.head, chosen.backbone) == ("finetune", "efficientnet_lite0:cut=1") and "fine-tuning" in why
+    chosen, why = choose_head(settings, small)
+    assert chosen.head == "tuned" and "99 validation images are too few" in why
+    assert choose_head(settings.but(backbone="efficientnet_lite1"), large)[0].head == "tuned"
+    assert choose_head(settings.but(precision="fp32"), large)[0].head == "tuned"
+    assert choose_head(settings.but(head="mlp"), large) == (settings.but(head="mlp"), None)  # a head given is kept
+    with pytest.raises(CnnCodesError, match="this run does not fine-tune: 99 validation images"):
+        choose_head(settings.but(finetune_epochs=3), small)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
+    chosen, why = choose_head(settings, large)
+    assert chosen.head == "tuned" and "a CPU with AMX, which this CPU lacks" in why

@@ -94,12 +94,12 @@ def _extract_options(p, backbone=True):
 
 def _head_options(p):
     g = p.add_argument_group("head")
-    g.add_argument("--preset", default=None, choices=["fast", "best", "original"], help="fast (default): Lite0 codes, "
+    g.add_argument("--preset", default=None, choices=["fast", "best", "original"], help="fast: Lite0 codes, "
                    "tuned head; best: the configuration chosen on validation (README); original: Inception-2015 "
                    "codes with the original SGD protocol. Explicit --backbone/--head/--flip override it")
     g.add_argument("--head", default=None, choices=["tuned", "sgd", "mlp"], help="tuned: L-BFGS with L2 chosen "
-                   "on validation (default); sgd: the original protocol (lr 0.01, batches of 10, one epoch); mlp: one "
-                   "hidden layer, early stopping on validation")
+                   "on validation; sgd: the original protocol (lr 0.01, batches of 10, one epoch); mlp: one hidden "
+                   "layer, early stopping on validation. Default: tuned, or --finetune 1 where it pays (below)")
     g.add_argument("--finetune", type=_whole, default=None, metavar="K", help="train the last K blocks and the "
                    "head convolution of an EfficientNet-Lite on its cached activations (K=0: the head convolution "
                    "only); slower than a probe, see docs/benchmarks.md")
@@ -117,13 +117,14 @@ def _head_options(p):
                    "known validation images are kept)")
 
 
-RUN_DEFAULT = ("The default (Lite0 codes at 224 px, tuned softmax, --runtime auto) reaches 91.4-91.6% validation "
-               "accuracy on CIFAR-10; its first run took 10.8 minutes on 2 cores without bf16 and 6.7 on 2 Xeon "
-               "cores with AMX. Quicker: --backbone efficientnet_lite0:size=128 (4.8 minutes without bf16, 87.2%). "
-               "Better: --finetune 1 --runtime onnx-int8 (93.9%; 4.6 minutes on 2 Xeon cores with AMX and VNNI, the "
-               "most accurate run within 5 minutes there), --backbone efficientnet_lite0:layers=multi (92.2%). Best "
-               "and slowest: --preset best (94.8%; four networks' codes). Validation accuracies; docs/benchmarks.md "
-               "has the commands.")
+RUN_DEFAULT = ("The default decides per machine and collection. Codes: EfficientNet-Lite0 at 224 px, computed by "
+               "ONNX Runtime's int8 kernels where the CPU has VNNI (--runtime auto). Head: where the machine has a GPU "
+               "or a CPU with AMX and the validation split at least 100 images, Lite0's last block fine-tuned on its "
+               "cached activations (93.9% validation accuracy on CIFAR-10; a first run took 4.6 minutes on 2 Xeon "
+               "cores with AMX as --finetune 1 --runtime onnx-int8), else the tuned softmax (91.2%; 4.4 minutes on "
+               "2 AMD EPYC cores with VNNI, where fine-tuning took 7.7; 10.8 on 2 cores without VNNI or bf16). "
+               "Quicker: --backbone efficientnet_lite0:size=128 (4.8 minutes without VNNI, 87.2%). Best and "
+               "slowest: --preset best (94.8%; four networks' codes). docs/benchmarks.md has the commands.")
 
 
 def _progress(a) -> bool:
@@ -188,15 +189,14 @@ def _run_or_train(a, evaluate_test: bool):
               f"{100 * spread['accuracy_with']:.1f}% with their labels spread over the codes' neighbours, "
               f"{100 * spread['accuracy_without']:.1f}% without ({spread['chosen_on']}): "
               f"{'used' if spread['used'] else 'not used'}")
+    if result.head_choice:
+        print(f"head: {result.head_choice}")
     if result.settings.head == "finetune":
         validation_images = int((result.codes.splits == "validation").sum())
         print(fine_tuning_line(result.head.curve_, result.head.epochs, validation_images))
     if evaluate_test:
         print(format_table(result.metrics))
         print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")
-        if result.settings.head == "finetune" and result.settings.detect_unknown:
-            print("no 'unknown' (none of these) answers: a fine-tuned head has no detector for them, so its "
-                  "predictions always name a class (the tuned head, without --finetune, has one)")
         if (result.out / "report.html").exists():
             print(f"report: {result.out / 'report.html'}")
     print(f"model: {result.out / 'model.npz'}")

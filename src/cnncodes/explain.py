@@ -2,8 +2,9 @@
 
 With an EfficientNet-Lite backbone the code is the mean of the last feature map over its positions, and a linear head
 on plain codes is linear in it, so class k's logit is the mean over positions of w_k . standardised(feature) plus the
-bias. The map of those per-position terms is therefore exact: it is what the decision adds up, not an estimate. The
-map comes from the fp32 network (torch), whatever runtime computed the model's codes."""
+bias. The map of those per-position terms is therefore exact: it is what the decision adds up, not an estimate. A
+fine-tuned network (--finetune) ends the same way, its own last feature map averaged into a linear classifier, so its
+maps are exact too. The map comes from the fp32 network (torch), whatever runtime computed the model's codes."""
 from __future__ import annotations
 
 import io
@@ -19,19 +20,25 @@ from .errors import CnnCodesError
 if TYPE_CHECKING:
     from PIL import Image
 
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 SUPPORTED = ("an EfficientNet-Lite backbone (efficientnet_lite0, _lite1 or _lite2, without options, not joined with +) "
-             "and a linear head (tuned or sgd) trained on plain codes (no --normalize)")
+             "and a linear head (tuned or sgd) trained on plain codes (no --normalize), or such a backbone fine-tuned "
+             "(--finetune)")
 DISPLAY_SIDE = 448  # the longer side of a written heatmap
 
 
 def unexplainable(backbone: str, head) -> str | None:
     """Why a model's decisions have no exact activation map, or None when they have one."""
-    if ":cut=" in backbone:
-        return f"activation maps need {SUPPORTED}; this model is fine-tuned (--finetune), which has none"
-    if backbone not in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+    import re
+
+    base, _, options = backbone.partition(":")
+    mode = getattr(head, "mode", "?")
+    if base not in LITE or (options and not (mode == "finetune" and re.fullmatch(r"cut=\d+", options))):
         return f"activation maps need {SUPPORTED}; this model's backbone is {backbone!r}"
-    if getattr(head, "mode", "") not in ("tuned", "sgd") or head.normalize != "none":
-        return (f"activation maps need {SUPPORTED}; this model's head is {getattr(head, 'mode', '?')!r}"
+    if mode == "finetune":
+        return None
+    if mode not in ("tuned", "sgd") or head.normalize != "none":
+        return (f"activation maps need {SUPPORTED}; this model's head is {mode!r}"
                 + (f" with --normalize {head.normalize}" if head.normalize != "none" else ""))
     return None
 
@@ -58,11 +65,12 @@ class Explainer:
         import torch
 
         x = torch.from_numpy(self.spec.preprocess(rgb)[None])
-        with torch.no_grad():
-            features = self.model.features(x)[0].float().numpy()  # (C, H', W')
-        terms = self.head._standardized(features.reshape(len(features), -1).T) @ self.head.coef_  # (H'W', K)
+        with torch.no_grad():  # the last feature map: of the backbone, or of the fine-tuned top over the trunk's
+            last = self.model.features(x) if self.spec.cut is None else self.head.top_map(self.model.trunk(x))
+        features = last[0].float().numpy()  # (C, H', W')
+        terms, bias = self.head.position_terms(features.reshape(len(features), -1).T)  # (H'W', K), (K,)
         terms = terms.reshape(*features.shape[1:], -1)
-        return terms, terms.mean((0, 1)) + self.head.intercept_
+        return terms, terms.mean((0, 1)) + bias
 
     def overlay(self, rgb: np.ndarray, class_index: int | None = None) -> tuple["Image.Image", int]:
         """The photo with class_index's map over the part the network saw (the top class when None), and that class.

@@ -59,26 +59,28 @@ def _input_graph(size: int, flip_average: bool, backbone):
 
 def _answers(flip_average: bool, head, unknown):
     """codes -> class probabilities (averaged over each image and its mirror image) and, with an UnknownDetector, the
-    unknown score of each image (from its own codes and logits, as Predictor computes it), as a PyTorch module."""
+    unknown score of each image (from its own detector features and logits, as Predictor computes it), as a PyTorch
+    module."""
     import torch
 
     class Answers(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.head = head.torch_module()
+            self.features, self.classifier = head.torch_parts()
             if unknown is not None:  # float16 in the file; ONNX Runtime casts the constant once, at load
                 self.register_buffer("reference", torch.from_numpy(np.asarray(unknown.reference, np.float16)))
                 self.register_buffer("center", torch.from_numpy(np.asarray(unknown.center, np.float32)))
                 self.register_buffer("spread", torch.from_numpy(np.asarray(unknown.spread, np.float32)))
 
         def forward(self, codes):
-            logits = self.head(codes)
+            features = self.features(codes)
+            logits = self.classifier(features)
             proba = torch.softmax(logits, 1)
             if flip_average:
                 proba = proba.view(2, -1, proba.shape[1]).mean(0)
             if unknown is None:
                 return proba
-            own = codes[:proba.shape[0]]  # the images, not their mirror images
+            own = features[:proba.shape[0]]  # the images, not their mirror images
             unit = own / (torch.linalg.vector_norm(own, dim=1, keepdim=True) + 1e-12)
             nearest = torch.topk(unit @ self.reference.float().T, min(unknown.neighbour, len(unknown.reference)), 1)
             parts = torch.stack([-logits[:proba.shape[0]].max(1).values, 1 - nearest.values[:, -1]], 1)

@@ -54,6 +54,7 @@ class RunResult:
     codes: Codes
     timings: dict = field(default_factory=dict)
     unlabelled: dict | None = None  # what the run decided about the collection's unlabelled images (SpreadChoice)
+    head_choice: str | None = None  # why head "auto" became the head it did (presets.choose_head)
 
 
 def codes_of(dataset, settings: RunSettings, progress: bool, graphs: dict | None = None) -> tuple[Codes, Codes | None]:
@@ -76,9 +77,12 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     settings: a RunSettings (default: all defaults), with `changes` applied (run_experiment(data="...",
     backbone="...")). evaluate_test=False stops after training (the test split stays untouched): `cnncodes train`.
     """
+    from .presets import choose_head
+
     settings = (settings or RunSettings()).but(**changes).resolved()
     out = Path(out)
     dataset = load_dataset(settings.data, **settings.dataset_options())
+    settings, head_choice = choose_head(settings, dataset)
     t0 = time.perf_counter()
     graphs = codes_graphs(settings, dataset)
     codes, flipped = codes_of(dataset, settings, progress, graphs)
@@ -112,7 +116,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     skipped = "".join(f"{i}\t{why}\n" for i, why in codes.skipped)
     atomic_write(out / "skipped.tsv", skipped.encode("utf-8", "surrogateescape"))
     if not evaluate_test:
-        return RunResult(out, settings, {}, fitted, codes, timings, metrics_unlabelled)
+        return RunResult(out, settings, {}, fitted, codes, timings, metrics_unlabelled, head_choice)
     proba = predict_codes(fitted, codes, flipped)
     metrics = run_metrics(codes, proba, settings, dataset.name) | unknown_metrics(unknown, fitted, codes)
     metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
@@ -120,6 +124,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
     metrics["split_sizes_by_class"] = dataset.split_sizes()
     metrics["unlabelled"] = metrics_unlabelled
+    metrics["head_choice"] = head_choice
     write_predictions(out, codes, proba)
     write_unlabeled_predictions(out, fitted, codes, flipped, dataset, unknown)
     write_json(out / "metrics.json", metrics)
@@ -143,7 +148,7 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
         write_report(out, progress=progress)
         timings["report_seconds"] = round(time.perf_counter() - t3, 1)
         write_json(out / "metrics.json", metrics)  # now with the report's time (metrics["timings"] is timings)
-    return RunResult(out, settings, metrics, fitted, codes, timings, metrics_unlabelled)
+    return RunResult(out, settings, metrics, fitted, codes, timings, metrics_unlabelled, head_choice)
 
 
 def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, head_options: dict, progress: bool) -> tuple:
@@ -187,12 +192,16 @@ def tuned_at(c: float, settings: RunSettings) -> SoftmaxHead:
 
 
 def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | None:
-    """The run's 'none of these' detector, calibrated on validation (heads/unknown.py); None when switched off, and
-    for a fine-tuned head, whose codes are activation maps rather than points to measure distances between."""
-    if not settings.detect_unknown or settings.head == "finetune":
+    """The run's 'none of these' detector, calibrated on validation (heads/unknown.py); None when switched off. A
+    fine-tuned head's detector measures its own pooled features, and is calibrated on the validation split whatever
+    its size: fine-tuning only chose its epoch on those images (a network fine-tuned per fold would cost more than
+    the run)."""
+    if not settings.detect_unknown:
         return None
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
+    if settings.head == "finetune":
+        return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, seed=settings.seed, validation_unseen=True)
 
     def fold_head(x, y):  # the same kind of head; a tuned one keeps the L2 strength it chose
         fresh = tuned_at(head.best_c_, settings) if settings.head == "tuned" else make_head(
@@ -207,7 +216,7 @@ def unknown_metrics(unknown: UnknownDetector | None, head, codes: Codes) -> dict
     if unknown is None:
         return {"unknown": None}
     x, _ = codes.part("test")
-    called = unknown.score(x, head.decision_function(x)) > unknown.threshold
+    called = unknown.score(*head.detector_inputs(x)) > unknown.threshold
     return {"unknown": {"keep": unknown.keep, "threshold": unknown.threshold,
                         "test_share_called_unknown": float(called.mean())}}
 
@@ -233,7 +242,7 @@ def write_unlabeled_predictions(out: Path, head, codes: Codes, flipped: Codes | 
         return
     proba = predict_codes(head, codes, flipped, split=UNLABELED)
     x, _ = codes.part(UNLABELED)
-    scores = unknown.score(x, head.decision_function(x)) if unknown is not None else None
+    scores = unknown.score(*head.detector_inputs(x)) if unknown is not None else None
     k = min(top_k, len(codes.class_names))
     text = io.StringIO()
     rows = csv.writer(text)

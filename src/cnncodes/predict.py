@@ -84,13 +84,13 @@ class Predictor:
                                 f"{codes.shape[1]}: the model file does not match its backbone")
         if not len(codes):
             return _results(np.zeros((0, len(self.class_names))), None, problems, self.class_names, top_k)
-        logits = self.head.decision_function(codes)
+        features, logits = self.head.detector_inputs(codes)
         proba = softmax(logits)
         if self.meta.get("flip_average"):
             mirrored, _ = image_codes(self.backbone, [x for n, x in enumerate(images) if n not in problems],
                                       flip=True, **options)
             proba = (proba + self.head.predict_proba(mirrored)) / 2  # the same usable images, in the same order
-        scores = None if self.unknown is None else self.unknown.score(codes, logits)
+        scores = None if self.unknown is None else self.unknown.score(features, logits)
         return _results(proba, scores, problems, self.class_names, top_k, self.threshold)
 
 

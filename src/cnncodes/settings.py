@@ -12,7 +12,7 @@ from .errors import CnnCodesError
 class RunSettings:
     data: str | None = None  # folder, CIFAR-10 archive or its folder; None: CIFAR-10, downloaded into the cache
     backbone: str = DEFAULT_BACKBONE
-    head: str = "tuned"
+    head: str = "auto"  # tuned, sgd, mlp or finetune; auto: decided per collection and machine (presets.choose_head)
     flip: bool = False
     normalize: str = "none"
     class_weight: str = "none"  # or "balanced": each class weighs the same in the loss, however many images it has
@@ -39,7 +39,7 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(str(value))))
-        if self.finetune_epochs is not None and self.head != "finetune":
+        if self.finetune_epochs is not None and self.head not in ("finetune", "auto"):
             raise CnnCodesError(f"--epochs sets how long --finetune K trains; this run's head is {self.head}, which "
                                 "chooses its own")
         if self.finetune_epochs is not None and self.finetune_epochs < 1:

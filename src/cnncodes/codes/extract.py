@@ -163,6 +163,7 @@ class Calibration:
         for i in (train if len(train) else range(len(dataset))):
             first.setdefault(dataset.keys[i], int(i))
         self.keys = sorted(first)[:n]
+        self.collection = frozenset(dataset.keys)  # what decides whether a cached graph still fits (codes_graph)
         self.rows = [first[k] for k in self.keys]
         self.dataset, self.spec, self.batch = dataset, spec.with_flip(False), batch
 

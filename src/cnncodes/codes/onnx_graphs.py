@@ -181,15 +181,19 @@ def _ort_session(graph: Path | bytes, operator_threads: int):
 CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales
 
 
-REUSE_OVERLAP = 0.9  # an int8 graph calibrated on this share of the wanted calibration images is reused
+REUSE_OVERLAP = 0.9  # an int8 graph whose calibration images are (nearly) all still in the collection is reused
 
 
 def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None:
     """The ONNX graph a runtime runs for a backbone (pixel windows in, codes out, see pixels_graph), built once into
-    the cache; None for the torch runtime. calibration (int8 only): .keys, the content keys of its images, and
-    calling it yields batches of normalised network inputs, only when a graph is built. An int8 graph of the cache
-    calibrated on nearly the same images (REUSE_OVERLAP) is reused: adding or relabelling a few images of a collection
-    must not change the graph, which would change every code."""
+    the cache; None for the torch runtime. calibration (int8 only): .keys, the content keys of its images,
+    .collection, those of every image of the collection, and calling it yields batches of normalised network inputs,
+    only when a graph is built.
+
+    An int8 graph of the cache is reused while the collection still holds REUSE_OVERLAP of the images it was
+    calibrated on, and those were nearly as many as a calibration would take now: a new graph changes every code, so
+    a collection that grows, is relabelled or loses a few images keeps its graph and computes only its new images;
+    one that grows from fewer images than a calibration takes is calibrated again (its few codes are cheap)."""
     import json
 
     from ..backbones import load_model
@@ -210,7 +214,7 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
         return pixels_graph(fp32, spec.preprocess)
     if calibration is None:
         raise CnnCodesError("an int8 graph needs calibration images: give the run's data (--data)")
-    wanted = set(calibration.keys)
+    wanted, present = set(calibration.keys), calibration.collection
     for sidecar in sorted(folder.glob(f"{spec.name}-int8-*.keys.json")):
         graph = sidecar.with_name(sidecar.name.removesuffix(".keys.json") + ".onnx")
         try:
@@ -219,7 +223,7 @@ def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if graph.exists() and made.get("network") == fp32.name and \
-                len(used & wanted) >= REUSE_OVERLAP * max(len(wanted), len(used)):
+                len(used & present) >= REUSE_OVERLAP * max(len(wanted), len(used)):
             return pixels_graph(graph, spec.preprocess)
     graph = folder / int8_graph_name(spec, calibration.keys)
     atomic_path(lambda tmp: quantize_int8(fp32, tmp, calibration(), "x"), graph)

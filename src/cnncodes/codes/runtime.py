@@ -35,14 +35,29 @@ def resolve_device(device: str, runtime: str = "torch") -> str:
 
 
 @lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """bf16 autocast is only a speed-up where the CPU multiplies bf16 natively (AVX512-BF16 or AMX). Read once:
-    a server asks on every request."""
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux), read once: a server asks on every request."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as info:
+            return {flag for line in info if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+        return set()
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 autocast is only a speed-up where the CPU multiplies bf16 natively (AVX512-BF16 or AMX)."""
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def cpu_has_amx() -> bool:
+    """Matrix tiles (Intel AMX): where fine-tuning in bf16 is fast enough for a first run (presets.choose_head)."""
+    return "amx_bf16" in _cpu_flags()
+
+
+def cpu_has_vnni() -> bool:
+    """int8 dot products in one instruction (AVX512-VNNI, AVX-VNNI or AMX): where ONNX Runtime's int8 kernels are
+    fast."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
 
 
 def resolve_precision(precision: str, device: str = "auto") -> str:
@@ -58,9 +73,11 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
 
 
 def resolve_runtime(runtime: str, device: str = "auto", precision: str = "auto") -> str:
-    """What computes the codes. auto: torch where it is fast (a GPU, or bf16 on a CPU that multiplies it natively),
-    else ONNX Runtime's fp32 kernels where installed: on a CPU without bf16, `cnncodes extract` of Lite0 ran 1.9 times
-    as fast on them as on torch in fp32 (docs/benchmarks.md, Speed)."""
+    """What computes the codes. auto: torch on a GPU; on a CPU with ONNX Runtime installed, its int8 kernels where
+    the CPU has VNNI and no float precision is asked for (a first run's codes of CIFAR-10 took 130 s there against
+    361 s for torch in bf16, at the same accuracy: docs/benchmarks.md, "A first run"), else torch where the CPU
+    multiplies bf16 natively, else ONNX Runtime's fp32 kernels (on a CPU without bf16, `cnncodes extract` of Lite0
+    ran 1.9 times as fast on them as on torch in fp32: docs/benchmarks.md, Speed)."""
     if runtime == "auto" and os.environ.get(RUNTIME_ENV) in RUNTIMES:
         runtime = os.environ[RUNTIME_ENV]
     if runtime != "auto":
@@ -69,10 +86,13 @@ def resolve_runtime(runtime: str, device: str = "auto", precision: str = "auto")
 
     if device == "auto" and sys.platform == "linux" and not os.path.exists("/proc/driver/nvidia/version"):
         device = "cpu"  # no NVIDIA driver, no CUDA: known without importing torch (the onnx runtimes never do)
-    if resolve_device(device) != "cpu" or resolve_precision(precision, device) == "bf16" or \
+    if resolve_device(device) != "cpu" or \
             not all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime", "onnxscript")):
         return "torch"  # (onnxscript: what exports a network's graph)
-    return "onnx"
+    asked = precision if precision != "auto" else os.environ.get(PRECISION_ENV, "auto")
+    if asked not in ("fp32", "bf16") and cpu_has_vnni():  # a precision asked for is one of float codes
+        return "onnx-int8"
+    return "torch" if resolve_precision(precision, device) == "bf16" else "onnx"
 
 
 def cpu_count() -> int:

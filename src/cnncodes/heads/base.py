@@ -108,7 +108,8 @@ class Head:
     Settings live in the constructor; learned state in attributes ending in '_' (validation_accuracy_: the
     validation accuracy of the model the head chose, trained on the training split only; None without validation).
     Subclasses write _fit(x, y, val_views, y_val), _logits(x), input_dim, state(), from_state() and
-    torch_module() (codes -> logits as a PyTorch module: what `cnncodes export` puts in the ONNX graph).
+    torch_module() (codes -> logits as a PyTorch module: what `cnncodes export` puts in the ONNX graph). A head whose
+    decision rests on features of its own (fine-tuning) overrides detector_features and torch_parts.
     """
 
     mode = ""
@@ -142,6 +143,22 @@ class Head:
         self.check_input(x)
         parts = [self._logits(c) for _, c in chunks(x)]
         return np.vstack(parts) if parts else self._logits(np.asarray(x))
+
+    def detector_features(self, x) -> np.ndarray:
+        """What the 'none of these' detector (unknown.py) measures distances between: the codes themselves, for a
+        head on codes."""
+        return x
+
+    def detector_inputs(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """(detector features, logits) of codes x, computed together."""
+        return self.detector_features(x), self.decision_function(x)
+
+    def torch_parts(self):
+        """(codes -> detector features, detector features -> logits) as PyTorch modules: the exported graph scores
+        the unknown on the first's output."""
+        import torch
+
+        return torch.nn.Identity(), self.torch_module()
 
     def predict_proba(self, x) -> np.ndarray:
         return softmax(self.decision_function(x))

@@ -61,19 +61,16 @@ class FineTuneHead(Head):
             rows = torch.from_numpy(np.asarray(x[idx], np.float32))
             yield idx, rows.view(-1, *self.shape_).contiguous(memory_format=torch.channels_last)
 
-    def _run(self, x: np.ndarray, stop: int) -> np.ndarray:
-        """Outputs of net_[:stop] for every row, in evaluation mode and the precision of the extraction."""
+    def _pooled(self, x: np.ndarray) -> np.ndarray:
+        """The pooled features of every row, in evaluation mode and the precision of the extraction."""
         import torch
 
         self.net_.eval()
         outs = []
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):
             for _, batch in self._batches(x):
-                outs.append(self.net_[:stop](batch).float().numpy())
-        if outs:
-            return np.vstack(outs)
-        classifier = self.net_[-1]
-        return np.zeros((0, classifier.in_features if stop == _POOLED else classifier.out_features), np.float32)
+                outs.append(self.net_[:_POOLED](batch).float().numpy())
+        return np.vstack(outs) if outs else np.zeros((0, self.net_[-1].in_features), np.float32)
 
     def _bf16(self) -> bool:
         from ..codes.runtime import resolve_precision
@@ -81,12 +78,33 @@ class FineTuneHead(Head):
         return resolve_precision(getattr(self, "precision", "auto"), "cpu") == "bf16"
 
     def embed(self, x) -> np.ndarray:
-        """The fine-tuned pooled features (what the report maps with t-SNE)."""
+        """The fine-tuned pooled features (what the report maps with t-SNE and the unknown detector measures)."""
         self.check_input(x)
-        return self._run(x, _POOLED)
+        return self._pooled(x)
+
+    detector_features = embed
+
+    def detector_inputs(self, x) -> tuple[np.ndarray, np.ndarray]:
+        pooled = self.embed(x)
+        return pooled, self._classify(pooled)
+
+    def top_map(self, maps):
+        """The last feature map (N, C, H, W) the fine-tuned top makes of activation maps (a tensor), before pooling."""
+        return self.net_[0](maps)
+
+    def position_terms(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P, K) logit terms of the last feature map's P positions (rows of C features) and the (K,) bias: their
+        mean plus the bias is the logits (explain.py)."""
+        linear = self.net_[-1]
+        return rows @ linear.weight.detach().numpy().T, linear.bias.detach().numpy()
 
     def _logits(self, x) -> np.ndarray:
-        return self._run(x, len(self.net_))
+        return self._classify(self._pooled(x))
+
+    def _classify(self, pooled: np.ndarray) -> np.ndarray:
+        """Logits of pooled features, in float32 (dropout is off outside training)."""
+        linear = self.net_[-1]
+        return pooled @ linear.weight.detach().numpy().T + linear.bias.detach().numpy()
 
     def _fit(self, x_train, y, val, y_val):
         import torch
@@ -168,11 +186,17 @@ class FineTuneHead(Head):
         return {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
 
     def torch_module(self):
+        import torch
+
+        return torch.nn.Sequential(*self.torch_parts()).eval()
+
+    def torch_parts(self):
         import copy
 
         import torch
 
-        return torch.nn.Sequential(torch.nn.Unflatten(1, self.shape_), *copy.deepcopy(self.net_)).eval()
+        net = copy.deepcopy(self.net_).eval()
+        return torch.nn.Sequential(torch.nn.Unflatten(1, self.shape_), *net[:_POOLED]), net[_POOLED:]
 
     @classmethod
     def from_state(cls, state: dict, backbone: str) -> "FineTuneHead":

@@ -210,6 +210,11 @@ class SoftmaxHead(Head):
     def _logits(self, x) -> np.ndarray:
         return self._standardized(x) @ self.coef_ + self.intercept_
 
+    def position_terms(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P, K) logit terms of a feature map's P positions (rows of its features) and the (K,) bias: with plain
+        codes (the mean of the map) their mean plus the bias is the logits (explain.py)."""
+        return self._standardized(rows) @ self.coef_, self.intercept_
+
     @property
     def input_dim(self) -> int:
         return self.coef_.shape[0]

@@ -15,7 +15,8 @@ images kept for a 95% target). A smaller collection is calibrated on all its lab
 from heads trained on the other folds, neighbours searched with the image's own code left out; otherwise the logits
 of images the head was trained on would look surer than those of new images (`benchmarks/unknown_small.py`, 60
 photos of each of 3 CIFAR-10 classes: calibrated on its 30 validation photos, 38% of the known test photos are called
-unknown; cross-fitted, 4.4%).
+unknown; cross-fitted, 4.4%). A fine-tuned head (--finetune) measures distances between its own pooled features, and
+never trains on its validation images (it only chooses its epoch on them): they calibrate it whatever their number.
 """
 from __future__ import annotations
 
@@ -70,40 +71,45 @@ class UnknownDetector:
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
-            seed: int = 0) -> "UnknownDetector":
+            seed: int = 0, validation_unseen: bool = False) -> "UnknownDetector":
         """head: the trained head; x_train, y_train (and x_val, y_val): the codes and labels it was trained beside;
         fold_head(x, y): a head of the same kind and settings trained on x, y (for a small collection's
-        cross-fitted calibration; without it, the head's own logits are used)."""
+        cross-fitted calibration; without it, the head's own logits are used). Distances are measured between the
+        head's detector features (Head.detector_features: the codes, or a fine-tuned network's pooled features).
+        validation_unseen: the head never trained on the validation images (a fine-tuned one only chose its epoch
+        on them), so any validation split calibrates it, however small."""
         from ..codes.matrix import vstack
 
         if not 0 < keep < 1:
             raise CnnCodesError(f"the share of known images to keep must be between 0 and 1 (got {keep})")
-        small = x_val is None or len(x_val) < SMALL_VALIDATION
+        small = x_val is None or len(x_val) == 0 or (len(x_val) < SMALL_VALIDATION and not validation_unseen)
         if small and x_val is not None and len(x_val):
             x_train, y_train = vstack(x_train, x_val), np.concatenate([y_train, y_val])
         y_train = np.asarray(y_train)
         rows = _reference_rows(y_train, REFERENCE_MAX, seed)
-        reference = unit_rows(np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)).astype(np.float16)
+        x_reference = np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)
+        features = head.detector_features(x_reference)
+        reference = unit_rows(features).astype(np.float16)
         smallest = min([int(n) for n in np.bincount(y_train[rows]) if n] or [1])
         detector = cls(reference, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
                        max(1, min(NEIGHBOUR, smallest - 1)))  # - 1: calibration may leave an image's own code out
         if not small:
-            parts = detector.parts(x_val, head.decision_function(x_val))
+            parts = detector.parts(*head.detector_inputs(x_val))
         else:
-            x = np.asarray(x_train[rows])
-            parts = detector.parts(x, _cross_fitted_logits(head, fold_head, x, y_train[rows], seed), skip_self=True)
+            logits = _cross_fitted_logits(head, fold_head, x_reference, y_train[rows], seed)
+            parts = detector.parts(features, logits, skip_self=True)
         detector.center = np.median(parts, 0).astype(np.float32)
         detector.spread = (parts.std(0) + 1e-6).astype(np.float32)
         detector.threshold = float(np.quantile(detector._combine(parts), keep))
         return detector
 
-    def parts(self, codes, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:
+    def parts(self, features, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:
         """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference code."""
         k = min(self.neighbour + skip_self, len(self.reference))
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
-            similarity = unit_rows(np.asarray(codes[start:start + CHUNK])) @ reference.T
+            similarity = unit_rows(np.asarray(features[start:start + CHUNK])) @ reference.T
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
@@ -116,9 +122,10 @@ class UnknownDetector:
         z = (parts - self.center) / self.spread
         return np.maximum(z[:, 0], 0) + z[:, 1]
 
-    def score(self, codes, logits: np.ndarray) -> np.ndarray:
-        """Higher is less like the training images; above `threshold` is unknown."""
-        return self._combine(self.parts(codes, logits))
+    def score(self, features, logits: np.ndarray) -> np.ndarray:
+        """Higher is less like the training images; above `threshold` is unknown. features, logits: what
+        head.detector_inputs(codes) gives."""
+        return self._combine(self.parts(features, logits))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"unknown_reference": self.reference, "unknown_center": self.center, "unknown_spread": self.spread,

@@ -1,0 +1,75 @@
+"""Where fine-tuning beats the tuned head by collection size: what head "auto" decides (presets.choose_head).
+
+    python benchmarks/auto_head.py --exact ../shared/data/cifar10-exact [--per-class 10,25,50,100,200,400] \
+        [--cache-dir DIR] [--json results/auto_head.json]
+
+For each size, a collection of the first N training photos of each CIFAR-10 class (cifar10-exact/train; 20% of them
+carved out for validation, as `cnncodes run` does) and the 1,000 test photos of cifar10-exact/test; then
+`cnncodes run` with the tuned head (Lite0 codes) and with `--finetune 1` (Lite0's last block), the runtime
+decided for this machine. Prints validation and test accuracy of both, the head's seconds, and what "auto" chose.
+Validation decides; test accuracy is printed beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnncodes.pipeline import run_experiment  # noqa: E402
+from cnncodes.presets import choose_head  # noqa: E402
+from cnncodes.settings import RunSettings  # noqa: E402
+
+
+def collection(exact: Path, per_class: int, root: Path) -> Path:
+    """Links to the first per_class training photos of each class, and to every test photo."""
+    for split, limit in (("train", per_class), ("test", None)):
+        for folder in sorted((exact / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for photo in sorted(folder.glob("*.png"))[:limit]:
+                (root / split / folder.name / photo.name).symlink_to(photo.resolve())
+    return root
+
+
+def measure(data: Path, work: Path, cache_dir) -> dict:
+    settings = RunSettings(data=str(data), cache_dir=cache_dir)
+    rows = {"auto": {"head": choose_head(settings.resolved(), settings.load_data())[0].head}}
+    for name, changes in (("tuned", {"head": "tuned"}),
+                          ("finetune", {"head": "finetune", "backbone": "efficientnet_lite0:cut=1"})):
+        result = run_experiment(settings.but(**changes), work / name, report=False, progress=False)
+        rows[name] = {"validation": result.metrics["validation_accuracy"], "test": result.metrics["accuracy"],
+                      "head_seconds": result.timings["head_seconds"],
+                      "validation_images": result.metrics["split_sizes"]["validation"]}
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exact", required=True)
+    parser.add_argument("--per-class", default="10,25,50,100,200,400")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--json", default=None)
+    a = parser.parse_args()
+    found = {"machine": platform.processor() or platform.machine(), "sizes": {}}
+    print("| training photos per class | validation images | tuned: validation / test | fine-tuned: validation / "
+          "test (head s) | auto chose |")
+    print("|---|---|---|---|---|")
+    for per_class in map(int, a.per_class.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = measure(collection(Path(a.exact), per_class, Path(tmp) / "data"), Path(tmp), a.cache_dir)
+        found["sizes"][per_class] = rows
+        tuned, tuned_ft = rows["tuned"], rows["finetune"]
+        print(f"| {per_class} | {tuned['validation_images']} | {100 * tuned['validation']:.1f}% / "
+              f"{100 * tuned['test']:.1f}% | {100 * tuned_ft['validation']:.1f}% / {100 * tuned_ft['test']:.1f}% "
+              f"({tuned_ft['head_seconds']:.0f} s) | {rows['auto']['head']} |", flush=True)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(found, indent=1))
+
+
+if __name__ == "__main__":
+    main()
