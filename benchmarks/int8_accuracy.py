@@ -74,7 +74,7 @@ def main():
 
         print("\n| codes of `efficientnet_lite0` | validation | test |\n|---|---|---|")
         for runtime in ("torch", "onnx-int8"):
-            r = run_experiment(RunSettings(data=args.cifar, runtime=runtime), Path(args.runs) / runtime, report=False,
+            r = run_experiment(RunSettings(data=args.cifar, runtime=runtime, head="tuned"), Path(args.runs) / runtime, report=False,
                                progress=False)
             print(f"| `--runtime {runtime}` | {r.metrics['validation_accuracy'] * 100:.2f}% | "
                   f"{r.metrics['accuracy'] * 100:.2f}% |", flush=True)

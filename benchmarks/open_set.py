@@ -107,7 +107,7 @@ def far_shift(codes: Codes, folder: Path, codes_name: str, cache_dir: str | None
     from cnncodes.settings import RunSettings
 
     backbone, runtime = codes.backbone, "onnx" if "onnx" in codes_name else "torch"
-    settings = RunSettings(backbone=backbone, runtime=runtime, cache_dir=cache_dir)
+    settings = RunSettings(backbone=backbone, runtime=runtime, cache_dir=cache_dir, head="tuned")
     photos, _ = image_codes(backbone, list_images([folder]), graphs=codes_graphs(settings), precision="fp32")
     x, y, s = np.asarray(codes.vectors, np.float32), codes.labels, codes.splits
     head = SoftmaxHead("tuned").fit(x[s == "train"], y[s == "train"], x[s == "validation"], y[s == "validation"])

@@ -56,14 +56,15 @@ def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
 
 
 def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
-    result = cli("run", "--data", tiny_folder, "--finetune", "1", "--epochs", "2", "--flip", "--out", tmp_path)
+    result = cli("run", "--data", tiny_folder, "--finetune", "1", "--epochs", "2", "--flip", "--out", tmp_path,
+                 "--validation-percent", "50")  # enough validation images to calibrate its detector on
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "settings.json").read_text())["finetune_epochs"] == 2
     assert [row["epoch"] for row in json.loads((tmp_path / "curve.json").read_text())["curve"]] == [0, 1, 2]
     assert "fine-tuning: 2 of 2 epochs run, kept " in result.stdout  # early stopping may keep epoch 0: it says so
     assert "validation images, a noisy choice" in result.stdout  # the tiny folder's validation split is small
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert 0 <= metrics["unknown"]["test_share_called_unknown"] < 0.5  # its detector measures fine-tuned features
+    assert metrics["split_sizes"]["validation"] >= 20 and metrics["unknown"]["test_share_called_unknown"] < 0.5
     assert metrics["backbone"] == "efficientnet_lite0:cut=1" and metrics["head"] == "finetune"
     assert metrics["accuracy"] > 0.8
     assert (tmp_path / "report.html").exists() and (tmp_path / "learning_curve.png").exists()
@@ -92,6 +93,18 @@ def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):
     ours, theirs = Predictor(tmp_path)(images), exported(images)
     assert np.mean([a.top[0][0] == b.top[0][0] for a, b in zip(ours, theirs)]) >= 0.9
     assert np.median([abs(a.unknown_score - b.unknown_score) for a, b in zip(ours, theirs)]) < 0.1
+
+
+def test_a_fine_tuned_run_with_few_validation_images_has_no_detector(tiny_folder):
+    """Its detector is calibrated on validation images only (fine-tuning never trained on them); 10 are too few."""
+    from cnncodes.heads.unknown import UNSEEN_CALIBRATION
+    from cnncodes.pipeline import fit_unknown
+    from cnncodes.settings import RunSettings
+
+    cut = "efficientnet_lite0:cut=1"
+    codes = extract_codes(load_dataset(tiny_folder), cut, progress=False)
+    assert (codes.splits == "validation").sum() < UNSEEN_CALIBRATION
+    assert fit_unknown(None, codes, RunSettings(backbone=cut, head="finetune")) is None
 
 
 def test_epochs_set_the_fine_tuning_schedule_and_are_refused_for_other_heads(tiny_folder, tmp_path):
@@ -157,6 +170,7 @@ def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(
     monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(runtime, "resolve_device", lambda device, runtime="torch": "cuda")  # the CPU decides
     large = SimpleNamespace(splits=np.array(["train"] * 400 + ["validation"] * 100 + ["test"] * 100))
     small = SimpleNamespace(splits=np.array(["train"] * 400 + ["validation"] * 99 + ["test"] * 100))
     settings = RunSettings(device="cpu")
@@ -167,9 +181,10 @@ def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(
     assert chosen.head == "tuned" and "99 validation images are too few" in why
     assert choose_head(settings.but(backbone="efficientnet_lite1"), large)[0].head == "tuned"
     assert choose_head(settings.but(precision="fp32"), large)[0].head == "tuned"
+    assert choose_head(settings.but(flip=True), large)[0].head == "tuned"
     assert choose_head(settings.but(head="mlp"), large) == (settings.but(head="mlp"), None)  # a head given is kept
     with pytest.raises(CnnCodesError, match="this run does not fine-tune: 99 validation images"):
         choose_head(settings.but(finetune_epochs=3), small)
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
     chosen, why = choose_head(settings, large)
-    assert chosen.head == "tuned" and "a CPU with AMX, which this CPU lacks" in why
+    assert chosen.head == "tuned" and "a CPU with AMX, which this one lacks" in why

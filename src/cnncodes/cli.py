@@ -197,6 +197,12 @@ def _run_or_train(a, evaluate_test: bool):
     if evaluate_test:
         print(format_table(result.metrics))
         print(f"the head's settings were chosen on: {result.metrics['chosen_on']}")
+        if result.settings.head == "finetune" and result.settings.detect_unknown and result.metrics["unknown"] is None:
+            from .heads.unknown import UNSEEN_CALIBRATION
+
+            print(f"no 'unknown' (none of these) answers: a fine-tuned head's detector is calibrated on the validation "
+                  f"split, and this one holds {result.metrics['split_sizes']['validation']} images (it needs "
+                  f"{UNSEEN_CALIBRATION}; the tuned head, without --finetune, cross-validates instead)")
         if (result.out / "report.html").exists():
             print(f"report: {result.out / 'report.html'}")
     print(f"model: {result.out / 'model.npz'}")
@@ -434,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "classes (by default an image unlike the training images is called unknown: none of these)")
     sp.add_argument("--explain", metavar="DIR", default=None, help="also write a heatmap over each image into DIR: "
                     "where the network saw evidence for its top class (class activation map; EfficientNet-Lite with "
-                    "the tuned or sgd head)")
+                    "the tuned or sgd head, or fine-tuned)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 

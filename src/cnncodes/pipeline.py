@@ -15,7 +15,7 @@ from .errors import CnnCodesError
 from .codes.extract import codes_graphs, extract_codes, image_codes
 from .files import atomic_path, atomic_write, npz_bytes, write_json
 from .heads import Head, SoftmaxHead, make_head
-from .heads.unknown import UnknownDetector
+from .heads.unknown import UNSEEN_CALIBRATION, UnknownDetector
 from .outputs.metrics import classification_metrics
 from .heads.model_file import load_model_file, model_graphs, save_model
 from .settings import RunSettings
@@ -193,14 +193,16 @@ def tuned_at(c: float, settings: RunSettings) -> SoftmaxHead:
 
 def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | None:
     """The run's 'none of these' detector, calibrated on validation (heads/unknown.py); None when switched off. A
-    fine-tuned head's detector measures its own pooled features, and is calibrated on the validation split whatever
-    its size: fine-tuning only chose its epoch on those images (a network fine-tuned per fold would cost more than
-    the run)."""
+    fine-tuned head's detector measures its own pooled features, and is calibrated on the validation split from
+    UNSEEN_CALIBRATION images on (fine-tuning only chose its epoch on them; a network fine-tuned per fold would cost
+    more than the run); with fewer, None."""
     if not settings.detect_unknown:
         return None
     x_train, y_train = codes.part("train")
     x_val, y_val = codes.part("validation")
     if settings.head == "finetune":
+        if len(y_val) < UNSEEN_CALIBRATION:
+            return None
         return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, seed=settings.seed, validation_unseen=True)
 
     def fold_head(x, y):  # the same kind of head; a tuned one keeps the L2 strength it chose

@@ -44,39 +44,40 @@ def resolve(preset: str | None, backbone: str | None = None, head: str | None = 
 
 def choose_head(settings, dataset) -> tuple:
     """(settings, why): head "auto" made concrete for this collection and machine, and the reason in words (None
-    for a head given). Fine-tuning Lite0's last block (--finetune 1) where it trains fast, a GPU or a CPU with AMX: on
-    2 Xeon cores with AMX it gave the most accurate first run within 5 minutes (93.2% test in 4.6), while 2 AMD EPYC
-    cores with AVX512-BF16 took 7.7 minutes for it (docs/benchmarks.md, "A first run"). The tuned head elsewhere, and
-    where the validation split is too small to choose the fine-tuned epoch on."""
+    for a head given). Fine-tuning Lite0's last block (--finetune 1) where it trains fast, on a CPU with AMX: there it
+    gave the most accurate first run within 5 minutes (93.2% test in 4.6 on 2 Xeon cores), while 2 AMD EPYC cores
+    with AVX512-BF16 took 7.7 minutes for it (docs/benchmarks.md, "A first run"). The tuned head elsewhere, and where
+    the validation split is too small to choose the fine-tuned epoch on."""
     if settings.head != "auto":
         return settings, None
     reason = _why_not_finetune(settings, dataset)
     if reason is None:
         return (settings.but(head="finetune", backbone=f"{settings.backbone}:cut={FINETUNE_BLOCKS}"),
                 f"fine-tuning the last block of {settings.backbone} (the collection's validation split is large "
-                "enough to choose its epoch on, and this machine trains it fast)")
+                "enough to choose its epoch on, and this CPU trains it fast)")
     if settings.finetune_epochs is not None:
-        raise CnnCodesError(f"--epochs sets how long fine-tuning trains, and this run does not fine-tune: {reason} "
-                            "(--finetune 1 fine-tunes anyway)")
+        raise CnnCodesError(f"--epochs sets how long fine-tuning trains, and this run does not fine-tune: {reason}")
     return settings.but(head="tuned"), f"the tuned head: {reason}"
 
 
 def _why_not_finetune(settings, dataset) -> str | None:
-    from .codes.runtime import cpu_has_amx, resolve_device, resolve_precision
+    """Why head "auto" does not fine-tune, or None where it does. Fine-tuning runs on the CPU (heads/finetune.py)."""
+    from .codes.runtime import cpu_has_amx, resolve_precision
     from .heads.softmax import SMALL_VALIDATION
 
     if settings.backbone != DEFAULT_BACKBONE:
         return f"fine-tuning is chosen by itself only for {DEFAULT_BACKBONE}"
     if settings.normalize != "none":
         return "fine-tuning takes no --normalize"
+    if settings.flip:
+        return "--flip would double fine-tuning's work (--finetune 1 --flip does both)"
     validation = int((dataset.splits == "validation").sum())
     if validation < SMALL_VALIDATION:
         return (f"{validation} validation images are too few to choose fine-tuning's epoch on (fewer than "
                 f"{SMALL_VALIDATION}; the tuned head cross-validates)")
-    device = resolve_device(settings.device)
-    if device == "cpu" and not cpu_has_amx():
-        return ("fine-tuning is chosen by itself where it trains fast, on a GPU or a CPU with AMX, which this CPU "
-                "lacks (--finetune 1 fine-tunes anyway)")
-    if device == "cpu" and resolve_precision(settings.precision, device) != "bf16":
+    if not cpu_has_amx():
+        return ("fine-tuning is chosen by itself where it trains fast, on a CPU with AMX, which this one lacks "
+                "(--finetune 1 fine-tunes anyway)")
+    if resolve_precision(settings.precision, "cpu") != "bf16":
         return "fp32 was asked for, and fine-tuning is chosen by itself only where it trains in bf16"
     return None

@@ -181,7 +181,7 @@ def _ort_session(graph: Path | bytes, operator_threads: int):
 CALIBRATION_IMAGES = 256  # training images whose activation ranges set the int8 scales
 
 
-REUSE_OVERLAP = 0.9  # an int8 graph whose calibration images are (nearly) all still in the collection is reused
+REUSE_OVERLAP = 0.9  # share of a cached int8 graph's calibration images the collection must still hold (codes_graph)
 
 
 def codes_graph(spec, runtime: str, cache_dir: Path, calibration) -> Path | None:

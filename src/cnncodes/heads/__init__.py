@@ -24,6 +24,8 @@ def make_head(mode: str = "tuned", *, backbone: str | None = None, seed: int = 0
         return FineTuneHead(backbone, precision=precision, **({} if epochs is None else {"epochs": epochs}), **common)
     if mode in ("tuned", "sgd"):
         return SoftmaxHead(mode, eval_every=eval_every, **common)
+    if mode == "auto":
+        raise CnnCodesError("head 'auto' is decided per collection before a head is made: presets.choose_head")
     raise CnnCodesError(f"--head must be one of {', '.join(HEADS)} (got {mode!r})")
 
 

@@ -109,7 +109,7 @@ class Head:
     validation accuracy of the model the head chose, trained on the training split only; None without validation).
     Subclasses write _fit(x, y, val_views, y_val), _logits(x), input_dim, state(), from_state() and
     torch_module() (codes -> logits as a PyTorch module: what `cnncodes export` puts in the ONNX graph). A head whose
-    decision rests on features of its own (fine-tuning) overrides detector_features and torch_parts.
+    decision rests on features of its own (fine-tuning) overrides detector_features, detector_inputs and torch_parts.
     """
 
     mode = ""

@@ -16,7 +16,8 @@ from heads trained on the other folds, neighbours searched with the image's own 
 of images the head was trained on would look surer than those of new images (`benchmarks/unknown_small.py`, 60
 photos of each of 3 CIFAR-10 classes: calibrated on its 30 validation photos, 38% of the known test photos are called
 unknown; cross-fitted, 4.4%). A fine-tuned head (--finetune) measures distances between its own pooled features, and
-never trains on its validation images (it only chooses its epoch on them): they calibrate it whatever their number.
+never trains on its validation images (it only chooses its epoch on them): they calibrate it from UNSEEN_CALIBRATION
+images on (with fewer, the run has no detector and says so).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .softmax import SMALL_VALIDATION
 NEIGHBOUR = 10  # the distance to the 10th nearest training code
 REFERENCE_MAX = 10_000  # training codes kept in the model (a seeded draw, stratified by class, when there are more)
 KEEP = 0.95
+UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
 CHUNK = 2048
 
 
@@ -62,7 +64,7 @@ def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: in
 
 @dataclass
 class UnknownDetector:
-    reference: np.ndarray  # (R, D) float16 unit-length training codes
+    reference: np.ndarray  # (R, D) float16 unit-length detector features of training images (Head.detector_features)
     center: np.ndarray  # (2,) medians of the two parts over the calibration images
     spread: np.ndarray  # (2,) their standard deviations
     threshold: float  # scores above it are unknown
@@ -77,7 +79,7 @@ class UnknownDetector:
         cross-fitted calibration; without it, the head's own logits are used). Distances are measured between the
         head's detector features (Head.detector_features: the codes, or a fine-tuned network's pooled features).
         validation_unseen: the head never trained on the validation images (a fine-tuned one only chose its epoch
-        on them), so any validation split calibrates it, however small."""
+        on them), so a validation split smaller than SMALL_VALIDATION calibrates it too."""
         from ..codes.matrix import vstack
 
         if not 0 < keep < 1:
@@ -104,7 +106,7 @@ class UnknownDetector:
         return detector
 
     def parts(self, features, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:
-        """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference code."""
+        """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference row."""
         k = min(self.neighbour + skip_self, len(self.reference))
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
