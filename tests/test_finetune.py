@@ -118,7 +118,7 @@ def test_epochs_set_the_fine_tuning_schedule_and_are_refused_for_other_heads(tin
     assert refused.returncode != 0 and "--epochs sets how long --finetune K trains" in refused.stderr
     assert "this run's head is tuned" in refused.stderr and "Traceback" not in refused.stderr
     refused = cli("run", "--data", tiny_folder, "--epochs", "3", "--out", tmp_path)  # the head decided: not fine-tuning
-    assert refused.returncode != 0 and "this run does not fine-tune: 10 validation images" in refused.stderr
+    assert refused.returncode != 0 and "this run does not fine-tune: 48 labelled images" in refused.stderr
     with pytest.raises(CnnCodesError, match="head is mlp"):  # the Python API refuses it too
         RunSettings(head="mlp", finetune_epochs=3)
     assert RunSettings.from_dict({"head": "tuned"}).finetune_epochs is None  # a run recorded without the setting
@@ -171,14 +171,17 @@ def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
     monkeypatch.setattr(runtime, "resolve_device", lambda device, runtime="torch": "cuda")  # the CPU decides
-    large = SimpleNamespace(splits=np.array(["train"] * 400 + ["validation"] * 100 + ["test"] * 100))
-    small = SimpleNamespace(splits=np.array(["train"] * 400 + ["validation"] * 99 + ["test"] * 100))
+    large = SimpleNamespace(splits=np.array(["train"] * 9_900 + ["validation"] * 100 + ["test"] * 100))
+    small = SimpleNamespace(splits=np.array(["train"] * 9_901 + ["validation"] * 99 + ["test"] * 100))
+    fewer = SimpleNamespace(splits=np.array(["train"] * 9_899 + ["validation"] * 100 + ["test"] * 1_000))
     settings = RunSettings(device="cpu")
     assert settings.head == "auto"
     chosen, why = choose_head(settings, large)
     assert (chosen.head, chosen.backbone) == ("finetune", "efficientnet_lite0:cut=1") and "fine-tuning" in why
     chosen, why = choose_head(settings, small)
     assert chosen.head == "tuned" and "99 validation images are too few" in why
+    chosen, why = choose_head(settings, fewer)
+    assert chosen.head == "tuned" and "9,999 labelled images (train and validation) are fewer than the 10,000" in why
     assert choose_head(settings.but(backbone="efficientnet_lite1"), large)[0].head == "tuned"
     assert choose_head(settings.but(precision="fp32"), large)[0].head == "tuned"
     assert choose_head(settings.but(flip=True), large)[0].head == "tuned"

@@ -34,6 +34,24 @@ def test_the_threshold_keeps_the_share_asked_and_survives_a_round_trip():
                                   detector.score(far, head.decision_function(far)))
 
 
+def test_a_class_of_one_image_does_not_switch_cross_fitting_off():
+    """A small collection with one mistyped label (a class of one image): calibration stays cross-fitted, so new
+    images of the known classes are kept (on the head's own training logits most were called unknown)."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1, (3, 512))
+    y = np.r_[np.repeat(np.arange(3), 15), 3]  # class 3: one image
+    x = (centres[y % 3] + rng.normal(0, 3, (46, 512))).astype(np.float32)  # separable: training logits look sure
+
+    def fold_head(xs, ys):
+        return SoftmaxHead("tuned", c_grid=(1.0,)).fit(xs, ys, n_classes=4)
+
+    head = fold_head(x, y)
+    detector = UnknownDetector.fit(head, x, y, fold_head=fold_head)
+    new = (centres[np.arange(300) % 3] + rng.normal(0, 3, (300, 512))).astype(np.float32)
+    called = detector.score(new, head.decision_function(new)) > detector.threshold
+    assert called.mean() < 0.2, called.mean()
+
+
 @pytest.fixture(scope="module")
 def two_class_run(tiny_folder, tmp_path_factory):
     """A run on the tiny folder's bars and discs; its checkers were never seen."""

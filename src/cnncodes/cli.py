@@ -85,8 +85,9 @@ def _extract_options(p, backbone=True):
                    help="auto: bf16 where the hardware has it (codes within 0.3 points of fp32)")
     g.add_argument("--runtime", default=None, choices=["auto", *RUNTIMES], help="what "
                    "computes the codes: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (quantised, calibrated on "
-                   "training images); auto: torch on a GPU or a CPU with bf16, else onnx (1.9x torch there). Default: "
-                   "auto, or for a saved model the runtime of its codes; see docs/benchmarks.md, Speed")
+                   "training images); auto: onnx-int8 on a CPU with VNNI (unless --precision is given), torch on a GPU or "
+                   "a CPU with bf16, else onnx (1.9x torch there). Default: auto, or for a saved model the runtime of "
+                   "its codes; see docs/benchmarks.md, Speed")
     g.add_argument("--engine", default="local", choices=["local", "ray"], help="local threads or a Ray cluster")
     g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     g.add_argument("--concurrency", type=_positive_int, default=None, help="Ray actors (default: one per 2 CPUs)")
@@ -118,11 +119,11 @@ def _head_options(p):
 
 
 RUN_DEFAULT = ("The default decides per machine and collection. Codes: EfficientNet-Lite0 at 224 px, computed by "
-               "ONNX Runtime's int8 kernels where the CPU has VNNI (--runtime auto). Head: where the machine has a GPU "
-               "or a CPU with AMX and the validation split at least 100 images, Lite0's last block fine-tuned on its "
-               "cached activations (93.9% validation accuracy on CIFAR-10; a first run took 4.6 minutes on 2 Xeon "
-               "cores with AMX as --finetune 1 --runtime onnx-int8), else the tuned softmax (91.2%; 4.4 minutes on "
-               "2 AMD EPYC cores with VNNI, where fine-tuning took 7.7; 10.8 on 2 cores without VNNI or bf16). "
+               "ONNX Runtime's int8 kernels where the CPU has VNNI (--runtime auto). Head: where the CPU has AMX and "
+               "the collection at least 10,000 labelled images, Lite0's last block fine-tuned on its cached "
+               "activations (93.9% validation accuracy on CIFAR-10; a first run took 4.6 minutes on 2 Xeon cores "
+               "with AMX as --finetune 1 --runtime onnx-int8), else the tuned softmax (91.2%; 4.8 minutes on 2 AMD "
+               "EPYC cores with VNNI, where fine-tuning took 7.7; 10.8 on 2 cores without VNNI or bf16). "
                "Quicker: --backbone efficientnet_lite0:size=128 (4.8 minutes without VNNI, 87.2%). Best and "
                "slowest: --preset best (94.8%; four networks' codes). docs/benchmarks.md has the commands.")
 

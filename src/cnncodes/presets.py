@@ -17,6 +17,10 @@ PRESETS = {
 }
 DEFAULT = {"backbone": DEFAULT_BACKBONE, "head": "auto", "flip": False}  # no preset: the head decided per collection
 FINETUNE_BLOCKS = 1  # what head "auto" fine-tunes: Lite0's last block (docs/benchmarks.md, "A first run")
+# labelled images (train + validation) from which head "auto" fine-tunes: on the first N training images of each
+# CIFAR-10 class, fine-tuning scored 0.7 points below the tuned head on validation at 4,000 images and 0.6 above it
+# at 10,000 (`benchmarks/auto_head.py`; docs/benchmarks.md, "The head, decided per collection")
+FINETUNE_MIN_IMAGES = 10_000
 
 
 def resolve(preset: str | None, backbone: str | None = None, head: str | None = None, flip: bool = False,
@@ -47,14 +51,15 @@ def choose_head(settings, dataset) -> tuple:
     for a head given). Fine-tuning Lite0's last block (--finetune 1) where it trains fast, on a CPU with AMX: there it
     gave the most accurate first run within 5 minutes (93.2% test in 4.6 on 2 Xeon cores), while 2 AMD EPYC cores
     with AVX512-BF16 took 7.7 minutes for it (docs/benchmarks.md, "A first run"). The tuned head elsewhere, and where
-    the validation split is too small to choose the fine-tuned epoch on."""
+    the collection is too small for fine-tuning to pay (FINETUNE_MIN_IMAGES) or its validation split too small to
+    choose the fine-tuned epoch on."""
     if settings.head != "auto":
         return settings, None
     reason = _why_not_finetune(settings, dataset)
     if reason is None:
         return (settings.but(head="finetune", backbone=f"{settings.backbone}:cut={FINETUNE_BLOCKS}"),
-                f"fine-tuning the last block of {settings.backbone} (the collection's validation split is large "
-                "enough to choose its epoch on, and this CPU trains it fast)")
+                f"fine-tuning the last block of {settings.backbone} (the collection has at least "
+                f"{FINETUNE_MIN_IMAGES:,} labelled images, and this CPU trains it fast)")
     if settings.finetune_epochs is not None:
         raise CnnCodesError(f"--epochs sets how long fine-tuning trains, and this run does not fine-tune: {reason}")
     return settings.but(head="tuned"), f"the tuned head: {reason}"
@@ -62,6 +67,8 @@ def choose_head(settings, dataset) -> tuple:
 
 def _why_not_finetune(settings, dataset) -> str | None:
     """Why head "auto" does not fine-tune, or None where it does. Fine-tuning runs on the CPU (heads/finetune.py)."""
+    import numpy as np
+
     from .codes.runtime import cpu_has_amx, resolve_precision
     from .heads.softmax import SMALL_VALIDATION
 
@@ -71,6 +78,10 @@ def _why_not_finetune(settings, dataset) -> str | None:
         return "fine-tuning takes no --normalize"
     if settings.flip:
         return "--flip would double fine-tuning's work (--finetune 1 --flip does both)"
+    labelled = int(np.isin(dataset.splits, ["train", "validation"]).sum())
+    if labelled < FINETUNE_MIN_IMAGES:
+        return (f"{labelled:,} labelled images (train and validation) are fewer than the {FINETUNE_MIN_IMAGES:,} "
+                "from which fine-tuning scored higher on CIFAR-10")
     validation = int((dataset.splits == "validation").sum())
     if validation < SMALL_VALIDATION:
         return (f"{validation} validation images are too few to choose fine-tuning's epoch on (fewer than "

@@ -49,15 +49,21 @@ def _reference_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """Each image's logits from a head that did not see it (stratified folds); the head's own where a class has
-    fewer than 2 images or no fold_head is given."""
+    """Each image's logits from a head that did not see it (stratified folds); the head's own where no class has 2
+    images or no fold_head is given."""
+    import warnings
+
     from sklearn.model_selection import StratifiedKFold
 
-    folds = fold_count(y)
+    shared = np.isin(y, np.flatnonzero(np.bincount(y) > 1))  # a class of one image (a mistyped label, often) must
+    folds = fold_count(y[shared]) if shared.any() else 1    # not switch cross-fitting off: its image joins one fold
     if fold_head is None or folds < 2:
         return head.decision_function(x)
     logits = np.zeros((len(x), head.n_classes_), np.float32)
-    for fit_rows, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+    with warnings.catch_warnings():  # "the least populated class has only 1 member": as meant, see above
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    for fit_rows, held in splits:
         logits[held] = fold_head(x[fit_rows], y[fit_rows]).decision_function(x[held])
     return logits
 
@@ -69,7 +75,7 @@ class UnknownDetector:
     spread: np.ndarray  # (2,) their standard deviations
     threshold: float  # scores above it are unknown
     keep: float  # the share of calibration images the threshold keeps
-    neighbour: int = NEIGHBOUR  # k of the k-th nearest code: at most the smallest class's rows in the reference
+    neighbour: int = NEIGHBOUR  # k of the k-th nearest row: at most a typical class's rows in the reference
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
@@ -92,9 +98,11 @@ class UnknownDetector:
         x_reference = np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)
         features = head.detector_features(x_reference)
         reference = unit_rows(features).astype(np.float16)
-        smallest = min([int(n) for n in np.bincount(y_train[rows]) if n] or [1])
+        # k: at most a typical class's rows (the median class: one mislabelled image making a class of its own must
+        # not shrink every image's neighbourhood to one code); - 1: calibration may leave an image's own code out
+        typical = int(np.median([int(n) for n in np.bincount(y_train[rows]) if n] or [1]))
         detector = cls(reference, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
-                       max(1, min(NEIGHBOUR, smallest - 1)))  # - 1: calibration may leave an image's own code out
+                       max(1, min(NEIGHBOUR, typical - 1)))
         if not small:
             parts = detector.parts(*head.detector_inputs(x_val))
         else:
