@@ -130,11 +130,14 @@ def _write_html(run_dir: Path, settings: dict, metrics: dict, curve: dict, inter
     style = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 figure{margin:1.5em 0}img{max-width:100%}.big{font-size:2em;font-weight:bold}"""
-    chosen_c = f"; chosen C: {curve['best_C']:g}" if curve.get("best_C") is not None else ""  # tuned heads only
+    by = "lowest cross-validated log loss" if "cross-validation" in str(metrics.get("chosen_on")) else \
+        "highest validation accuracy"
+    chosen_c = f"; chosen C: {curve['best_C']:g} ({by})" if curve.get("best_C") is not None else ""  # tuned heads
     body = f"""<h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
 <p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
 {f"<p>{esc(unknown_line(metrics['unknown']))}.</p>" if metrics.get('unknown') else ""}
+{f"<p>Head: {esc(metrics['head_choice'])}.</p>" if metrics.get('head_choice') else ""}
 <p>Validation accuracy {percent(metrics.get('validation_accuracy'))} (the head's settings were chosen on:
 {esc(metrics.get('chosen_on', 'the validation split'))}).</p>
 <p>{metrics['images']} test images; {esc(splits)};
