@@ -98,9 +98,15 @@ def _read(native) -> str:
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Every test writes codes to a cache of the session, never to the user's (session-wide, so that module
-    fixtures, which start before any function-scoped fixture, are isolated too)."""
+    fixtures, which start before any function-scoped fixture, are isolated too). Where --runtime auto means int8 (a
+    CPU with VNNI), the suite's runs take the float runtime auto picks without VNNI: every new test collection would
+    calibrate an int8 graph of its own (seconds each); int8 has tests of its own, which name it."""
+    from cnncodes.codes import runtime
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CNNCODES_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        if runtime.resolve_runtime("auto", "cpu") == "onnx-int8":
+            patch.setenv(runtime.RUNTIME_ENV, "torch" if runtime.resolve_precision("auto", "cpu") == "bf16" else "onnx")
         yield
 
 
