@@ -41,6 +41,7 @@ def test_run_writes_model_metrics_curve_and_report(finished_run):
     settings = json.loads((out / "settings.json").read_text())
     assert settings["runtime"] in ("torch", "onnx", "onnx-int8")
     assert settings["head"] == "tuned" and "head: the tuned head: 45 labelled images (train and validation) are fewer" in result.stdout
+    assert "the threshold was set on 45 images, so the share" in result.stdout  # a rough 'none of these' says so
 
 
 def test_report_references_every_picture_and_each_is_a_real_png(finished_run):

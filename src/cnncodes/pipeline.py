@@ -219,7 +219,7 @@ def unknown_metrics(unknown: UnknownDetector | None, head, codes: Codes) -> dict
         return {"unknown": None}
     x, _ = codes.part("test")
     called = unknown.score(*head.detector_inputs(x)) > unknown.threshold
-    return {"unknown": {"keep": unknown.keep, "threshold": unknown.threshold,
+    return {"unknown": {"keep": unknown.keep, "threshold": unknown.threshold, "calibrated_on": unknown.calibrated_on,
                         "test_share_called_unknown": float(called.mean())}}
 
 

@@ -76,6 +76,7 @@ class UnknownDetector:
     threshold: float  # scores above it are unknown
     keep: float  # the share of calibration images the threshold keeps
     neighbour: int = NEIGHBOUR  # k of the k-th nearest row: at most a typical class's rows in the reference
+    calibrated_on: int = 0  # images the threshold was set on (0: not known, a detector read from a model file)
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
@@ -111,6 +112,7 @@ class UnknownDetector:
         detector.center = np.median(parts, 0).astype(np.float32)
         detector.spread = (parts.std(0) + 1e-6).astype(np.float32)
         detector.threshold = float(np.quantile(detector._combine(parts), keep))
+        detector.calibrated_on = len(parts)
         return detector
 
     def parts(self, features, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:

@@ -68,9 +68,17 @@ def split_lines(splits: np.ndarray, labels: np.ndarray, class_names: list[str], 
     return ["images per split:"] + lines + notes
 
 
+FEW_CALIBRATION = 200  # below this many calibration images, a run says its threshold is rough
+
+
 def unknown_line(unknown: dict) -> str:
+    few = unknown.get("calibrated_on") or FEW_CALIBRATION
+    rough = "" if few >= FEW_CALIBRATION else (
+        f"; the threshold was set on {few} images, so the share of new photos of known classes called unknown may be "
+        "well off that (label more images to steady it)")
     return (f"called 'unknown' (none of these): {unknown['test_share_called_unknown'] * 100:.1f}% of the test images, "
-            f"which all show known classes (the threshold keeps {unknown['keep'] * 100:.0f}% of validation images)")
+            f"which all show known classes (the threshold keeps {unknown['keep'] * 100:.0f}% of validation images)"
+            + rough)
 
 
 def format_table(metrics: dict) -> str:
