@@ -38,11 +38,24 @@ def train_head(codes: Codes, mode: str = "tuned", flipped: Codes | None = None, 
 
 def predict_codes(head, codes: Codes, flipped: Codes | None = None, split: str = "test") -> np.ndarray:
     """Class probabilities for a split; with flipped codes, the average over both views."""
+    return split_answers(head, codes, flipped, None, split)[0]
+
+
+def split_answers(head, codes: Codes, flipped: Codes | None, unknown: UnknownDetector | None,
+                  split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
+    """(class probabilities, unknown scores or None) of a split, from one pass of the head: a fine-tuned head's
+    pooled features give both its logits and its detector's distances."""
+    from .heads.base import softmax
+
     x, _ = codes.part(split)
-    proba = head.predict_proba(x)
+    if unknown is None:
+        scores, proba = None, head.predict_proba(x)
+    else:
+        features, logits = head.detector_inputs(x)
+        scores, proba = unknown.score(features, logits), softmax(logits)
     if flipped is not None:
         proba = (proba + head.predict_proba(flipped.part(split)[0])) / 2
-    return proba
+    return proba, scores
 
 
 @dataclass
@@ -117,8 +130,8 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     atomic_write(out / "skipped.tsv", skipped.encode("utf-8", "surrogateescape"))
     if not evaluate_test:
         return RunResult(out, settings, {}, fitted, codes, timings, metrics_unlabelled, head_choice)
-    proba = predict_codes(fitted, codes, flipped)
-    metrics = run_metrics(codes, proba, settings, dataset.name) | unknown_metrics(unknown, fitted, codes)
+    proba, scores = split_answers(fitted, codes, flipped, unknown)
+    metrics = run_metrics(codes, proba, settings, dataset.name) | unknown_metrics(unknown, scores)
     metrics |= {"validation_accuracy": fitted.validation_accuracy_, "timings": timings,
                 "chosen_on": getattr(fitted, "selection_", "validation split"),
                 "split_sizes": {s: int((codes.splits == s).sum()) for s in ("train", "validation", "test")}}
@@ -213,14 +226,13 @@ def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | 
     return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, fold_head=fold_head, seed=settings.seed)
 
 
-def unknown_metrics(unknown: UnknownDetector | None, head, codes: Codes) -> dict:
-    """The share of test images the detector calls unknown (all of them show known classes: ideally 1 - keep)."""
+def unknown_metrics(unknown: UnknownDetector | None, scores: np.ndarray | None) -> dict:
+    """The share of test images (scores: their unknown scores) the detector calls unknown (all of them show known
+    classes: ideally 1 - keep)."""
     if unknown is None:
         return {"unknown": None}
-    x, _ = codes.part("test")
-    called = unknown.score(*head.detector_inputs(x)) > unknown.threshold
     return {"unknown": {"keep": unknown.keep, "threshold": unknown.threshold, "calibrated_on": unknown.calibrated_on,
-                        "test_share_called_unknown": float(called.mean())}}
+                        "test_share_called_unknown": float((scores > unknown.threshold).mean())}}
 
 
 def keep_graphs(graphs: dict, out: Path) -> dict:
@@ -242,9 +254,7 @@ def write_unlabeled_predictions(out: Path, head, codes: Codes, flipped: Codes | 
 
     if not (codes.splits == UNLABELED).any():
         return
-    proba = predict_codes(head, codes, flipped, split=UNLABELED)
-    x, _ = codes.part(UNLABELED)
-    scores = unknown.score(*head.detector_inputs(x)) if unknown is not None else None
+    proba, scores = split_answers(head, codes, flipped, unknown, split=UNLABELED)
     k = min(top_k, len(codes.class_names))
     text = io.StringIO()
     rows = csv.writer(text)
