@@ -102,9 +102,10 @@ class FineTuneHead(Head):
         return self._classify(self._pooled(x))
 
     def _classify(self, pooled: np.ndarray) -> np.ndarray:
-        """Logits of pooled features, in float32 (dropout is off outside training)."""
-        linear = self.net_[-1]
-        return pooled @ linear.weight.detach().numpy().T + linear.bias.detach().numpy()
+        """Logits of pooled features, in float32 (dropout is off outside training): the classifier's terms of one
+        position, the pooled one."""
+        terms, bias = self.position_terms(pooled)
+        return terms + bias
 
     def _fit(self, x_train, y, val, y_val):
         import torch
