@@ -256,6 +256,33 @@ def test_a_small_validation_split_hands_the_choice_of_c_to_cross_validation():
     assert head.score(x[60:], y[60:]) > 0.6
 
 
+def test_a_class_of_one_image_does_not_switch_cross_validation_off():
+    """A mistyped label makes a class of one image: C is still cross-validated (that image stays in every fit, the
+    log loss counts every class), as scikit-learn computes it on the same folds, and the run says so."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = blobs(n=600, d=60, seed=3)
+    x += np.random.default_rng(1).normal(0, 4, x.shape).astype(np.float32)
+    y = y.copy()
+    y[59] = y.max() + 1  # a class of its own, among the validation images
+    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    head = SoftmaxHead(c_grid=grid).fit(x[:51], y[:51], x[51:60], y[51:60], n_classes=int(y.max()) + 1)
+    assert head.selection_.startswith("5-fold cross-validation") and "1 image whose class has no other" in head.selection_
+    xs, ys = x[:59], y[:59]
+    losses = {}
+    for c in grid:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        losses[c] = np.mean([log_loss(ys[held], model.fit(np.vstack([xs[fit], x[59:60]]), np.r_[ys[fit], y[59]])
+                                      .predict_proba(xs[held]), labels=np.unique(y[:60]))
+                             for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(xs, ys)])
+    assert head.best_c_ == min(losses, key=losses.get)
+    assert head.validation_accuracy_ is not None and head.score(x[60:], y[60:]) > 0.6
+
+
 def test_metrics_of_a_test_split_without_some_class_match_sklearn_and_stay_quiet():
     """A test split with no image of a class the head predicts: balanced accuracy averages the recalls of the classes
     present (scikit-learn's definition), interval and all, and no scikit-learn warning reaches the user (the run

@@ -52,6 +52,22 @@ def fold_count(y: np.ndarray, most: int = 5) -> int:
     return int(min(most, counts[counts > 0].min()))
 
 
+def stratified_folds(y: np.ndarray, seed: int, most: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, held-out rows) of a stratified cross-validation over labels y, [] where no two classes have 2
+    images. An image whose class has no other (a mistyped label, often) is in every fit and never held out: it
+    must not switch cross-validation off, and a fold cannot score a class its fit never saw."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y)
+    shared = np.flatnonzero(np.isin(y, np.flatnonzero(np.bincount(y) > 1)))
+    if len(np.unique(y[shared])) < 2:
+        return []
+    alone = np.setdiff1d(np.arange(len(y)), shared)
+    folds = StratifiedKFold(fold_count(y[shared], most), shuffle=True, random_state=seed)
+    return [(np.sort(np.concatenate([shared[fit], alone])), shared[held])
+            for fit, held in folds.split(shared, y[shared])]
+
+
 def unit_rows(x) -> np.ndarray:
     """Each row scaled to length 1 (cosine similarities are then dot products)."""
     x = np.asarray(x, np.float32)

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from ..errors import CnnCodesError
-from .base import (Head, check_class_weight, check_normalization, class_weights, fold_count, normalize_codes,
+from .base import (Head, check_class_weight, check_normalization, class_weights, normalize_codes, stratified_folds,
                    scaler_stats, softmax, standardize, views_accuracy)
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
@@ -106,25 +106,32 @@ class SoftmaxHead(Head):
         a validation split of a few images ties most Cs on accuracy and picks by chance. search_ records each C's
         cross-validated accuracy, validation_accuracy_ the chosen one's."""
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_validate
+        from sklearn.metrics import log_loss, make_scorer
+        from sklearn.model_selection import cross_validate
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         xa = normalize_codes(np.vstack([np.asarray(b) for b in blocks]), self.normalize)
         ya = np.concatenate(labels)
-        folds = fold_count(ya)
-        if folds < 2:
+        cv = stratified_folds(ya, self.seed)
+        if not cv:
+            self.selection_ = ("none: no two classes have two labelled images to cross-validate on (C from the "
+                               "grid's middle)")
             return self.c_grid[len(self.c_grid) // 2]
-        self.selection_ = f"{folds}-fold cross-validation over train + validation (the validation split is small)"
-        cv = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+        alone = len(ya) - sum(len(held) for _, held in cv)
+        self.selection_ = f"{len(cv)}-fold cross-validation over train + validation (the validation split is small)" + (
+            f"; {alone} image{'s' * (alone > 1)} whose class has no other stayed in training" if alone else "")
+        # log loss over every class: a class of one image is in no held-out fold
+        scoring = {"log_loss": make_scorer(log_loss, response_method="predict_proba", greater_is_better=False,
+                                           labels=np.unique(ya)), "accuracy": "accuracy"}
         for c in sorted(self.c_grid):
             model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=self.max_iter,
                                                                        class_weight=self._sklearn_weight()))
             with warnings.catch_warnings():  # a fold that stops at max_iter still scores its C
                 warnings.simplefilter("ignore")
-                scores = cross_validate(model, xa, ya, cv=cv, scoring=("neg_log_loss", "accuracy"))
+                scores = cross_validate(model, xa, ya, cv=cv, scoring=scoring)
             self.search_.append({"C": c, "validation_accuracy": float(scores["test_accuracy"].mean()),
-                                 "log_loss": float(-scores["test_neg_log_loss"].mean())})
+                                 "log_loss": float(-scores["test_log_loss"].mean())})
         best = min(self.search_, key=lambda r: r["log_loss"])
         self.validation_accuracy_ = best["validation_accuracy"]
         return best["C"]

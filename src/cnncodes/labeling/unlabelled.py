@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..heads import SoftmaxHead
-from ..heads.base import fold_count
+from ..heads.base import stratified_folds
 from ..heads.softmax import SMALL_VALIDATION
 from .propagate import FIT_ROWS, Propagation
 
@@ -52,8 +52,8 @@ def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int,
         return None
     small = len(validation) < SMALL_VALIDATION
     labelled = np.concatenate([train, validation])
-    folds = fold_count(labels[labelled])
-    if small and folds < 2:
+    folds = stratified_folds(labels[labelled], seed)
+    if small and not folds:
         return None
     draw = np.random.default_rng(seed)
     sample = np.sort(draw.choice(unlabelled, FIT_ROWS, replace=False)) if len(unlabelled) > FIT_ROWS else unlabelled
@@ -90,12 +90,10 @@ def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int,
         spread = spread_from(train_at)  # validation labels stay hidden: its accuracy stays honest
         with_spread = accuracy(train_at, validation_at, spread)
     else:
-        from sklearn.model_selection import StratifiedKFold
-
         labelled_at = np.concatenate([train_at, validation_at])
-        chosen_on = f"{folds}-fold cross-validation over the labelled images (the validation split is small)"
+        chosen_on = f"{len(folds)}-fold cross-validation over the labelled images (the validation split is small)"
         scores = []
-        for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(labelled_at, y[labelled_at]):
+        for fit, held in folds:  # rows of labels[labelled], the order of labelled_at
             fit, held = labelled_at[fit], labelled_at[held]
             scores.append((accuracy(fit, held), accuracy(fit, held, spread_from(fit))))
         without, with_spread = (float(v) for v in np.mean(scores, 0))
