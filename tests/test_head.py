@@ -258,7 +258,7 @@ def test_a_small_validation_split_hands_the_choice_of_c_to_cross_validation():
 
 def test_a_class_of_one_image_does_not_switch_cross_validation_off():
     """A mistyped label makes a class of one image: C is still cross-validated (that image stays in every fit, the
-    log loss counts every class), as scikit-learn computes it on the same folds, and the run says so."""
+    log loss counts every class), each C's loss as scikit-learn computes it on the same folds, and the run says so."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold
@@ -266,21 +266,39 @@ def test_a_class_of_one_image_does_not_switch_cross_validation_off():
     from sklearn.preprocessing import StandardScaler
 
     x, y = blobs(n=600, d=60, seed=3)
-    x += np.random.default_rng(1).normal(0, 4, x.shape).astype(np.float32)
+    x += np.random.default_rng(1).normal(0, 8, x.shape).astype(np.float32)
     y = y.copy()
-    y[59] = y.max() + 1  # a class of its own, among the validation images
-    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    y[20] = y.max() + 1  # a class of its own, among the training images
+    grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
     head = SoftmaxHead(c_grid=grid).fit(x[:51], y[:51], x[51:60], y[51:60], n_classes=int(y.max()) + 1)
     assert head.selection_.startswith("5-fold cross-validation") and "1 image whose class has no other" in head.selection_
-    xs, ys = x[:59], y[:59]
-    losses = {}
+    shared = np.r_[0:20, 21:60]
+    losses, accuracies = {}, {}
     for c in grid:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
-        losses[c] = np.mean([log_loss(ys[held], model.fit(np.vstack([xs[fit], x[59:60]]), np.r_[ys[fit], y[59]])
-                                      .predict_proba(xs[held]), labels=np.unique(y[:60]))
-                             for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(xs, ys)])
-    assert head.best_c_ == min(losses, key=losses.get)
-    assert head.validation_accuracy_ is not None and head.score(x[60:], y[60:]) > 0.6
+        model, folds = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000)), []
+        for fit, held in StratifiedKFold(5, shuffle=True, random_state=0).split(shared, y[shared]):
+            fit, held = np.sort(np.r_[shared[fit], 20]), shared[held]
+            model.fit(x[fit], y[fit])
+            folds.append((log_loss(y[held], model.predict_proba(x[held]), labels=np.unique(y[:60])),
+                          model.score(x[held], y[held])))
+        losses[c], accuracies[c] = np.mean(folds, 0)
+    assert [r["log_loss"] for r in head.search_] == pytest.approx([losses[c] for c in sorted(grid)], rel=1e-3)
+    assert [r["validation_accuracy"] for r in head.search_] == pytest.approx([accuracies[c] for c in sorted(grid)])
+    assert head.best_c_ == min(losses, key=losses.get) and head.validation_accuracy_ == accuracies[head.best_c_]
+
+
+def test_stratified_folds_keep_a_lone_image_in_every_fit_and_hold_out_every_other_once():
+    from cnncodes.heads.base import stratified_folds
+
+    assert stratified_folds(np.array([0, 1, 2]), 0) == []  # nothing to cross-validate
+    assert stratified_folds(np.array([0, 0, 0, 1, 2]), 0) == []  # one class of two or more: no classifier to score
+    y = np.array([0, 1, 0, 2, 1, 0, 1, 0, 1])  # image 3 alone in its class; the smallest other class has 4
+    folds = stratified_folds(y, 0)
+    assert len(folds) == 4
+    held = np.concatenate([h for _, h in folds])
+    assert sorted(held.tolist()) == [0, 1, 2, 4, 5, 6, 7, 8]  # each other image held out exactly once
+    for fit, out in folds:
+        assert 3 in fit and not set(fit) & set(out) and set(y[fit]) == {0, 1, 2} and list(fit) == sorted(fit)
 
 
 def test_metrics_of_a_test_split_without_some_class_match_sklearn_and_stay_quiet():

@@ -54,8 +54,9 @@ def fold_count(y: np.ndarray, most: int = 5) -> int:
 
 def stratified_folds(y: np.ndarray, seed: int, most: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, held-out rows) of a stratified cross-validation over labels y, [] where no two classes have 2
-    images. An image whose class has no other (a mistyped label, often) is in every fit and never held out: it
-    must not switch cross-validation off, and a fold cannot score a class its fit never saw."""
+    images. An image whose class has no other (a mistyped label, often) is in every fit and never held out: it must
+    not switch cross-validation off, and every fit then knows every class (a log loss over all classes is defined).
+    (heads/unknown.py holds such an image out once instead: there every image needs logits from a head without it.)"""
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(y)

@@ -115,7 +115,7 @@ class SoftmaxHead(Head):
         ya = np.concatenate(labels)
         cv = stratified_folds(ya, self.seed)
         if not cv:
-            self.selection_ = ("none: no two classes have two labelled images to cross-validate on (C from the "
+            self.selection_ = ("none: no two classes have two labelled images to cross-validate on (C is the "
                                "grid's middle)")
             return self.c_grid[len(self.c_grid) // 2]
         alone = len(ya) - sum(len(held) for _, held in cv)
@@ -129,7 +129,7 @@ class SoftmaxHead(Head):
                                                                        class_weight=self._sklearn_weight()))
             with warnings.catch_warnings():  # a fold that stops at max_iter still scores its C
                 warnings.simplefilter("ignore")
-                scores = cross_validate(model, xa, ya, cv=cv, scoring=scoring)
+                scores = cross_validate(model, xa, ya, cv=cv, scoring=scoring, error_score="raise")
             self.search_.append({"C": c, "validation_accuracy": float(scores["test_accuracy"].mean()),
                                  "log_loss": float(-scores["test_log_loss"].mean())})
         best = min(self.search_, key=lambda r: r["log_loss"])

@@ -52,7 +52,7 @@ def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int,
         return None
     small = len(validation) < SMALL_VALIDATION
     labelled = np.concatenate([train, validation])
-    folds = stratified_folds(labels[labelled], seed)
+    folds = stratified_folds(labels[labelled], seed) if small else []
     if small and not folds:
         return None
     draw = np.random.default_rng(seed)

@@ -132,7 +132,8 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 figure{margin:1.5em 0}img{max-width:100%}.big{font-size:2em;font-weight:bold}"""
     chosen_on = str(metrics.get("chosen_on"))
     by = "lowest cross-validated log loss" if "cross-validation" in chosen_on else \
-        "not chosen" if chosen_on.startswith("none") else "highest validation accuracy"
+        "the grid's middle: too few labels to cross-validate" if chosen_on.startswith("none") else \
+        "highest validation accuracy"
     chosen_c = f"; chosen C: {curve['best_C']:g} ({by})" if curve.get("best_C") is not None else ""  # tuned heads
     body = f"""<h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
