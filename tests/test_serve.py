@@ -77,6 +77,23 @@ def test_concurrent_requests_each_get_their_own_answers(server, tiny_folder):
         assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-4)
 
 
+def test_a_call_waits_briefly_for_requests_still_being_read_and_not_otherwise():
+    import time
+
+    from cnncodes.serve import Batcher
+
+    calls, reading = [], [1]
+    batcher = Batcher(lambda images: calls.append(list(images)) or [i.upper() for i in images],
+                      reading=lambda: reading[0], linger=2.0)
+    first = batcher.submit(["a"])
+    time.sleep(0.1)  # the call waits: one request is still being read
+    second = batcher.submit(["b"])
+    reading[0] = 0
+    assert first.result(5) == ["A"] and second.result(5) == ["B"] and calls == [["a", "b"]]
+    started = time.perf_counter()
+    assert batcher.submit(["c"]).result(5) == ["C"] and time.perf_counter() - started < 1.0  # nothing read: no wait
+
+
 def test_the_batcher_answers_waiting_requests_in_one_call_and_survives_errors_and_cancels():
     import threading
 

@@ -29,15 +29,19 @@ from .outputs.page import html_page
 MAX_BODY_MB = 50
 MAX_FILES = 64
 BATCH_IMAGES = 64  # images answered by one call of the model at most (a call of one request may have more)
+LINGER_SECONDS = 0.005  # how long a call waits for requests the server is still reading (Batcher)
 
 
 class Batcher:
     """Answers requests with one call of `predict` (a list of images -> a list of answers, in order) for all the
     requests waiting when the previous call ends: a busy server batches by itself, an idle one answers at once
-    (no waiting for company). One thread calls the model; the event loop only waits on futures."""
+    (no waiting for company). `reading()`: how many requests have arrived and are still being read; a call waits
+    for them up to `linger` seconds (the clients answered by the last call send their next requests together, and
+    one call for all of them costs less than one each). One thread calls the model; the event loop only waits on
+    futures."""
 
-    def __init__(self, predict, max_images: int = BATCH_IMAGES):
-        self.predict, self.max_images = predict, max_images
+    def __init__(self, predict, max_images: int = BATCH_IMAGES, reading=lambda: 0, linger: float = LINGER_SECONDS):
+        self.predict, self.max_images, self.reading, self.linger = predict, max_images, reading, linger
         self.waiting: queue.Queue = queue.Queue()
         threading.Thread(target=self._answer, name="cnncodes-batcher", daemon=True).start()
 
@@ -53,11 +57,11 @@ class Batcher:
             except BaseException:  # noqa: BLE001 - never: every future is settled inside; the thread must not die
                 continue
 
-    def _take(self, block: bool):
+    def _take(self, block: bool, timeout: float | None = None):
         """The next waiting request whose client still waits for it (a cancelled one is dropped), or None."""
         while True:
             try:
-                images, future = self.waiting.get(block=block)
+                images, future = self.waiting.get(block=block, timeout=timeout)
             except queue.Empty:
                 return None
             if future.set_running_or_notify_cancel():
@@ -65,9 +69,11 @@ class Batcher:
 
     def _answer_waiting(self) -> None:
         jobs = [self._take(block=True)]
-        count = len(jobs[0][0])
+        count, until = len(jobs[0][0]), time.perf_counter() + self.linger
         while count < self.max_images:
             job = self._take(block=False)
+            if job is None and self.reading() > 0 and time.perf_counter() < until:
+                job = self._take(block=True, timeout=max(until - time.perf_counter(), 1e-4))
             if job is None:
                 break
             jobs.append(job)
@@ -111,7 +117,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     # A lone request's image has its operators spread over every core; while other requests are read, parsed and
     # answered, images run one per core (operator threads that share cores with HTTP wait for each other)
     in_flight = [0]  # /predict requests between arrival and answer (counted on the event loop)
-    batcher = Batcher(lambda images: predictor(images, top_k, spread=in_flight[0] <= 1))
+    reading = [0]  # of those, the ones not yet handed to the batcher
+    batcher = Batcher(lambda images: predictor(images, top_k, spread=in_flight[0] <= 1), reading=lambda: reading[0])
     max_bytes = int(max_body_mb * 2**20)
     app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
 
@@ -208,25 +215,14 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     async def answer_images(request: Request, explain: bool) -> JSONResponse:
         if explain and explainer() is None:
             return error(400, unexplained)
+        reading[0] += 1
         try:
-            form = await counted(request).form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
-        except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
-            text = str(getattr(exc, "detail", "") or exc)
-            if any(word in text.lower() for word in ("too many", "size", "exceeded")):
-                return error(413, f"{text} (this server takes at most {max_files} files of at most {max_bytes:,} "
-                                  "bytes: --max-files, --max-body-mb)")
-            return error(400, f"not a multipart form with images: {text}")
-        uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
-        if not uploads:
-            return error(400, "no image: send one or more files as multipart form field 'file'")
-        names, blobs, total = [], [], 0
-        for upload in uploads:
-            data = await upload.read()
-            total += len(data)
-            if total > max_bytes:
-                return error(413, f"the images add up to more than {max_bytes:,} bytes (--max-body-mb)")
-            names.append(upload.filename or f"file{len(names)}")
-            blobs.append(data)
+            read = await read_images(request)
+        finally:
+            reading[0] -= 1
+        if isinstance(read, JSONResponse):
+            return read
+        names, blobs = read
         import asyncio
 
         from starlette.concurrency import run_in_threadpool
@@ -246,6 +242,29 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         if all("error" in a for a in answers):
             return JSONResponse({"error": "no image could be used", "images": answers}, status_code=422)
         return JSONResponse({"images": answers, "milliseconds": round(seconds * 1000, 2)})
+
+    async def read_images(request: Request):
+        """(names, image bytes) of the request's form, or the 4xx answer saying what is wrong with it."""
+        try:
+            form = await counted(request).form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
+        except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
+            text = str(getattr(exc, "detail", "") or exc)
+            if any(word in text.lower() for word in ("too many", "size", "exceeded")):
+                return error(413, f"{text} (this server takes at most {max_files} files of at most {max_bytes:,} "
+                                  "bytes: --max-files, --max-body-mb)")
+            return error(400, f"not a multipart form with images: {text}")
+        uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
+        if not uploads:
+            return error(400, "no image: send one or more files as multipart form field 'file'")
+        names, blobs, total = [], [], 0
+        for upload in uploads:
+            data = await upload.read()
+            total += len(data)
+            if total > max_bytes:
+                return error(413, f"the images add up to more than {max_bytes:,} bytes (--max-body-mb)")
+            names.append(upload.filename or f"file{len(names)}")
+            blobs.append(data)
+        return names, blobs
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
