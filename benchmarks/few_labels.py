@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from cnncodes.backbones import final_code_columns  # noqa: E402
 from cnncodes.codes.view import Codes  # noqa: E402
 from cnncodes.heads import SoftmaxHead  # noqa: E402
 from cnncodes.labeling import Propagation, choose_to_label  # noqa: E402
@@ -100,7 +101,7 @@ def main() -> None:
     val = s[collection] == "validation"
     evaluations = {"validation": (x[val], y[val]), "test": (x_all[s == "test"], y_all[s == "test"])}
     t0 = time.perf_counter()
-    propagation = Propagation(x)
+    propagation = Propagation(x, parts=final_code_columns(codes.backbone))
     print(f"neighbour graph of {len(x):,} codes: {time.perf_counter() - t0:.1f} s", flush=True)
     variants = {}
     if a.ablation:

@@ -127,6 +127,21 @@ def test_backbone_variants_change_preprocessing_and_dimension():
             get_backbone(bad)
 
 
+def test_final_code_columns_point_at_each_networks_own_code():
+    """In multi-layer codes beside another network's, the columns named final are what the plain network gives."""
+    from cnncodes.backbones import final_code_columns
+
+    spec = "efficientnet_lite0:layers=multi:size=96+efficientnet_lite1:size=96"
+    multi, plain = final_code_columns(spec)
+    assert (multi.start, multi.stop, plain.start, plain.stop) == (704, 1984, 1984, 3264)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.inference_mode():
+        codes = torch.cat([load_model(n)(x) for n in spec.split("+")], 1)
+        assert torch.allclose(codes[:, multi], load_model("efficientnet_lite0")(x), atol=1e-5)
+        assert torch.allclose(codes[:, plain], load_model("efficientnet_lite1")(x), atol=1e-5)
+    assert final_code_columns("efficientnet_lite0") == [slice(0, 1280)]
+
+
 def test_a_missing_weights_package_says_what_to_install_and_another_missing_module_is_not_blamed_on_it():
     import dataclasses
 

@@ -74,6 +74,25 @@ def test_one_label_per_group_spreads_to_the_whole_group():
     assert [model.predict(fresh[n:n + 1])[0] for n in (0, 60, 120)] == list(model.predict(fresh)[[0, 60, 120]])
 
 
+def test_parts_weigh_each_networks_codes_the_same():
+    """Codes of two networks side by side, the second's large and uninformative: compared as one vector, its noise
+    decides the neighbours; part by part, each normalised on its own (each network weighs the same), the groups
+    the first network sees come through. Each part's features are its power-normalised codes over sqrt(2)."""
+    from cnncodes.labeling.propagate import power_normalised
+
+    x, y = blobs()
+    noise = np.random.default_rng(3).normal(0, 50, (len(x), 64)).astype(np.float32) + 100
+    codes = np.hstack([x, noise])
+    labels = np.full(len(y), -1)
+    labels[[0, 60, 120]] = [0, 1, 2]
+    whole = Propagation(codes)
+    parted = Propagation(codes, parts=[slice(0, 32), slice(32, 96)])
+    assert (whole.spread(labels).argmax(1) == y).mean() < 0.7
+    assert (parted.spread(labels).argmax(1) == y).mean() >= 0.95
+    expected = np.hstack([power_normalised(x)[0], power_normalised(noise)[0]]) / np.sqrt(2)
+    assert np.allclose(parted.features(codes), expected, atol=1e-5)
+
+
 def two_groups(sizes, labelled, seed=1):
     """Two touching groups of 16-d points along one axis, `labelled` random labels in each: (codes, truth, labels)."""
     rng = np.random.default_rng(seed)

@@ -169,6 +169,7 @@ def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, head_option
     their spread labels when that scores higher (labeling/unlabelled.py); else the head as it was. Not with --flip
     (the decision compares heads on one view) nor other heads. The unknown detector stays calibrated on the labelled
     images alone."""
+    from .backbones import final_code_columns
     from .labeling.unlabelled import choose_spread
 
     if settings.head != "tuned" or settings.flip or not (codes.splits == UNLABELED).any():
@@ -178,7 +179,8 @@ def learn_from_unlabelled(head, codes: Codes, settings: RunSettings, head_option
         print(f"head: do the {int((codes.splits == UNLABELED).sum()):,} unlabelled images help? (labels spread over "
               "the codes' neighbours)", flush=True)
     choice = choose_spread(collection.vectors, collection.labels, collection.splits, len(codes.class_names),
-                           head.best_c_, settings.seed, settings.class_weight, settings.normalize)
+                           head.best_c_, settings.seed, settings.class_weight, settings.normalize,
+                           final_code_columns(settings.backbone))
     if choice is None or not choice.used:
         return head, choice
     x_spread = take(collection.vectors, choice.rows)

@@ -198,6 +198,19 @@ def backbone_names(spec: str) -> list[str]:
     return names
 
 
+def final_code_columns(spec: str) -> list[slice]:
+    """The columns of each network's final pooled code in the codes of `spec` ('a+b' concatenates networks; a
+    layers=multi network's final code is the last of its pooled layers)."""
+    columns, start = [], 0
+    for name in backbone_names(spec):
+        width = get_backbone(name).feature_dim
+        base, *options = name.split(":")
+        final = get_backbone(base).feature_dim if "layers=multi" in options else width
+        columns.append(slice(start + width - final, start + width))
+        start += width
+    return columns
+
+
 @lru_cache(maxsize=4)
 def load_model(name: str) -> nn.Module:
     """One model instance per process (prediction and the Ray actors reuse it)."""

@@ -58,12 +58,14 @@ class SpreadClassifier:
 class Propagation:
     """The neighbour graph of a collection's codes, built once; spread(labels) as often as labels change."""
 
-    def __init__(self, codes, neighbours: int = NEIGHBOURS, power: bool = True):
-        """power=False: plain unit-length codes (for comparison: benchmarks/few_labels.py --ablation)."""
+    def __init__(self, codes, neighbours: int = NEIGHBOURS, power: bool = True, parts: list[slice] | None = None):
+        """parts: the columns compared, a slice per network (backbones.final_code_columns): each part is
+        power-normalised on its own and weighs the same; None: all columns as one. power=False: plain unit-length
+        codes (for comparison: benchmarks/few_labels.py --ablation)."""
         import scipy.sparse as sp
 
-        self.codes, self.power = codes, power
-        unit, self.mean = power_normalised(codes) if power else (unit_rows(codes), None)
+        self.codes, self.power, self.parts = codes, power, parts or [slice(None)]
+        unit, self.means = self._compared(codes, None) if power else (unit_rows(codes), None)
         n = len(unit)
         k = max(1, min(neighbours, n - 1))
         rows, cols, weights = [], [], []
@@ -79,8 +81,17 @@ class Propagation:
         self.graph = (scale @ graph @ scale).tocsr()
 
     def features(self, codes) -> np.ndarray:
-        """Codes as the graph compares them (new codes are centred on this collection's mean)."""
-        return power_normalised(codes, self.mean)[0] if self.power else unit_rows(codes)
+        """Codes as the graph compares them (new codes are centred on this collection's means)."""
+        return self._compared(codes, self.means)[0] if self.power else unit_rows(codes)
+
+    def _compared(self, codes, means: list | None) -> tuple[np.ndarray, list]:
+        """(the parts power-normalised, side by side at the same weight; each part's mean, theirs where None)."""
+        codes = np.asarray(codes)
+        done = [power_normalised(codes[:, part], None if means is None else means[i])
+                for i, part in enumerate(self.parts)]
+        if len(done) == 1:
+            return done[0][0], [done[0][1]]
+        return np.hstack([unit for unit, _ in done]) / np.sqrt(len(done)), [mean for _, mean in done]
 
     def spread(self, labels: np.ndarray, n_classes: int | None = None, prior: str = "labels") -> np.ndarray:
         """labels: (N,) class index, -1 where unknown -> (N, classes) spread scores after class mass normalisation

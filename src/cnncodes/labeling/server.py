@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backbones import final_code_columns
 from ..errors import CnnCodesError
 from .choose import choose_to_label, reduce_codes
 from .manifest import ChangedOutside, Manifest, check_class_name
@@ -52,7 +53,7 @@ class LabellingSession:
         self.paths = [str(i) for i in self.codes.ids]
         self.row = {p: n for n, p in enumerate(self.paths)}
         self.vectors = np.asarray(self.codes.vectors, np.float32)
-        self.propagation = Propagation(self.vectors)
+        self.propagation = Propagation(self.vectors, parts=final_code_columns(self.codes.backbone))
         self.points = reduce_codes(self.vectors)  # what k-means clusters, once: not again for every page
         self.undo_stack, self.skipped, self.growth = [], set(), []
         self.lock = threading.Lock()

@@ -36,10 +36,12 @@ class SpreadChoice:
 
 
 def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int, c: float, seed: int = 0,
-                  class_weight: str = "none", normalize: str = "none") -> SpreadChoice | None:
+                  class_weight: str = "none", normalize: str = "none",
+                  parts: list[slice] | None = None) -> SpreadChoice | None:
     """x_all: the codes of train, validation and unlabelled images (test images stay out of the graph), in memory or
     on disk; labels (-1 where none); splits ('train', 'validation', 'unlabeled'); c: the L2 strength the plain head
-    chose. None where there is nothing to decide (no unlabelled image, or too few labels to compare).
+    chose; parts: the columns the neighbour graph compares (Propagation). None where there is nothing to decide (no
+    unlabelled image, or too few labels to compare).
 
     The graph joins the labelled images and the drawn unlabelled ones only (memory and time stay bounded however
     many unlabelled images there are); an unlabelled image no label reaches gets no spread label."""
@@ -61,7 +63,7 @@ def choose_spread(x_all, labels: np.ndarray, splits: np.ndarray, n_classes: int,
     position = {int(r): n for n, r in enumerate(nodes)}
     x = np.asarray(take(x_all, nodes), np.float32)
     y = labels[nodes]
-    graph = Propagation(x)
+    graph = Propagation(x, parts=parts)
     train_at, validation_at = [np.array([position[int(r)] for r in rows], np.int64) for rows in (train, validation)]
     sample_at = np.array([position[int(r)] for r in sample], np.int64)
 
