@@ -74,6 +74,18 @@ def test_one_label_per_group_spreads_to_the_whole_group():
     assert [model.predict(fresh[n:n + 1])[0] for n in (0, 60, 120)] == list(model.predict(fresh)[[0, 60, 120]])
 
 
+def test_the_first_choices_compare_the_columns_the_graph_compares():
+    """Mid-level codes beside a network's final code (layers=multi): large and uninformative here. Choosing on all
+    columns misses groups; with a propagation over the final columns, the choice uses those and covers every group."""
+    x, y = blobs()
+    mid = np.random.default_rng(5).normal(0, 40, (len(x), 64)).astype(np.float32) + 60
+    codes = np.hstack([mid, x])
+    unlabelled = np.full(len(y), -1)
+    assert len(set(y[choose_to_label(codes, unlabelled, 3)])) < 3
+    graph = Propagation(codes, parts=[slice(64, 96)])
+    assert sorted(y[choose_to_label(codes, unlabelled, 3, propagation=graph)]) == [0, 1, 2]
+
+
 def test_parts_weigh_each_networks_codes_the_same():
     """Codes of two networks side by side, the second's large and uninformative: compared as one vector, its noise
     decides the neighbours; part by part, each normalised on its own (each network weighs the same), the groups

@@ -54,7 +54,7 @@ class LabellingSession:
         self.row = {p: n for n, p in enumerate(self.paths)}
         self.vectors = np.asarray(self.codes.vectors, np.float32)
         self.propagation = Propagation(self.vectors, parts=final_code_columns(self.codes.backbone))
-        self.points = reduce_codes(self.vectors)  # what k-means clusters, once: not again for every page
+        self.points = reduce_codes(self.vectors, columns=self.propagation.parts)  # what k-means clusters, once
         self.undo_stack, self.skipped, self.growth = [], set(), []
         self.lock = threading.Lock()
 
