@@ -16,6 +16,8 @@ After 10, 20, 50, 100, 200, 500 and 1,000 labels, test accuracy of:
 Median and range over the seeds. Goals: >= 60% with 10 labels, >= 85% with 100, >= 89% with 1,000.
 --ablation adds, for the tool's choice, the validation accuracy of the propagation's alternatives: plain unit-length
 codes and C = 1, no class mass normalisation, and the same mass for every class. --long-tail 0.7: the same on a collection whose class k keeps 0.7**k of its images.
+--whole-codes: several networks' codes compared as one vector, mid-level codes included (by default the graph and
+the choice compare each network's final code, each normalised on its own: labeling.Propagation parts).
 """
 from __future__ import annotations
 
@@ -85,6 +87,8 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="also score the propagation's alternatives")
     parser.add_argument("--long-tail", type=float, default=None, metavar="RATIO",
                         help="class k of the collection keeps RATIO**k of its images (the test set stays whole)")
+    parser.add_argument("--whole-codes", action="store_true", help="compare all columns of several networks' codes "
+                        "as one vector (the graph and the choice), not each network's final code on its own")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     codes = Codes.load(a.codes)
@@ -101,7 +105,7 @@ def main() -> None:
     val = s[collection] == "validation"
     evaluations = {"validation": (x[val], y[val]), "test": (x_all[s == "test"], y_all[s == "test"])}
     t0 = time.perf_counter()
-    propagation = Propagation(x, parts=final_code_columns(codes.backbone))
+    propagation = Propagation(x, parts=None if a.whole_codes else final_code_columns(codes.backbone))
     print(f"neighbour graph of {len(x):,} codes: {time.perf_counter() - t0:.1f} s", flush=True)
     variants = {}
     if a.ablation:

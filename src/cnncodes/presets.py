@@ -9,6 +9,8 @@ from .backbones import DEFAULT_BACKBONE
 from .errors import CnnCodesError
 
 BEST_BACKBONE = "efficientnet_lite0:layers=multi+efficientnet_lite1+efficientnet_lite2+inception_v3_2015"
+# the codes that took CIFAR-10 furthest from few labels (benchmarks/few_labels.py; docs/benchmarks.md, "Few labels")
+FEW_LABELS_BACKBONE = "efficientnet_lite0:layers=multi+efficientnet_lite1+efficientnet_lite2"
 
 PRESETS = {
     "fast": {"backbone": DEFAULT_BACKBONE, "head": "tuned", "flip": False},
