@@ -301,6 +301,31 @@ def test_stratified_folds_keep_a_lone_image_in_every_fit_and_hold_out_every_othe
         assert 3 in fit and not set(fit) & set(out) and set(y[fit]) == {0, 1, 2} and list(fit) == sorted(fit)
 
 
+def test_a_small_validation_split_hands_the_mlps_epochs_to_cross_validation():
+    """With 9 validation images the MLP's epoch count is the best mean accuracy of 5 folds over train + validation,
+    then every labelled image trains for that many epochs: the same network as such a fit made directly."""
+    from cnncodes.heads.base import stratified_folds
+    from cnncodes.heads.mlp import MLPHead
+
+    x, y = blobs(n=600, d=40, seed=5)
+    options = dict(hidden=32, epochs=12, learning_rate=1e-2, batch_size=16)
+    head = MLPHead(**options).fit(x[:51], y[:51], x[51:60], y[51:60])
+    epochs = int(head.selection_.rsplit(": ", 1)[1].split()[0])
+    assert head.selection_.startswith("5-fold cross-validation") and len(head.curve_) == 12
+    means = [c["validation_accuracy"] for c in head.curve_]
+    assert epochs == int(np.argmax(means)) + 1 and head.validation_accuracy_ == max(means)
+    direct = MLPHead(**options)
+    direct.n_classes_ = head.n_classes_
+    curves = [direct._train(x[fit], y[fit], [x[held]], y[held], stop_early=False)[1]
+              for fit, held in stratified_folds(y[:60], 0)]
+    assert np.allclose(np.mean(curves, 0), means)
+    net = direct._train(x[:60], y[:60], None, None, stop_early=False, epochs=epochs)[0]
+    direct._set_weights(net)
+    direct.mean_, direct.scale_ = head.mean_, head.scale_
+    assert np.allclose(direct.decision_function(x[60:]), head.decision_function(x[60:]), atol=1e-5)
+    assert head.score(x[60:], y[60:]) > 0.6
+
+
 def test_metrics_of_a_test_split_without_some_class_match_sklearn_and_stay_quiet():
     """A test split with no image of a class the head predicts: balanced accuracy averages the recalls of the classes
     present (scikit-learn's definition), interval and all, and no scikit-learn warning reaches the user (the run

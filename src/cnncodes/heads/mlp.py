@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (EarlyStopping, Head, check_class_weight, check_normalization, class_weights,
-                   softmax, views_accuracy)
+from .base import (EarlyStopping, Head, check_class_weight, check_normalization, class_weights, softmax,
+                   stratified_folds, views_accuracy)
+from .softmax import SMALL_VALIDATION
 
 
 class MLPHead(Head):
@@ -27,6 +28,37 @@ class MLPHead(Head):
                                    torch.nn.Dropout(self.dropout), torch.nn.Linear(self.hidden, k))
 
     def _fit(self, x, y, val, y_val):
+        small = val is not None and len(val) == 1 and len(y_val) < SMALL_VALIDATION
+        if small and self._cross_validated_epochs(x, y, val[0], y_val):
+            return
+        net, accuracies, best = self._train(x, y, val, y_val, stop_early=True)
+        self.curve_ = [{"epoch": e + 1, "validation_accuracy": a} for e, a in enumerate(accuracies)]
+        if best is not None:
+            net.load_state_dict(best.state)
+            self.validation_accuracy_ = best.best
+        self._set_weights(net)
+
+    def _cross_validated_epochs(self, x, y, x_val, y_val) -> bool:
+        """The epoch count by stratified k-fold accuracy over train + validation, then one fit of every labelled
+        image for that many epochs (the schedule as in the folds); False where no two classes have two images. A
+        validation split of a few images ties most epochs and picks by chance."""
+        xa, ya = np.vstack([np.asarray(x), np.asarray(x_val)]), np.concatenate([y, y_val])
+        folds = stratified_folds(ya, self.seed)
+        if not folds:
+            return False
+        curves = [self._train(xa[fit], ya[fit], [xa[held]], ya[held], stop_early=False)[1] for fit, held in folds]
+        mean = np.mean(curves, 0)
+        epochs = int(np.argmax(mean)) + 1
+        self.selection_ = (f"{len(folds)}-fold cross-validation over train + validation (the validation split is "
+                           f"small): {epochs} epochs")
+        self.curve_ = [{"epoch": e + 1, "validation_accuracy": float(a)} for e, a in enumerate(mean)]
+        self.validation_accuracy_ = float(mean[epochs - 1])
+        self._set_weights(self._train(xa, ya, None, None, stop_early=False, epochs=epochs)[0])
+        return True
+
+    def _train(self, x, y, val, y_val, stop_early: bool, epochs: int | None = None):
+        """(network, validation accuracy after each epoch, EarlyStopping or None): `epochs` of the schedule of
+        self.epochs; with stop_early, stopped when `patience` epochs bring nothing better."""
         import torch
 
         from .lbfgs import streamed_stats
@@ -40,8 +72,8 @@ class MLPHead(Head):
         val = None if val is None else [torch.from_numpy(self._standardized(v)) for v in val]
         gen = torch.Generator().manual_seed(self.seed)
         weight = class_weights(y, self.n_classes_, self.class_weight)
-        stopper = EarlyStopping(self.patience)
-        for epoch in range(self.epochs):
+        stopper, accuracies = EarlyStopping(self.patience), []
+        for _ in range(epochs or self.epochs):
             net.train()
             for idx in torch.randperm(len(x), generator=gen).split(self.batch_size):
                 batch = torch.from_numpy(self._standardized(x[idx.numpy()]))  # read from the store batch by batch
@@ -54,14 +86,11 @@ class MLPHead(Head):
                 continue
             net.eval()
             with torch.no_grad():
-                acc = views_accuracy(lambda v: softmax(net(v).numpy()), val, y_val)
-            self.curve_.append({"epoch": epoch + 1, "validation_accuracy": acc})
-            if stopper.update(acc, lambda: {k: v.clone() for k, v in net.state_dict().items()}):
+                accuracies.append(views_accuracy(lambda v: softmax(net(v).numpy()), val, y_val))
+            if stopper.update(accuracies[-1], lambda: {k: v.clone() for k, v in net.state_dict().items()}) \
+                    and stop_early:
                 break
-        if stopper.state is not None:
-            net.load_state_dict(stopper.state)
-            self.validation_accuracy_ = stopper.best
-        self._set_weights(net)
+        return net, accuracies, stopper if stopper.state is not None else None
 
     def _set_weights(self, net) -> None:
         first, last = net[1], net[4]
