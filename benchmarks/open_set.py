@@ -3,6 +3,8 @@
     cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --runtime onnx --out CODES
     python benchmarks/open_set.py --codes CODES/codes.npz [--codes-name NAME] [--far ../shared/data/imagenet-sample]
         [--json results/open_set.json]
+    python benchmarks/open_set.py --data ../shared/data/cifar-10-python.tar.gz --finetune 1 [--epochs 4]
+        [--runtime onnx-int8] [--cache-dir CACHE] [--json results/open_set_ft.json]
 
 The 6/4 splits are the 5 standard CIFAR-10 splits of the open-set literature (known classes; osr_splits.py of
 Vaze et al., ICLR 2022, whose maximum logit score reaches an AUROC of about 0.936 with a network trained on CIFAR-10).
@@ -13,6 +15,10 @@ unknown classes' images there, which nothing was trained on: the default is the 
 threshold), and with the model's own threshold (set on validation) the shares of known kept and unknown accepted.
 --far: the same for a head on all 10 classes against photos of another kind (the ImageNet sample), with the codes
 of the same backbone and runtime.
+--finetune K: instead of a tuned head on codes, Lite0's last K blocks fine-tuned per split on their cached activation
+maps (computed or read from the cache as `cnncodes run --finetune K` does), its detector on its own pooled features
+calibrated on the known classes' validation images, as such a run calibrates it; the distance scores (neighbour,
+Mahalanobis) are measured on those pooled features.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnncodes.codes.view import Codes  # noqa: E402
 from cnncodes.heads import SoftmaxHead  # noqa: E402
+from cnncodes.heads.finetune import EPOCHS, FineTuneHead  # noqa: E402
 from cnncodes.heads.unknown import NEIGHBOUR, UnknownDetector  # noqa: E402
 
 SPLITS = [[0, 6, 4, 9, 1, 7], [7, 6, 4, 9, 0, 1], [1, 5, 7, 3, 9, 4], [8, 6, 1, 9, 0, 7], [2, 4, 1, 7, 9, 6]]
@@ -63,23 +70,33 @@ def other_scores(x_train, y_train, queries, logits) -> dict:
     return scores
 
 
-def one_split(codes: Codes, known: list[int], seed: int) -> dict:
-    x, y, s = np.asarray(codes.vectors, np.float32), codes.labels, codes.splits
+def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = None) -> dict:
+    """epochs: fine-tune (codes of a cut backbone) for at most that many epochs instead of the tuned head."""
+    # activation maps stay in their stored precision (float16: half the memory); the fine-tuned head reads them so
+    x, y, s = np.asarray(codes.vectors, None if epochs else np.float32), codes.labels, codes.splits
     is_known = np.isin(y, known)
     relabel = np.full(10, -1)
     relabel[known] = np.arange(len(known))
     train, val, test = (s == "train") & is_known, (s == "validation") & is_known, s == "test"
     t0 = time.perf_counter()
-    head = SoftmaxHead("tuned", seed=seed).fit(x[train], relabel[y[train]], x[val], relabel[y[val]])
-    detector = UnknownDetector.fit(head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed)
+    if epochs is None:
+        head = SoftmaxHead("tuned", seed=seed).fit(x[train], relabel[y[train]], x[val], relabel[y[val]])
+        detector = UnknownDetector.fit(head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed)
+    else:  # as pipeline.fit_unknown calibrates a fine-tuned run's detector
+        head = FineTuneHead(codes.backbone, epochs=epochs, seed=seed).fit(x[train], relabel[y[train]], x[val],
+                                                                         relabel[y[val]], n_classes=len(known))
+        detector = UnknownDetector.fit(head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
+                                       validation_unseen=True)
+    train_features = head.detector_features(x[train])
+
     def all_scores(rows):
-        logits = head.decision_function(x[rows])
-        parts = detector.parts(x[rows], logits)
+        features, logits = head.detector_inputs(x[rows])
+        parts = detector.parts(features, logits)
         z = (parts - detector.center) / detector.spread
-        return logits, {"default (max logit + neighbour)": detector.score(x[rows], logits),
+        return logits, {"default (max logit + neighbour)": detector.score(features, logits),
                         "max logit + neighbour, no cut": z.sum(1), "max logit": parts[:, 0],
-                        f"{NEIGHBOUR}th neighbour": parts[:, 1]} | other_scores(x[train], relabel[y[train]],
-                                                                                 x[rows], logits)
+                        f"{NEIGHBOUR}th neighbour": parts[:, 1]} | other_scores(train_features, relabel[y[train]],
+                                                                                 features, logits)
 
     # validation: the known classes' validation images against the unknown classes' validation images, which no
     # head or detector saw; what the default was chosen on
@@ -121,17 +138,36 @@ def far_shift(codes: Codes, folder: Path, codes_name: str, cache_dir: str | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--codes", required=True, help="codes.npz of the official archive (cnncodes extract)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--codes", help="codes.npz of the official archive (cnncodes extract)")
+    source.add_argument("--data", help="the official archive, for --finetune")
+    parser.add_argument("--finetune", type=int, default=None, metavar="K", help="with --data: fine-tune Lite0's "
+                        "last K blocks per split")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="--finetune: its schedule's length")
+    parser.add_argument("--runtime", default="onnx-int8", help="--finetune: the runtime of the activation maps")
     parser.add_argument("--codes-name", default=None, help="name in the results (default: the backbone)")
     parser.add_argument("--far", default=None, help="a folder of photos of another kind (the ImageNet sample)")
-    parser.add_argument("--cache-dir", default=None, help="the cache the codes were extracted with (for --far)")
+    parser.add_argument("--cache-dir", default=None, help="the cache the codes were extracted with (for --far), or "
+                        "where --finetune's activation maps are")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
-    codes = Codes.load(a.codes)
+    if (a.data is None) != (a.finetune is None) or (a.far and a.finetune is not None):
+        parser.error("--finetune K goes with --data (and without --far); --codes with neither")
+    if a.data:
+        from cnncodes.codes.extract import extract_codes
+        from cnncodes.data.datasets import load_dataset
+
+        dataset = load_dataset(a.data, cache_dir=a.cache_dir)
+        codes = extract_codes(dataset, f"efficientnet_lite0:cut={a.finetune}", cache_dir=a.cache_dir,
+                              runtime=a.runtime, progress=False)
+    else:
+        codes = Codes.load(a.codes)
     name = a.codes_name or codes.backbone
+    if a.finetune is not None:
+        name += f", fine-tuned (at most {a.epochs} epochs)"
     splits = []
     for n, known in enumerate(SPLITS):
-        splits.append(one_split(codes, known, seed=n))
+        splits.append(one_split(codes, known, seed=n, epochs=None if a.finetune is None else a.epochs))
         print(json.dumps(splits[-1]), flush=True)
     names = list(splits[0]["auroc"])
     summary = {score: {"validation_auroc_mean": float(np.mean([r["validation_auroc"][score] for r in splits])),
