@@ -52,6 +52,12 @@ def fold_count(y: np.ndarray, most: int = 5) -> int:
     return int(min(most, counts[counts > 0].min()))
 
 
+def in_shared_class(y: np.ndarray) -> np.ndarray:
+    """(N,) bool: the images whose class has at least one other image (a class of one is often a mistyped label)."""
+    y = np.asarray(y)
+    return np.isin(y, np.flatnonzero(np.bincount(y) > 1))
+
+
 def stratified_folds(y: np.ndarray, seed: int, most: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, held-out rows) of a stratified cross-validation over labels y, [] where no two classes have 2
     images. An image whose class has no other (a mistyped label, often) is in every fit and never held out: it must
@@ -60,7 +66,7 @@ def stratified_folds(y: np.ndarray, seed: int, most: int = 5) -> list[tuple[np.n
     from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(y)
-    shared = np.flatnonzero(np.isin(y, np.flatnonzero(np.bincount(y) > 1)))
+    shared = np.flatnonzero(in_shared_class(y))
     if len(np.unique(y[shared])) < 2:
         return []
     alone = np.setdiff1d(np.arange(len(y)), shared)

@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .base import fold_count, unit_rows
+from .base import fold_count, in_shared_class, unit_rows
 from ..errors import CnnCodesError
 from .softmax import SMALL_VALIDATION
 
@@ -55,8 +55,8 @@ def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: in
 
     from sklearn.model_selection import StratifiedKFold
 
-    shared = np.isin(y, np.flatnonzero(np.bincount(y) > 1))  # a class of one image (a mistyped label, often) must
-    folds = fold_count(y[shared]) if shared.any() else 1    # not switch cross-fitting off: its image joins one fold
+    shared = in_shared_class(y)  # a class of one image must not switch cross-fitting off: its image joins one fold
+    folds = fold_count(y[shared]) if shared.any() else 1
     if fold_head is None or folds < 2:
         return head.decision_function(x)
     logits = np.zeros((len(x), head.n_classes_), np.float32)
