@@ -8,7 +8,8 @@ the head, the report), each step's time (metrics.json `timings`), the peak resid
 validation / test accuracy. The candidate to pick is the one with the highest validation accuracy within the time
 budget (`--budget`, minutes); test accuracy is printed beside it, never used to choose. Rows already in --json are
 kept (a long frontier can be measured in several sittings); --plot draws validation accuracy against minutes;
---repeats N runs each configuration N times and keeps the run of the median wall time.
+--repeats N runs each configuration N times and keeps the run of the median wall time (each run's wall time, step
+times and test accuracy beside it).
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def main():
     ap.add_argument("--keep", help="copy each run folder (without its model) here")
     ap.add_argument("--plot", help="write the validation-accuracy-against-minutes plot here")
     ap.add_argument("--repeats", type=lambda v: max(1, int(v)), default=1, help="runs of each configuration: its "
-                    "row is the run of the median wall time, with every run's wall time and test accuracy beside it")
+                    "row is the run of the median wall time, with every run's wall time, step times and test accuracy "
+                    "beside it")
     args = ap.parse_args()
     names = [n for n in args.configs.split(",") if n]  # --configs "": only the table and the plot of --json's rows
     unknown = [n for n in names if n not in CANDIDATES]
@@ -133,7 +135,9 @@ def main():
         row = failed[0] if failed else sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2]
         if len(runs) > 1:
             row |= {"runs_wall_seconds": [r["wall_seconds"] for r in runs],
-                    "runs_test_accuracy": [r.get("test_accuracy") for r in runs]}
+                    "runs_test_accuracy": [r.get("test_accuracy") for r in runs],
+                    "runs_step_seconds": [{k: v for k, v in r.items() if k.endswith("_seconds") and k != "wall_seconds"}
+                                          for r in runs]}
         row["machine"] = machine()
         rows = [r for r in rows if r["name"] != name] + [row]
         out.parent.mkdir(parents=True, exist_ok=True)

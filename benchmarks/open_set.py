@@ -16,9 +16,10 @@ threshold), and with the model's own threshold (set on validation) the shares of
 --far: the same for a head on all 10 classes against photos of another kind (the ImageNet sample), with the codes
 of the same backbone and runtime.
 --finetune K: instead of a tuned head on codes, Lite0's last K blocks fine-tuned per split on their cached activation
-maps (computed or read from the cache as `cnncodes run --finetune K` does), its detector on its own pooled features
-calibrated on the known classes' validation images, as such a run calibrates it; the distance scores (neighbour,
-Mahalanobis) are measured on those pooled features.
+maps (computed or read from the cache as `cnncodes run --finetune K` does), its detector (the fine-tuned logits beside
+the pretrained network's codes) calibrated on the known classes' validation images, as such a run calibrates it; the
+distance scores (neighbour, Mahalanobis) are measured on those codes, and the default's sum is also measured with
+distances between the fine-tuned pooled features instead.
 """
 from __future__ import annotations
 
@@ -70,6 +71,21 @@ def other_scores(x_train, y_train, queries, logits) -> dict:
     return scores
 
 
+class FineTunedFeatures:
+    """A fine-tuned head whose detector measures distances between its own pooled features, not the pretrained
+    network's codes (FineTuneHead.detector_features): the alternative the default was chosen over."""
+
+    def __init__(self, head: FineTuneHead):
+        self.head = head
+
+    def detector_features(self, x) -> np.ndarray:
+        return self.head.embed(x)
+
+    def detector_inputs(self, x) -> tuple[np.ndarray, np.ndarray]:
+        pooled = self.head.embed(x)
+        return pooled, self.head._classify(pooled)
+
+
 def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = None) -> dict:
     """epochs: fine-tune (codes of a cut backbone) for at most that many epochs instead of the tuned head."""
     # activation maps stay in their stored precision (float16: half the memory); the fine-tuned head reads them so
@@ -87,16 +103,24 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
                                                                          relabel[y[val]], n_classes=len(known))
         detector = UnknownDetector.fit(head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
                                        validation_unseen=True)
+        own = FineTunedFeatures(head)
+        own_detector = UnknownDetector.fit(own, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
+                                           validation_unseen=True)
     train_features = head.detector_features(x[train])
 
     def all_scores(rows):
         features, logits = head.detector_inputs(x[rows])
         parts = detector.parts(features, logits)
         z = (parts - detector.center) / detector.spread
-        return logits, {"default (max logit + neighbour)": detector.score(features, logits),
-                        "max logit + neighbour, no cut": z.sum(1), "max logit": parts[:, 0],
-                        f"{NEIGHBOUR}th neighbour": parts[:, 1]} | other_scores(train_features, relabel[y[train]],
-                                                                                 features, logits)
+        scores = {"default (max logit + neighbour)": detector.score(features, logits),
+                  "max logit + neighbour, no cut": z.sum(1), "max logit": parts[:, 0],
+                  f"{NEIGHBOUR}th neighbour": parts[:, 1]}
+        if epochs:
+            tuned = own.detector_features(x[rows])
+            scores |= {"max logit + neighbour among the fine-tuned features": own_detector.score(tuned, logits),
+                       f"{NEIGHBOUR}th neighbour among the fine-tuned features":
+                       own_detector.parts(tuned, logits)[:, 1]}
+        return logits, scores | other_scores(train_features, relabel[y[train]], features, logits)
 
     # validation: the known classes' validation images against the unknown classes' validation images, which no
     # head or detector saw; what the default was chosen on

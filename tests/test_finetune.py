@@ -53,6 +53,21 @@ def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
     np.testing.assert_allclose(again.decision_function(x), head.decision_function(x), atol=1e-5)
     with pytest.raises(CnnCodesError, match="do not fit"):
         FineTuneHead.from_state(head.state(), "efficientnet_lite0:cut=0")
+    # the detector measures the network's own codes (the pretrained top's), not the fine-tuned features
+    exact = dict(runtime="torch", precision="fp32", progress=False)
+    maps = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0:cut=1", **exact).part("train")[0]
+    plain = extract_codes(load_dataset(tiny_folder), "efficientnet_lite0", **exact).part("train")[0]
+    fp32 = FineTuneHead.from_state(head.state(), "efficientnet_lite0:cut=1")
+    fp32.precision = "fp32"
+    features, reference = fp32.detector_features(maps), np.asarray(plain, np.float32)
+    cosine = (features * reference).sum(1) / np.linalg.norm(features, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.99  # the maps are stored in float16
+    before = fp32.embed(maps), features
+    with torch.no_grad():  # training moves the fine-tuned top: the detector's features stay where they were
+        for weight in fp32.net_[0].parameters():
+            weight.mul_(0.5)
+    assert not np.allclose(fp32.embed(maps), before[0], atol=1e-2)
+    np.testing.assert_array_equal(fp32.detector_features(maps), before[1])
 
 
 def test_finetune_run_then_predict_and_evaluate_agree(tiny_folder, tmp_path):

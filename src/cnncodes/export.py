@@ -74,7 +74,7 @@ def _answers(flip_average: bool, head, unknown):
 
         def forward(self, codes):
             features = self.features(codes)
-            logits = self.classifier(features)
+            logits = self.classifier(codes)
             proba = torch.softmax(logits, 1)
             if flip_average:
                 proba = proba.view(2, -1, proba.shape[1]).mean(0)

@@ -177,8 +177,8 @@ class Head:
         return self.detector_features(x), self.decision_function(x)
 
     def torch_parts(self):
-        """(codes -> detector features, detector features -> logits) as PyTorch modules: the exported graph scores
-        the unknown on the first's output."""
+        """(codes -> detector features, codes -> logits) as PyTorch modules: the exported graph scores the unknown
+        on both outputs."""
         import torch
 
         return torch.nn.Identity(), self.torch_module()
