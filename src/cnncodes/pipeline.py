@@ -43,7 +43,8 @@ def predict_codes(head, codes: Codes, flipped: Codes | None = None, split: str =
 
 def split_answers(head, codes: Codes, flipped: Codes | None, unknown: UnknownDetector | None,
                   split: str = "test") -> tuple[np.ndarray, np.ndarray | None]:
-    """(class probabilities, unknown scores or None) of a split, from one pass of the head over its codes."""
+    """(class probabilities, unknown scores or None) of a split; with a detector, the logits come with its features
+    (Head.detector_inputs: one read of the codes)."""
     from .heads.base import softmax
 
     x, _ = codes.part(split)
@@ -207,9 +208,9 @@ def tuned_at(c: float, settings: RunSettings) -> SoftmaxHead:
 
 def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | None:
     """The run's 'none of these' detector, calibrated on validation (heads/unknown.py); None when switched off. A
-    fine-tuned head's detector measures the pretrained network's codes beside its logits, and is calibrated on the validation split from
-    UNSEEN_CALIBRATION images on (fine-tuning only chose its epoch on them; a network fine-tuned per fold would cost
-    more than the run); with fewer, None."""
+    fine-tuned head's detector measures the pretrained network's codes beside its logits, and is calibrated on the
+    validation split from UNSEEN_CALIBRATION images on (fine-tuning only chose its epoch on them; a network fine-tuned
+    per fold would cost more than the run); with fewer, None."""
     if not settings.detect_unknown:
         return None
     x_train, y_train = codes.part("train")

@@ -61,18 +61,19 @@ class FineTuneHead(Head):
             rows = torch.from_numpy(np.asarray(x[idx], np.float32))
             yield idx, rows.view(-1, *self.shape_).contiguous(memory_format=torch.channels_last)
 
-    def _pooled(self, x: np.ndarray, top=None) -> np.ndarray:
-        """The pooled features of every row through `top` (default: the fine-tuned one), in evaluation mode and the
-        precision of the extraction."""
+    def _pooled(self, x: np.ndarray, *tops) -> list[np.ndarray]:
+        """The pooled features of every row through each of `tops` (default: the fine-tuned top), in evaluation mode
+        and the precision of the extraction; the rows are read once for all of them."""
         import torch
 
-        top = self.net_[:_POOLED] if top is None else top
+        tops = tops or (self.net_[:_POOLED],)
         self.net_.eval()
-        outs = []
+        outs = [[] for _ in tops]
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):
             for _, batch in self._batches(x):
-                outs.append(top(batch).float().numpy())
-        return np.vstack(outs) if outs else np.zeros((0, self.net_[-1].in_features), np.float32)
+                for out, top in zip(outs, tops):
+                    out.append(top(batch).float().numpy())
+        return [np.vstack(out) if out else np.zeros((0, self.net_[-1].in_features), np.float32) for out in outs]
 
     def _pretrained_top(self):
         """The top as it came pretrained, pooled (made on first use; never trained, never saved: the weights
@@ -94,7 +95,7 @@ class FineTuneHead(Head):
     def embed(self, x) -> np.ndarray:
         """The fine-tuned pooled features (what the report maps with t-SNE)."""
         self.check_input(x)
-        return self._pooled(x)
+        return self._pooled(x)[0]
 
     def detector_features(self, x) -> np.ndarray:
         """The pretrained top's pooled features: the network's own codes. The unknown detector measures distances
@@ -102,10 +103,12 @@ class FineTuneHead(Head):
         less of what lies outside them (`benchmarks/open_set.py --finetune 1`, CIFAR-10's 6/4 splits: AUROC 0.938
         against 0.912)."""
         self.check_input(x)
-        return self._pooled(x, self._pretrained_top())
+        return self._pooled(x, self._pretrained_top())[0]
 
     def detector_inputs(self, x) -> tuple[np.ndarray, np.ndarray]:
-        return self.detector_features(x), self._logits(x)
+        self.check_input(x)
+        pretrained, tuned = self._pooled(x, self._pretrained_top(), self.net_[:_POOLED])
+        return pretrained, self._classify(tuned)
 
     def top_map(self, maps):
         """The last feature map (N, C, H, W) the fine-tuned top makes of activation maps (a tensor), before pooling."""
@@ -118,7 +121,7 @@ class FineTuneHead(Head):
         return rows @ linear.weight.detach().numpy().T, linear.bias.detach().numpy()
 
     def _logits(self, x) -> np.ndarray:
-        return self._classify(self._pooled(x))
+        return self._classify(self._pooled(x)[0])
 
     def _classify(self, pooled: np.ndarray) -> np.ndarray:
         """Logits of pooled features, in float32 (dropout is off outside training): the classifier's terms of one
