@@ -47,6 +47,16 @@ def test_fine_tuning_learns_and_leaves_the_shared_backbone_alone(tiny_folder):
                                                                                 n_classes=3)
     assert head.score(*codes.part("test")) > 0.9  # images it neither trained nor chose its epoch on
     assert [row["epoch"] for row in head.curve_][:2] == [0, 1]
+    # what fitting computed for the unknown detector (the pretrained top's features, the kept epoch's logits) gives
+    # the detector that passing the rows through the tops again gives
+    from cnncodes.heads.unknown import UnknownDetector
+
+    calibration = dict(x_val=codes.part("validation")[0], y_val=codes.part("validation")[1], validation_unseen=True)
+    from_fit = UnknownDetector.fit(head, x, y, seen=head.seen_, **calibration)
+    again = UnknownDetector.fit(head, x, y, **calibration)
+    np.testing.assert_allclose(from_fit.reference.astype(np.float32), again.reference, atol=2e-3)
+    np.testing.assert_allclose(from_fit.center, again.center, rtol=1e-3, atol=1e-3)
+    assert from_fit.threshold == pytest.approx(again.threshold, abs=1e-2)
     after = load_model("efficientnet_lite0").state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     again = FineTuneHead.from_state(head.state(), "efficientnet_lite0:cut=1")

@@ -218,7 +218,9 @@ def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | 
     if settings.head == "finetune":
         if len(y_val) < UNSEEN_CALIBRATION:
             return None
-        return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, seed=settings.seed, validation_unseen=True)
+        seen, head.seen_ = head.seen_, None  # what fitting computed for it, dropped from the head once read
+        return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, seed=settings.seed, validation_unseen=True,
+                                   seen=seen)
 
     def fold_head(x, y):  # the same kind of head; a tuned one keeps the L2 strength it chose
         fresh = tuned_at(head.best_c_, settings) if settings.head == "tuned" else make_head(

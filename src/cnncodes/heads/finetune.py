@@ -7,6 +7,8 @@ fine-tuning steps do not wreck the pretrained blocks with the gradients of a ran
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import CnnCodesError
@@ -21,9 +23,21 @@ _POOLED = 3  # net_[:3] is the top blocks, the pooling and the flattening: the f
 EPOCHS = 4
 
 
+class Seen(NamedTuple):
+    """What fitting computed that the unknown detector needs (UnknownDetector.fit reads it instead of passing the
+    rows through the top again, about 30,000 passes of the top on CIFAR-10): the pretrained top's pooled features
+    (the network's own codes, `detector_features`) of the training rows, in the order fit took them (float16: the
+    detector keeps its reference in float16), and of the first validation view, with the kept epoch's logits of
+    that view."""
+    train_codes: np.ndarray
+    validation_codes: np.ndarray
+    validation_logits: np.ndarray
+
+
 class FineTuneHead(Head):
     mode = "finetune"
     normalize = "none"  # the blocks expect the raw activations
+    seen_: Seen | None = None  # set by fitting with validation, read (and dropped) by the run's unknown detector
 
     def __init__(self, backbone: str, epochs: int = EPOCHS, learning_rate: float = 3e-4, weight_decay: float = 0.05,
                  batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1, patience: int = 2,
@@ -139,11 +153,12 @@ class FineTuneHead(Head):
         torch.manual_seed(self.seed)
         self._build(self.n_classes_)
         self.weight_ = class_weights(y, self.n_classes_, self.class_weight)
-        self._linear_probe(x_train, y)
+        train_codes = self._linear_probe(x_train, y)
         stopper = EarlyStopping(self.patience)
         if val is not None:
-            self.curve_.append(self._record(0, None, val, y_val))
-            stopper.update(self.curve_[0]["validation_accuracy"], lambda: _copy_state(self.net_))
+            row, validation_codes, logits = self._record(0, None, val, y_val)  # the top is still the pretrained one
+            self.curve_.append(row)
+            stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), logits))
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         steps = self.epochs * -(-len(x_train) // self.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.learning_rate, total_steps=max(steps, 1), pct_start=0.1)
@@ -168,24 +183,29 @@ class FineTuneHead(Head):
             bar.close()
             if val is None:
                 continue
-            self.curve_.append(self._record(epoch, correct / len(x_train), val, y_val))
+            row, _, logits = self._record(epoch, correct / len(x_train), val, y_val)
+            self.curve_.append(row)
             if self.progress:
-                print(f"fine-tuning: epoch {epoch}, validation accuracy {self.curve_[-1]['validation_accuracy']:.4f}",
-                      flush=True)
-            if stopper.update(self.curve_[-1]["validation_accuracy"], lambda: _copy_state(self.net_)):
+                print(f"fine-tuning: epoch {epoch}, validation accuracy {row['validation_accuracy']:.4f}", flush=True)
+            if stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), logits)):
                 break
+        self.seen_ = None
         if stopper.state is not None:
-            self.net_.load_state_dict(stopper.state)
+            state, logits = stopper.state
+            self.net_.load_state_dict(state)
             self.validation_accuracy_ = stopper.best
+            self.seen_ = Seen(train_codes, validation_codes, logits)
         self.net_.eval()
 
-    def _linear_probe(self, x, y) -> None:
-        """Fit the classifier on the frozen top's pooled features (full-batch L-BFGS: seconds on 1,280-d)."""
+    def _linear_probe(self, x, y) -> np.ndarray:
+        """Fit the classifier on the frozen top's pooled features (full-batch L-BFGS: seconds on 1,280-d); returns
+        those features as float16 (Seen)."""
         import torch
 
         if self.progress:
             print(f"fine-tuning: linear probe on the frozen top's features of {len(x):,} images", flush=True)
-        feats = torch.from_numpy(self.embed(x))
+        codes = self.embed(x)
+        feats = torch.from_numpy(codes)
         target = torch.from_numpy(y)
         linear = self.net_[-1]
         opt = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=200, history_size=20,
@@ -198,12 +218,16 @@ class FineTuneHead(Head):
             return loss
 
         opt.step(closure)
+        return codes.astype(np.float16)
 
-    def _record(self, epoch: int, train_accuracy, val, y_val) -> dict:
-        row = {"epoch": epoch, "validation_accuracy": views_accuracy(lambda v: softmax(self._logits(v)), val, y_val)}
+    def _record(self, epoch: int, train_accuracy, val, y_val) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The curve's row of an epoch, and the pooled features and logits of the first validation view."""
+        pooled = [self._pooled(v)[0] for v in val]
+        logits = [self._classify(p) for p in pooled]
+        row = {"epoch": epoch, "validation_accuracy": views_accuracy(softmax, logits, y_val)}
         if train_accuracy is not None:
             row["train_accuracy"] = float(train_accuracy)
-        return row
+        return row, pooled[0], logits[0]
 
     def state(self) -> dict[str, np.ndarray]:
         return {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}

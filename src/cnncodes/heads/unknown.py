@@ -80,13 +80,15 @@ class UnknownDetector:
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
-            seed: int = 0, validation_unseen: bool = False) -> "UnknownDetector":
+            seed: int = 0, validation_unseen: bool = False, seen=None) -> "UnknownDetector":
         """head: the trained head; x_train, y_train (and x_val, y_val): the codes and labels it was trained beside;
         fold_head(x, y): a head of the same kind and settings trained on x, y (for a small collection's
         cross-fitted calibration; without it, the head's own logits are used). Distances are measured between the
         head's detector features (Head.detector_features: the codes, or a fine-tuned network's pooled features).
         validation_unseen: the head never trained on the validation images (a fine-tuned one only chose its epoch
-        on them), so a validation split smaller than SMALL_VALIDATION calibrates it too."""
+        on them), so a validation split smaller than SMALL_VALIDATION calibrates it too. seen: what fitting the head
+        computed already (finetune.Seen: detector features of x_train's rows, those and the logits of x_val's), read
+        instead of computed again."""
         from ..codes.matrix import vstack
 
         if not 0 < keep < 1:
@@ -94,10 +96,14 @@ class UnknownDetector:
         small = x_val is None or len(x_val) == 0 or (len(x_val) < SMALL_VALIDATION and not validation_unseen)
         if small and x_val is not None and len(x_val):
             x_train, y_train = vstack(x_train, x_val), np.concatenate([y_train, y_val])
+            seen = None  # it covers no validation row as a training one
         y_train = np.asarray(y_train)
         rows = _reference_rows(y_train, REFERENCE_MAX, seed)
-        x_reference = np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)
-        features = head.detector_features(x_reference)
+        if seen is None:
+            x_reference = np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)
+            features = head.detector_features(x_reference)
+        else:  # (not small: no cross-fitting below needs the reference codes)
+            features = np.asarray(seen.train_codes[rows], np.float32)
         reference = unit_rows(features).astype(np.float16)
         # k: at most a typical class's rows (the median class: one mislabelled image making a class of its own must
         # not shrink every image's neighbourhood to one code); - 1: calibration may leave an image's own code out
@@ -105,7 +111,8 @@ class UnknownDetector:
         detector = cls(reference, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
                        max(1, min(NEIGHBOUR, typical - 1)))
         if not small:
-            parts = detector.parts(*head.detector_inputs(x_val))
+            inputs = head.detector_inputs(x_val) if seen is None else (seen.validation_codes, seen.validation_logits)
+            parts = detector.parts(*inputs)
         else:
             logits = _cross_fitted_logits(head, fold_head, x_reference, y_train[rows], seed)
             parts = detector.parts(features, logits, skip_self=True)
