@@ -128,7 +128,9 @@ class UnknownDetector:
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
-            similarity = unit_rows(np.asarray(features[start:start + CHUNK])) @ reference.T
+            # the reference as the left operand: a server's few images at a time against 10,000 reference rows
+            # take half as long again the other way round (OpenBLAS copies the right operand into its own layout)
+            similarity = (reference @ unit_rows(np.asarray(features[start:start + CHUNK])).T).T
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
