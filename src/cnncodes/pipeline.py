@@ -211,6 +211,9 @@ def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | 
     fine-tuned head's detector measures the pretrained network's codes beside its logits, and is calibrated on the
     validation split from UNSEEN_CALIBRATION images on (fine-tuning only chose its epoch on them; a network fine-tuned
     per fold would cost more than the run); with fewer, None."""
+    seen = getattr(head, "seen_", None)  # what fitting computed for the detector: read here, not kept on the head
+    if seen is not None:
+        head.seen_ = None
     if not settings.detect_unknown:
         return None
     x_train, y_train = codes.part("train")
@@ -218,7 +221,6 @@ def fit_unknown(head, codes: Codes, settings: RunSettings) -> UnknownDetector | 
     if settings.head == "finetune":
         if len(y_val) < UNSEEN_CALIBRATION:
             return None
-        seen, head.seen_ = head.seen_, None  # what fitting computed for it, dropped from the head once read
         return UnknownDetector.fit(head, x_train, y_train, x_val, y_val, seed=settings.seed, validation_unseen=True,
                                    seen=seen)
 

@@ -27,8 +27,8 @@ class Seen(NamedTuple):
     """What fitting computed that the unknown detector needs (UnknownDetector.fit reads it instead of passing the
     rows through the top again, about 30,000 passes of the top on CIFAR-10): the pretrained top's pooled features
     (the network's own codes, `detector_features`) of the training rows, in the order fit took them (float16: the
-    detector keeps its reference in float16), and of the first validation view, with the kept epoch's logits of
-    that view."""
+    detector keeps its reference in float16), and of the first validation view (float32), with the kept epoch's
+    logits of that view."""
     train_codes: np.ndarray
     validation_codes: np.ndarray
     validation_logits: np.ndarray
@@ -156,9 +156,9 @@ class FineTuneHead(Head):
         train_codes = self._linear_probe(x_train, y)
         stopper = EarlyStopping(self.patience)
         if val is not None:
-            row, validation_codes, logits = self._record(0, None, val, y_val)  # the top is still the pretrained one
+            row, validation_codes, val_logits = self._record(0, None, val, y_val)  # (the top is the pretrained one)
             self.curve_.append(row)
-            stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), logits))
+            stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), val_logits))
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         steps = self.epochs * -(-len(x_train) // self.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.learning_rate, total_steps=max(steps, 1), pct_start=0.1)
@@ -183,18 +183,18 @@ class FineTuneHead(Head):
             bar.close()
             if val is None:
                 continue
-            row, _, logits = self._record(epoch, correct / len(x_train), val, y_val)
+            row, _, val_logits = self._record(epoch, correct / len(x_train), val, y_val)
             self.curve_.append(row)
             if self.progress:
                 print(f"fine-tuning: epoch {epoch}, validation accuracy {row['validation_accuracy']:.4f}", flush=True)
-            if stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), logits)):
+            if stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), val_logits)):
                 break
         self.seen_ = None
         if stopper.state is not None:
-            state, logits = stopper.state
+            state, val_logits = stopper.state
             self.net_.load_state_dict(state)
             self.validation_accuracy_ = stopper.best
-            self.seen_ = Seen(train_codes, validation_codes, logits)
+            self.seen_ = Seen(train_codes, validation_codes, val_logits)
         self.net_.eval()
 
     def _linear_probe(self, x, y) -> np.ndarray:

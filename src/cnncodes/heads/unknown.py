@@ -35,6 +35,7 @@ REFERENCE_MAX = 10_000  # training codes kept in the model (a seeded draw, strat
 KEEP = 0.95
 UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
 CHUNK = 2048
+FEW_ROWS = 64  # images scored with the reference as the left operand (parts)
 
 
 
@@ -94,15 +95,18 @@ class UnknownDetector:
         if not 0 < keep < 1:
             raise CnnCodesError(f"the share of known images to keep must be between 0 and 1 (got {keep})")
         small = x_val is None or len(x_val) == 0 or (len(x_val) < SMALL_VALIDATION and not validation_unseen)
+        if small:
+            seen = None  # calibration cross-fits on the training rows (and validation's, joined below)
         if small and x_val is not None and len(x_val):
             x_train, y_train = vstack(x_train, x_val), np.concatenate([y_train, y_val])
-            seen = None  # it covers no validation row as a training one
         y_train = np.asarray(y_train)
         rows = _reference_rows(y_train, REFERENCE_MAX, seed)
         if seen is None:
             x_reference = np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)
             features = head.detector_features(x_reference)
         else:  # (not small: no cross-fitting below needs the reference codes)
+            if len(seen.train_codes) < len(y_train) or len(seen.validation_logits) != len(x_val):
+                raise CnnCodesError("`seen` does not come from fitting this head on these rows")
             features = np.asarray(seen.train_codes[rows], np.float32)
         reference = unit_rows(features).astype(np.float16)
         # k: at most a typical class's rows (the median class: one mislabelled image making a class of its own must
@@ -128,9 +132,11 @@ class UnknownDetector:
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
-            # the reference as the left operand: a server's few images at a time against 10,000 reference rows
-            # take half as long again the other way round (OpenBLAS copies the right operand into its own layout)
-            similarity = (reference @ unit_rows(np.asarray(features[start:start + CHUNK])).T).T
+            rows = unit_rows(np.asarray(features[start:start + CHUNK]))
+            # a server's few images against 10,000 reference rows: faster with the reference as the left operand
+            # (OpenBLAS copies the right one into its own layout); many images: the usual order, whose row-major
+            # result the partition reads fast
+            similarity = (reference @ rows.T).T if len(rows) < FEW_ROWS else rows @ reference.T
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
