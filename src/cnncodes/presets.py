@@ -51,7 +51,7 @@ def resolve(preset: str | None, backbone: str | None = None, head: str | None = 
 def choose_head(settings, dataset) -> tuple:
     """(settings, why): head "auto" made concrete for this collection and machine, and the reason in words (None
     for a head given). Fine-tuning Lite0's last block (--finetune 1) where it trains fast, on a CPU with AMX: there it
-    gave the most accurate first run within 5 minutes (93.2% test in 4.6 on 2 Xeon cores), while 2 AMD EPYC cores
+    gave the most accurate first run within 5 minutes (4.6 on 2 Xeon cores), while 2 AMD EPYC cores
     with AVX512-BF16 took 7.7 minutes for it (docs/benchmarks.md, "A first run"). The tuned head elsewhere, and where
     the collection is too small for fine-tuning to pay (FINETUNE_MIN_IMAGES) or its validation split too small to
     choose the fine-tuned epoch on."""

@@ -16,11 +16,12 @@ from .base import EarlyStopping, Head, check_class_weight, class_weights, softma
 
 
 _POOLED = 3  # net_[:3] is the top blocks, the pooling and the flattening: the fine-tuned features
-# The schedule's length: Lite0's last block on CIFAR-10 (int8 activations, 2 Xeon cores with AMX) reached 93.0%,
-# 93.5%, 93.9% and 94.1% validation accuracy with 2, 3, 4 and 6 epochs, in 84, 105, 136 and 193 s
-# (benchmarks/finetune_schedule.py): of these, 4 is the longest that keeps a whole first run within 5 minutes there
-# (docs/benchmarks.md, "A first run")
+# The schedule: Lite0's last block on CIFAR-10 (int8 activations, 2 Xeon cores with AMX) reached 93.0%, 93.5%, 93.9%
+# and 94.1% validation accuracy with 2, 3, 4 and 6 epochs at a peak learning rate of 3e-4, in 84, 105, 136 and 193 s;
+# 4 is the longest that keeps a whole first run within 5 minutes there. At 6e-4: 93.8%, 94.3% and 94.3% with 2, 3 and
+# 4 epochs; 1e-3 and 2e-3 gave 94.1% with 3 (benchmarks/finetune_schedule.py; docs/benchmarks.md, "A first run")
 EPOCHS = 4
+LEARNING_RATE = 6e-4
 
 
 class Seen(NamedTuple):
@@ -39,9 +40,9 @@ class FineTuneHead(Head):
     normalize = "none"  # the blocks expect the raw activations
     seen_: Seen | None = None  # set by fitting with validation, read (and dropped) by the run's unknown detector
 
-    def __init__(self, backbone: str, epochs: int = EPOCHS, learning_rate: float = 3e-4, weight_decay: float = 0.05,
-                 batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1, patience: int = 2,
-                 seed: int = 0, progress: bool = False, normalize: str = "none", class_weight: str = "none",
+    def __init__(self, backbone: str, epochs: int = EPOCHS, learning_rate: float = LEARNING_RATE,
+                 weight_decay: float = 0.05, batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1,
+                 patience: int = 2, seed: int = 0, progress: bool = False, normalize: str = "none", class_weight: str = "none",
                  precision: str = "auto"):
         if normalize != "none":
             raise CnnCodesError("--normalize does not apply to --finetune (the blocks take the raw activations)")
