@@ -66,8 +66,8 @@ def main() -> None:
                      "curve": [c["validation_accuracy"] for c in head.curve_],
                      "detector_seconds": {"from_fit": from_fit, "passing_again": again}})
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| epochs | learning rate | seconds | validation | test | validation after each epoch (0: the linear probe) "
-          "| detector seconds: from fitting / passing again |")
+    print("\n| epochs | learning rate | seconds | validation | test | validation after each epoch (0: the linear "
+          "probe) | detector seconds: from fitting / passing again |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         curve = ", ".join(f"{v:.2%}" for v in r["curve"])

@@ -42,8 +42,8 @@ class FineTuneHead(Head):
 
     def __init__(self, backbone: str, epochs: int = EPOCHS, learning_rate: float = LEARNING_RATE,
                  weight_decay: float = 0.05, batch_size: int = 128, dropout: float = 0.2, label_smoothing: float = 0.1,
-                 patience: int = 2, seed: int = 0, progress: bool = False, normalize: str = "none", class_weight: str = "none",
-                 precision: str = "auto"):
+                 patience: int = 2, seed: int = 0, progress: bool = False, normalize: str = "none",
+                 class_weight: str = "none", precision: str = "auto"):
         if normalize != "none":
             raise CnnCodesError("--normalize does not apply to --finetune (the blocks take the raw activations)")
         self.backbone, self.epochs, self.learning_rate, self.weight_decay = backbone, epochs, learning_rate, weight_decay
