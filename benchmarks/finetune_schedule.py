@@ -36,6 +36,11 @@ def timed(work) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def numbers(text: str) -> list[float]:
+    """Comma-separated numbers (argparse names this function when one is not a number)."""
+    return [float(part) for part in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
@@ -43,7 +48,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="efficientnet_lite0:cut=1")
     parser.add_argument("--runtime", default="onnx-int8")
     parser.add_argument("--epochs", default="2,3,4,6")
-    parser.add_argument("--learning-rates", default=str(signature(FineTuneHead).parameters["learning_rate"].default),
+    default_rate = signature(FineTuneHead).parameters["learning_rate"].default
+    parser.add_argument("--learning-rates", type=numbers, default=[default_rate],
                         help="peak learning rates of the one-cycle schedule, comma-separated (default: the head's)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -54,7 +60,7 @@ def main() -> None:
     x_val, y_val = codes.part("validation")
     x_test, y_test = codes.part("test")
     rows = []
-    schedules = [(int(e), float(r)) for e in args.epochs.split(",") for r in args.learning_rates.split(",")]
+    schedules = [(int(e), r) for e in args.epochs.split(",") for r in args.learning_rates]
     for epochs, learning_rate in schedules:
         head = FineTuneHead(args.backbone, epochs=epochs, learning_rate=learning_rate)
         seconds = timed(lambda: head.fit(x_train, y_train, x_val, y_val, n_classes=len(codes.class_names)))
