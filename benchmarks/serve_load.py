@@ -3,14 +3,17 @@ prediction in one process on the same images; the server's resident memory after
 
     cnncodes run --data ../shared/data/cifar10-exact --runtime onnx-int8 --out RUN --no-report
     python benchmarks/serve_load.py --model RUN --images ../shared/data/cifar10-exact/test [--requests 10000]
-        [--json results/serve_load.json]
+        [--rounds 3] [--baseline OTHER_CHECKOUT/src] [--json results/serve_load.json]
 
 Each client sends one image per request, one request at a time (CIFAR PNGs of 32 x 32 pixels, and a 12-megapixel
 JPEG made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the
 client, end to end. The clients run on the server's cores: each row says the CPU time per request of the server and
-of the clients. Goals: at 8 clients at least 80% of the
-one-process throughput; p99 of one 32-pixel image with one client at most 20 ms on 2 cores with an int8 model;
-memory flat between 100 and N requests.
+of the clients. The small images go in `--rounds` rounds, each measuring the one-process throughput (500 images in
+one call) and then each client count: a row gives the medians over the rounds, its share the median of each round's
+ratio (the machine's drift hits both alike). --baseline: a second server, run from another checkout's code, measured
+in the same rounds after this one at each client count (a change's effect, on a noisy machine). Goals: at 8 clients
+at least 80% of the one-process throughput; p99 of one 32-pixel image with one client at most 20 ms on 2 cores with
+an int8 model; memory flat between 100 and N requests.
 """
 from __future__ import annotations
 
@@ -46,11 +49,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def server(model: str):
+def server(model: str, src: str | None = None):
+    """A `cnncodes serve` process (with src: that checkout's src folder's code) and its URL, once it answers."""
     import httpx
 
     port = free_port()
-    env = dict(os.environ, CNNCODES_NO_REEXEC="1")
+    env = dict(os.environ, CNNCODES_NO_REEXEC="1") | ({"PYTHONPATH": str(Path(src).resolve())} if src else {})
     proc = subprocess.Popen([sys.executable, "-m", "cnncodes", "--quiet", "serve", model, "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -113,12 +117,21 @@ def load(url: str, bodies: list[tuple[bytes, str]], clients: int, requests: int,
             "clients_cpu_ms": (time.process_time() - own_cpu) / requests * 1000}
 
 
+def medians(rounds: list[dict]) -> dict:
+    """One row from the same level's rounds: the median of each number."""
+    return rounds[0] | {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]
+                        if isinstance(rounds[0][key], float)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a run folder or model.onnx")
     parser.add_argument("--images", required=True, help="a folder of small images (CIFAR-10 PNGs)")
     parser.add_argument("--requests", type=int, default=10000, help="requests of the memory check")
-    parser.add_argument("--per-level", type=int, default=400, help="requests per client count (a tenth for 12 MP)")
+    parser.add_argument("--per-level", type=int, default=400, help="requests per client count and round (a tenth "
+                        "for 12 MP, in one round)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the small images")
+    parser.add_argument("--baseline", default=None, help="another checkout's src folder: its server in the same rounds")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     from PIL import Image
@@ -132,42 +145,65 @@ def main() -> None:
 
     predictor = Predictor(a.model)
     predictor(small[:8])  # warm
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    predictor(small)
-    offline = len(small) / (time.perf_counter() - t0)
-    offline_cpu_ms = (time.process_time() - cpu0) / len(small) * 1000
-    print(f"one process, batch of {len(small)} small images: {offline:.1f} images/s, {offline_cpu_ms:.1f} CPU ms "
-          "per image", flush=True)
 
-    proc, url = server(a.model)
+    def one_process() -> dict:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        predictor(small)
+        measured = {"per_second": len(small) / (time.perf_counter() - t0),
+                    "cpu_ms": (time.process_time() - cpu0) / len(small) * 1000}
+        print(f"one process, a call of {len(small)} small images: {measured['per_second']:.1f} images/s, "
+              f"{measured['cpu_ms']:.1f} CPU ms per image", flush=True)
+        return measured
+
+    phone_requests = max(8, a.per_level // 10)
+    servers = {"this": server(a.model)} | ({"baseline": server(a.model, a.baseline)} if a.baseline else {})
+    proc, url = servers["this"]
     try:
-        load(url, small_forms, 1, 20, proc.pid)  # warm
-        rows = []
-        for kind, bodies, counts in (("32 px PNG", small_forms, (1, 8, 32)), ("12 MP JPEG", phone, (1, 8))):
-            for clients in counts:
-                size = a.per_level if kind == "32 px PNG" else max(8, a.per_level // 10)
-                row = load(url, bodies, clients, size, proc.pid) | {"image": kind}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for pid, address in ((p.pid, u) for p, u in servers.values()):
+            load(address, small_forms, 1, 20, pid)  # warm
+        offline, measured = [], []
+        for _ in range(a.rounds):
+            offline.append(one_process())
+            for clients in (1, 8, 32):
+                for name, (other, address) in servers.items():
+                    row = load(address, small_forms, clients, a.per_level, other.pid) | {"image": "32 px PNG"}
+                    measured.append(row | {"share": row["per_second"] / offline[-1]["per_second"], "server": name})
+                    print(json.dumps(measured[-1]), flush=True)
+        rows = [medians([r for r in measured if r["clients"] == clients and r["server"] == name])
+                for name in servers for clients in (1, 8, 32)]
+        for clients in (1, 8):
+            rows.append(load(url, phone, clients, phone_requests, proc.pid) | {"image": "12 MP JPEG"})
+            print(json.dumps(rows[-1]), flush=True)
         memory = {"after_100": None, "after_n": None}
         load(url, small_forms, 8, 100, proc.pid)
         memory["after_100"] = rss_mb(proc.pid)
         load(url, small_forms, 8, a.requests, proc.pid)
         memory["after_n"] = rss_mb(proc.pid)
+        served = 20 + sum(r["requests"] for r in measured if r["server"] == "this") + 2 * phone_requests + 100
         print(f"resident memory: {memory['after_100']:.0f} MB after 100 requests, {memory['after_n']:.0f} MB after "
-              f"{a.requests + 100 + 20 + sum(r['requests'] for r in rows):,}", flush=True)
+              f"{served + a.requests:,}", flush=True)
     finally:
-        proc.terminate()
-        proc.wait(30)
-    print("\n| image | clients | requests/s | p50 ms | p99 ms | share of one-process throughput | server CPU ms "
-          "per request | clients' CPU ms per request |\n|---|---|---|---|---|---|---|---|")
+        for other, _ in servers.values():
+            other.terminate()
+            other.wait(30)
+    print(f"\none process: {np.median([o['per_second'] for o in offline]):.1f} images/s (median of {a.rounds})")
+    print("\n| server | image | clients | requests/s | p50 ms | p99 ms | share of one-process throughput "
+          "| server CPU ms per request | clients' CPU ms per request |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        share = f"{r['per_second'] / offline * 100:.0f}%" if r["image"] == "32 px PNG" else ""
-        print(f"| {r['image']} | {r['clients']} | {r['per_second']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {share} "
-              f"| {r['server_cpu_ms']:.1f} | {r['clients_cpu_ms']:.1f} |")
+        share = f"{r['share'] * 100:.0f}%" if "share" in r else ""
+        print(f"| {r.get('server', 'this')} | {r['image']} | {r['clients']} | {r['per_second']:.1f} "
+              f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {share} | {r['server_cpu_ms']:.1f} "
+              f"| {r['clients_cpu_ms']:.1f} |")
+    if a.baseline:
+        for clients in (1, 8, 32):
+            this, other = ([r["per_second"] for r in measured if r["clients"] == clients and r["server"] == name]
+                           for name in ("this", "baseline"))
+            print(f"{clients} client{'s' * (clients > 1)}: this server's throughput / the baseline's, median of the "
+                  f"rounds: {np.median(np.array(this) / np.array(other)):.2f}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"offline_per_second": offline, "offline_cpu_ms": offline_cpu_ms, "rows": rows, "memory_mb": memory}, indent=1))
+        Path(a.json).write_text(json.dumps({"one_process": offline, "rounds": measured, "rows": rows,
+                                            "memory_mb": memory}, indent=1))
 
 
 if __name__ == "__main__":

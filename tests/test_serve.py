@@ -136,6 +136,28 @@ def test_the_batcher_answers_waiting_requests_in_one_call_and_survives_errors_an
     assert batcher.submit(["z"]).result(10) == ["Z"]  # still answering
 
 
+def test_lanes_answer_while_another_lane_is_busy():
+    import threading
+
+    from cnncodes.serve import Batcher
+
+    started, release = threading.Event(), threading.Event()
+
+    def predict(images):
+        if "slow" in images:
+            started.set()
+            release.wait(10)
+        return [image.upper() for image in images]
+
+    batcher = Batcher(predict, lanes=2)
+    slow = batcher.submit(["slow"])
+    assert started.wait(5)
+    assert batcher.submit(["quick"]).result(5) == ["QUICK"]  # the second lane did not wait for the first's call
+    assert not slow.done()
+    release.set()
+    assert slow.result(5) == ["SLOW"]
+
+
 def test_a_heatmap_on_request(server, tiny_folder):
     import base64
 

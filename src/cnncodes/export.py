@@ -183,13 +183,14 @@ class OnnxModel:
         """Unknown scores above it are "none of these"; None for a file exported without the detector."""
         return (self.recipe.get("unknown") or {}).get("threshold")
 
-    def answers(self, pixels: np.ndarray, spread: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    def answers(self, pixels: np.ndarray, cores: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, size, size, 3) uint8 pixels (Preprocess.pixels) -> (N, classes) probabilities, and the (N,) unknown
-        scores where the file has the detector (else None). spread: see onnx_graphs.Session.outputs."""
-        outputs = self.session.outputs(np.ascontiguousarray(pixels, np.uint8), spread)
+        scores where the file has the detector (else None). cores: see Predictor.__call__."""
+        session = self.session.with_threads(cores) if cores else self.session
+        outputs = session.outputs(np.ascontiguousarray(pixels, np.uint8))
         return outputs[0], outputs[1] if self.threshold is not None else None
 
-    def predict_images(self, images: Sequence, spread: bool = True) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    def predict_images(self, images: Sequence, cores: int | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
         """Paths or (H, W, 3) uint8 arrays -> (probabilities and unknown scores of the usable ones, {position:
         reason})."""
         read = item_reader(images)
@@ -198,4 +199,4 @@ class OnnxModel:
         pixels = [item for item in items if not isinstance(item, str)]
         if not pixels:
             return np.zeros((0, len(self.class_names)), np.float32), None, problems
-        return *self.answers(np.stack(pixels), spread), problems
+        return *self.answers(np.stack(pixels), cores), problems

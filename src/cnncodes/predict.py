@@ -69,15 +69,21 @@ class Predictor:
         self.threshold = None if self.unknown is None else self.unknown.threshold
         self.graphs = model_graphs(self.path, self.meta) or codes_graphs(RunSettings.from_dict(self.meta["settings"]))
 
-    def __call__(self, images: Sequence, top_k: int = 5, spread: bool = True) -> list:
+    @property
+    def one_core_calls(self) -> bool:
+        """Whether a call given cores=1 keeps to one core: where ONNX Runtime computes the codes (torch's operators
+        use every core whatever the call)."""
+        return self.onnx is not None or bool(self.graphs)
+
+    def __call__(self, images: Sequence, top_k: int = 5, cores: int | None = None) -> list:
         """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: its Prediction, or
-        the reason it was skipped. spread: fewer images than cores run each image's operators on all of them (a
-        busy server says False: its other cores answer HTTP meanwhile)."""
+        the reason it was skipped. cores: how many the call may use (default: all; fewer images than cores then run
+        each image's operators on all of them); a busy server gives 1 where `one_core_calls`."""
         if self.onnx is not None:
-            proba, scores, problems = self.onnx.predict_images(images, spread)
+            proba, scores, problems = self.onnx.predict_images(images, cores)
             return _results(proba, scores if self.threshold is not None else None, problems, self.class_names, top_k,
                             self.threshold)
-        options = dict(device=self.device, precision=self.precision, graphs=self.graphs, spread=spread)
+        options = dict(device=self.device, precision=self.precision, graphs=self.graphs, cores=cores)
         codes, problems = image_codes(self.backbone, images, **options)
         if codes.shape[0] and codes.shape[1] != self.head.input_dim:
             raise CnnCodesError(f"the model expects {self.head.input_dim}-d codes but {self.backbone} gives "

@@ -10,7 +10,8 @@ here: FastAPI reads the endpoints' parameter types at run time.)
 
 The model is loaded once. Requests that arrive while it is busy are answered together by one call of the model
 (`Batcher`): most of one image's time is per call (a network pass, a comparison with every reference code), so
-concurrent clients share it. Heatmaps run in the server's thread pool, at most one per core at a time.
+concurrent clients share it; under load one call runs per core at a time, each on its own core (lanes).
+Heatmaps run in the server's thread pool, at most one per core at a time.
 Bad input (not an image, truncated, a decompression bomb, too large a body, too many files, no file) gets a 4xx
 JSON answer with the reason, and the server goes on. It never fetches anything: images come in the request body.
 """
@@ -34,16 +35,19 @@ LINGER_SECONDS = 0.005  # how long a call waits for requests the server is still
 
 class Batcher:
     """Answers requests with one call of `predict` (a list of images -> a list of answers, in order) for all the
-    requests waiting when the previous call ends: a busy server batches by itself, an idle one answers at once
-    (no waiting for company). `reading()`: how many requests have arrived and are still being read; a call waits
-    for them up to `linger` seconds (the clients answered by the last call send their next requests together, and
-    one call for all of them costs less than one each). One thread calls the model; the event loop only waits on
-    futures."""
+    requests waiting when a lane is free: a busy server batches by itself, an idle one answers at once (no waiting
+    for company). `reading()`: how many requests have arrived and are still being read; a call waits for them up to
+    `linger` seconds (the clients answered by the last call send their next requests together, and one call for all
+    of them costs less than one each). `lanes` threads call the model, each taking its own requests: with one call
+    per core, no core waits for another's images or for the call's one-threaded parts (the unknown score, the
+    answers) to end. The event loop only waits on futures."""
 
-    def __init__(self, predict, max_images: int = BATCH_IMAGES, reading=lambda: 0, linger: float = LINGER_SECONDS):
+    def __init__(self, predict, max_images: int = BATCH_IMAGES, reading=lambda: 0, linger: float = LINGER_SECONDS,
+                 lanes: int = 1):
         self.predict, self.max_images, self.reading, self.linger = predict, max_images, reading, linger
         self.waiting: queue.Queue = queue.Queue()
-        threading.Thread(target=self._answer, name="cnncodes-batcher", daemon=True).start()
+        for lane in range(lanes):
+            threading.Thread(target=self._answer, name=f"cnncodes-lane-{lane}", daemon=True).start()
 
     def submit(self, images: list) -> Future:
         future = Future()
@@ -113,12 +117,19 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     path = Path(model_path)
     predictor = Predictor(path / "model.npz" if path.is_dir() else path)
-    slots = threading.BoundedSemaphore(max(1, cpu_count()))
-    # A lone request's image has its operators spread over every core; while other requests are read, parsed and
-    # answered, images run one per core (operator threads that share cores with HTTP wait for each other)
+    cores = max(1, cpu_count())
+    slots = threading.BoundedSemaphore(cores)
+    # A lone request's image has its operators spread over every core; under load each lane's call keeps to one
+    # core, where the model can (ONNX Runtime; a torch backbone's operators use every core: one lane)
+    lanes = cores if predictor.one_core_calls else 1
     in_flight = [0]  # /predict requests between arrival and answer (counted on the event loop)
     reading = [0]  # of those, the ones not yet handed to the batcher
-    batcher = Batcher(lambda images: predictor(images, top_k, spread=in_flight[0] <= 1), reading=lambda: reading[0])
+
+    def answer(images: list) -> list:
+        alone = in_flight[0] <= 1
+        return predictor(images, top_k, cores=None if alone or lanes == 1 else 1)
+
+    batcher = Batcher(answer, reading=lambda: reading[0], lanes=lanes)
     max_bytes = int(max_body_mb * 2**20)
     app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
 

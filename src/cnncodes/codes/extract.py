@@ -97,10 +97,10 @@ def extract_codes(dataset: Dataset, backbone: str = DEFAULT_BACKBONE, *, cache_d
 
 
 def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str = "auto", precision: str = "auto",
-                batch_size: int = 64, graphs: dict | None = None, spread: bool = True):
+                batch_size: int = 64, graphs: dict | None = None, cores: int | None = None):
     """Codes of individual images (arrays or paths). Returns (codes of the usable images, {position: reason}).
-    graphs: {backbone name: ONNX graph} for codes computed by ONNX Runtime (see codes_graphs); spread: see
-    inference.encode."""
+    graphs: {backbone name: ONNX graph} for codes computed by ONNX Runtime (see codes_graphs); cores: how many
+    the work may use (default: all this process may use; see inference.encode)."""
     device = process.resolve_device(device, "onnx" if graphs else "torch")
     precision = process.resolve_precision(precision, device)
 
@@ -114,8 +114,8 @@ def image_codes(backbone: str, images: Sequence, flip: bool = False, device: str
         rows = np.zeros((len(images), spec.feature_dim), np.float32)
         model = inference_model(name, device, (graphs or {}).get(name))
         for chunk, codes, bad in encode(read, range(len(images)), spec, model, device=device,
-                                        precision=precision, batch_size=batch_size, threads=process.cpu_count(),
-                                        spread=spread):
+                                        precision=precision, batch_size=batch_size,
+                                        threads=cores or process.cpu_count()):
             rows[chunk.start:chunk.stop] = codes
             problems.update(bad)
         parts.append(rows)

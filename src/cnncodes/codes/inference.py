@@ -91,15 +91,15 @@ def encode_batch(items: Sequence, model, spec: Backbone, device: str, precision:
 
 
 def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, device: str, precision: str,
-           batch_size: int, threads: int, spread: bool = True) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
+           batch_size: int, threads: int) -> Iterator[tuple[Sequence[int], np.ndarray, dict]]:
     """(indices, codes, {index: reason}) batch by batch, in order.
 
     PyTorch runs each batch on all cores (its operators are parallel) while the next batches decode in `threads`
     threads; an ONNX Runtime session is run by `threads` workers at once, each decoding its own batch and running
-    it on one core, so that no core waits for another (onnx_graphs.Session); spread: fewer images than `threads` run
-    as one call whose operators use every core (where nothing else needs the cores meanwhile)."""
+    it on one core, so that no core waits for another (onnx_graphs.Session); fewer images than `threads` run as
+    one call whose operators use every core."""
     if isinstance(model, Session):
-        if spread and len(indices) < threads:  # too few images for a run per core
+        if 1 < threads and len(indices) < threads:  # too few images for a run per core
             with ThreadPoolExecutor(threads) as pool:
                 items = list(pool.map(lambda i: prepare(read, i, spec), indices))
             yield _chunk_codes(indices, items, model.with_threads(threads), spec, device, precision)
@@ -136,6 +136,9 @@ def _encode_in_workers(read: Reader, indices: Sequence[int], spec: Backbone, ses
     def work(chunk):
         return _chunk_codes(chunk, [prepare(read, i, spec) for i in chunk], session, spec, device, precision)
 
+    if workers == 1:  # the caller's thread is the one worker (a server's lane)
+        yield from map(work, chunks)
+        return
     pool = ThreadPoolExecutor(workers)
     pending = deque(pool.submit(work, chunk) for chunk in itertools.islice(chunks, 2 * workers))
     try:

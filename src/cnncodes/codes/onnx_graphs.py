@@ -122,10 +122,10 @@ class Session:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.outputs(batch)[0]
 
-    def outputs(self, batch: np.ndarray, spread: bool = True) -> list[np.ndarray]:
-        """Every output of the graph for the batch, in the graph's order. spread: a batch of fewer images than
-        cores runs as one call whose operators use them all (False where other work needs the cores meanwhile)."""
-        wide = self._spread_session() if spread and 1 < self.threads and len(batch) < self.threads else None
+    def outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph for the batch, in the graph's order; a batch of fewer images than `threads`
+        runs as one call whose operators use them all."""
+        wide = self._spread_session() if 1 < self.threads and len(batch) < self.threads else None
         if wide is not None:
             return wide.run(None, {self.input_name: batch})
         size = max(1, min(RUN_IMAGES, -(-len(batch) // self.threads)))  # every core a run, when there are enough
