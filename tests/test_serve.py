@@ -158,6 +158,31 @@ def test_lanes_answer_while_another_lane_is_busy():
     assert slow.result(5) == ["SLOW"]
 
 
+def test_a_lane_leaves_idle_lanes_their_share_and_does_not_wait_for_company_beside_them():
+    import threading
+    import time
+
+    from cnncodes.serve import Batcher
+
+    calls = []
+
+    def predict(images):
+        calls.append((threading.current_thread().name, len(images)))
+        time.sleep(0.05)
+        return images
+
+    batcher = Batcher(predict, lanes=2, reading=lambda: 1, linger=2.0)  # a request always "being read"
+    while batcher.idle < 2:
+        time.sleep(0.01)
+    started = time.perf_counter()
+    assert batcher.submit(["a"]).result(5) == ["a"]
+    assert time.perf_counter() - started < 1.0  # the other lane was idle: no waiting for company
+    calls.clear()
+    futures = [batcher.submit([n]) for n in range(40)]
+    assert [f.result(10) for f in futures] == [[n] for n in range(40)]
+    assert len({lane for lane, _ in calls}) == 2 and max(size for _, size in calls) < 40
+
+
 def test_a_heatmap_on_request(server, tiny_folder):
     import base64
 

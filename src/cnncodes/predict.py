@@ -75,7 +75,7 @@ class Predictor:
         use every core whatever the call)."""
         return self.onnx is not None or bool(self.graphs)
 
-    def __call__(self, images: Sequence, top_k: int = 5, cores: int | None = None) -> list:
+    def __call__(self, images: Sequence, top_k: int = 5, *, cores: int | None = None) -> list:
         """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: its Prediction, or
         the reason it was skipped. cores: how many the call may use (default: all; fewer images than cores then run
         each image's operators on all of them); a busy server gives 1 where `one_core_calls`."""
