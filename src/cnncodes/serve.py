@@ -34,20 +34,21 @@ LINGER_SECONDS = 0.005  # how long a call waits for requests the server is still
 
 
 class Batcher:
-    """Answers requests with one call of `predict` (a list of images -> a list of answers, in order) for all the
+    """Answers requests with one call of `predict` (a list of images -> a list of answers, in order) for the
     requests waiting when a lane is free: a busy server batches by itself, an idle one answers at once (no waiting
     for company). `lanes` threads call the model, each taking its own requests: with one call per core, no core
     waits for another's images or for the call's one-threaded parts (the unknown score, the answers) to end. A lane
-    leaves idle lanes their share of the waiting requests (a lone request beside an idle lane is answered alone).
-    `reading()`: how many requests have arrived and are still being read; a call short of its share waits for them
-    up to `linger` seconds (the clients answered by the last call send their next requests together, and one call
-    for all of them costs less than one each). The event loop only waits on futures."""
+    takes its share of the requests not yet taken (1/lanes of those waiting or still being read, `reading()`):
+    the other lanes answer the rest as soon as they are free, and no call makes its requests wait for a long one
+    on one core. A call short of its share waits for the requests being read up to `linger` seconds (the clients
+    answered by the last call send their next requests together, and one call for all of them costs less than one
+    each). The event loop only waits on futures."""
 
     def __init__(self, predict, max_images: int = BATCH_IMAGES, reading=lambda: 0, linger: float = LINGER_SECONDS,
                  lanes: int = 1):
         self.predict, self.max_images, self.reading, self.linger = predict, max_images, reading, linger
         self.waiting: queue.Queue = queue.Queue()
-        self.idle, self.lock = 0, threading.Lock()  # lanes waiting for a request (counted under the lock)
+        self.lanes = lanes
         for lane in range(lanes):
             threading.Thread(target=self._answer, name=f"cnncodes-lane-{lane}", daemon=True).start()
 
@@ -73,20 +74,10 @@ class Batcher:
             if future.set_running_or_notify_cancel():
                 return images, future
 
-    def _idle(self, change: int) -> int:
-        with self.lock:
-            self.idle += change
-            return self.idle
-
     def _answer_waiting(self) -> None:
-        self._idle(+1)
-        try:
-            jobs = [self._take(block=True)]
-        finally:
-            others = self._idle(-1)  # lanes still idle: they take the next requests themselves
+        jobs = [self._take(block=True)]
         count, until = len(jobs[0][0]), time.perf_counter() + self.linger
-        # requests of this call, the first included: its share where other lanes are idle, else all there are
-        share = -(-(self.waiting.qsize() + 1) // (others + 1)) if others else self.max_images
+        share = -(-(1 + self.waiting.qsize() + self.reading()) // self.lanes)  # requests, the first included
         while count < self.max_images and len(jobs) < share:
             job = self._take(block=False)
             if job is None and self.reading() > 0 and time.perf_counter() < until:
