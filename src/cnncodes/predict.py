@@ -71,9 +71,9 @@ class Predictor:
 
     @property
     def one_core_calls(self) -> bool:
-        """Whether a call given cores=1 keeps to one core: where ONNX Runtime computes the codes (torch's operators
-        use every core whatever the call)."""
-        return self.onnx is not None or bool(self.graphs)
+        """Whether a call given cores=1 keeps to one core: where ONNX Runtime computes the answers (torch's operators,
+        a backbone's or a fine-tuned head's, use every core whatever the call)."""
+        return self.onnx is not None or (bool(self.graphs) and self.head.mode != "finetune")
 
     def __call__(self, images: Sequence, top_k: int = 5, *, cores: int | None = None) -> list:
         """For each image (a path, an (H, W, 3) uint8 array or the bytes of a file), in order: its Prediction, or

@@ -31,6 +31,9 @@ MAX_BODY_MB = 50
 MAX_FILES = 64
 BATCH_IMAGES = 64  # images answered by one call of the model at most (a call of one request may have more)
 LINGER_SECONDS = 0.005  # how long a call waits for requests the server is still reading (Batcher)
+# requests a lane takes before it leaves the rest to the other lanes (Batcher): calls of fewer cost more per image
+# (the call itself, the unknown score's pass over the reference codes); docs/benchmarks.md, "One call per core"
+LANE_REQUESTS = 8
 
 
 class Batcher:
@@ -38,11 +41,11 @@ class Batcher:
     requests waiting when a lane is free: a busy server batches by itself, an idle one answers at once (no waiting
     for company). `lanes` threads call the model, each taking its own requests: with one call per core, no core
     waits for another's images or for the call's one-threaded parts (the unknown score, the answers) to end. A lane
-    takes its share of the requests not yet taken (1/lanes of those waiting or still being read, `reading()`):
-    the other lanes answer the rest as soon as they are free, and no call makes its requests wait for a long one
-    on one core. A call short of its share waits for the requests being read up to `linger` seconds (the clients
-    answered by the last call send their next requests together, and one call for all of them costs less than one
-    each). The event loop only waits on futures."""
+    takes up to LANE_REQUESTS requests, or its share of the requests not yet taken where that is more (1/lanes of
+    those waiting or still being read, `reading()`): the other lanes answer the rest as soon as they are free, and
+    no call makes its requests wait for a long one on one core. A call short of its share waits for the requests
+    being read up to `linger` seconds (the clients answered by the last call send their next requests together,
+    and one call for all of them costs less than one each). The event loop only waits on futures."""
 
     def __init__(self, predict, max_images: int = BATCH_IMAGES, reading=lambda: 0, linger: float = LINGER_SECONDS,
                  lanes: int = 1):
@@ -77,7 +80,7 @@ class Batcher:
     def _answer_waiting(self) -> None:
         jobs = [self._take(block=True)]
         count, until = len(jobs[0][0]), time.perf_counter() + self.linger
-        share = -(-(1 + self.waiting.qsize() + self.reading()) // self.lanes)  # requests, the first included
+        share = max(LANE_REQUESTS, -(-(1 + self.waiting.qsize() + self.reading()) // self.lanes))  # the first included
         while count < self.max_images and len(jobs) < share:
             job = self._take(block=False)
             if job is None and self.reading() > 0 and time.perf_counter() < until:
@@ -125,7 +128,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     cores = max(1, cpu_count())
     slots = threading.BoundedSemaphore(cores)
     # A lone request's image has its operators spread over every core; under load each lane's call keeps to one
-    # core, where the model can (ONNX Runtime; a torch backbone's operators use every core: one lane)
+    # core, where the model can (ONNX Runtime; torch's operators use every core: one lane)
     lanes = cores if predictor.one_core_calls else 1
     in_flight = [0]  # /predict requests between arrival and answer (counted on the event loop)
     reading = [0]  # of those, the ones not yet handed to the batcher
