@@ -1,6 +1,6 @@
 """Prediction in one process by calls of a few images, as a server makes them: with one and with two BLAS threads,
 and with the call on every core (operators of fewer images than cores spread over them) or on one core, as a busy
-server's lanes make them (`Predictor(cores=1)`).
+server's lanes make them (`predictor(images, cores=1)`).
 
     python benchmarks/predict_calls.py --model RUN --images ../shared/data/cifar10-exact/test [--calls 1,4,64]
 

@@ -158,7 +158,7 @@ def test_lanes_answer_while_another_lane_is_busy():
     assert slow.result(5) == ["SLOW"]
 
 
-def test_a_lane_leaves_the_other_lanes_their_share_of_many_requests():
+def test_a_lane_leaves_idle_lanes_their_share_and_a_lone_request_does_not_wait_beside_them():
     import threading
     import time
 
@@ -171,7 +171,15 @@ def test_a_lane_leaves_the_other_lanes_their_share_of_many_requests():
         time.sleep(0.05)
         return images
 
-    batcher = Batcher(predict, lanes=2)
+    batcher = Batcher(predict, lanes=2, reading=lambda: 1, linger=2.0)  # a request always "being read"
+    while batcher.idle < 2:
+        time.sleep(0.01)
+    started = time.perf_counter()
+    assert batcher.submit(["a"]).result(5) == ["a"]
+    assert time.perf_counter() - started < 1.0  # the other lane was idle: no waiting for company
+    while batcher.idle < 2:
+        time.sleep(0.01)
+    calls.clear()
     futures = [batcher.submit([n]) for n in range(40)]
     assert [f.result(10) for f in futures] == [[n] for n in range(40)]
     assert len({lane for lane, _ in calls}) == 2 and max(size for _, size in calls) < 40

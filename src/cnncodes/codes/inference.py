@@ -97,7 +97,7 @@ def encode(read: Reader, indices: Sequence[int], spec: Backbone, model, *, devic
     PyTorch runs each batch on all cores (its operators are parallel) while the next batches decode in `threads`
     threads; an ONNX Runtime session is run by `threads` workers at once, each decoding its own batch and running
     it on one core, so that no core waits for another (onnx_graphs.Session); fewer images than `threads` run as
-    one call whose operators use every core."""
+    one call whose operators use `threads` cores."""
     if isinstance(model, Session):
         if 1 < threads and len(indices) < threads:  # too few images for a run per core
             with ThreadPoolExecutor(threads) as pool:
