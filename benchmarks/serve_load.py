@@ -159,8 +159,8 @@ def main() -> None:
     servers = {"this": server(a.model)} | ({"baseline": server(a.model, a.baseline)} if a.baseline else {})
     proc, url = servers["this"]
     try:
-        for pid, address in ((p.pid, u) for p, u in servers.values()):
-            load(address, small_forms, 1, 20, pid)  # warm
+        for other, address in servers.values():
+            load(address, small_forms, 1, 20, other.pid)  # warm
         offline, measured = [], []
         for _ in range(a.rounds):
             offline.append(one_process())
