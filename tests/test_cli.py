@@ -188,6 +188,8 @@ def test_sgd_head_and_evaluate(tiny_folder, tmp_path):
     (["audit", "/no/run"], "run folder /no/run does not exist"),
     (["audit", "{empty}"], "not a finished run folder (it has no settings.json)"),
     (["predict", "{empty}", "x.jpg"], "a folder without model.npz, not a run folder: the model comes first"),
+    (["serve", "{empty}"], "a folder without model.npz, not a run folder: give the folder `cnncodes run --out` wrote"),
+    (["serve", "/no/run"], "model '/no/run' does not exist (a run folder, its model.npz, or a model.onnx)"),
     (["run", "--data", "{empty}"], "no images found"),
     (["run", "--data", "{single}"], "only one class"),
 ])

@@ -262,11 +262,7 @@ def cmd_evaluate(a):
 def cmd_predict(a):
     from .predict import Predictor, list_images, predict_stream, write_predictions_file
 
-    if not os.path.exists(a.model):
-        raise CnnCodesError(f"model {a.model!r} does not exist (a run folder, its model.npz, or a model.onnx)")
-    if os.path.isdir(a.model) and not os.path.exists(os.path.join(a.model, "model.npz")):
-        raise CnnCodesError(f"{a.model} is a folder without model.npz, not a run folder: the model comes first "
-                            "(`cnncodes predict RUN_DIR IMAGES...`)")
+    _check_model(a.model, "the model comes first (`cnncodes predict RUN_DIR IMAGES...`)")
     missing = [p for p in a.images if not os.path.exists(p)]
     if missing:
         raise CnnCodesError(f"no such file or folder: {', '.join(missing)}")
@@ -365,9 +361,18 @@ def cmd_tsne(a):
     print(f"t-SNE map: {path}")
 
 
+def _check_model(model: str, hint: str) -> None:
+    """A model argument that is not there, or a folder that is not a run folder, named as such."""
+    if not os.path.exists(model):
+        raise CnnCodesError(f"model {model!r} does not exist (a run folder, its model.npz, or a model.onnx)")
+    if os.path.isdir(model) and not os.path.exists(os.path.join(model, "model.npz")):
+        raise CnnCodesError(f"{model} is a folder without model.npz, not a run folder: {hint}")
+
+
 def cmd_serve(a):
     from .serve import serve
 
+    _check_model(a.model, "give the folder `cnncodes run --out` wrote")
     serve(a.model, a.host, a.port, a.token, a.max_body_mb, a.max_files)
 
 
