@@ -50,6 +50,10 @@ def test_health_and_one_and_several_images(server, tiny_folder):
     answer = one.json()
     assert answer["images"][0]["name"] == "disc.png" and answer["images"][0]["top"][0]["class"] == "discs"
     assert answer["milliseconds"] > 0
+    one_class = httpx.post(server + "/predict?top_k=1", files=[("file", ("disc.png", disc, "image/png"))]).json()
+    assert [t["class"] for t in one_class["images"][0]["top"]] == ["discs"] and len(answer["images"][0]["top"]) == 3
+    refused = httpx.post(server + "/predict?top_k=0", files=[("file", ("disc.png", disc, "image/png"))])
+    assert refused.status_code == 422 and "top_k" in refused.json()["error"]
     bars = (tiny_folder / "bars" / "000.png").read_bytes()
     several = httpx.post(server + "/predict", files=[("file", ("a.png", disc, "image/png")),
                                                      ("file", ("b.png", bars, "image/png")),

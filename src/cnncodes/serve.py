@@ -5,7 +5,8 @@ here: FastAPI reads the endpoints' parameter types at run time.)
     GET  /health    the model's name and classes
     POST /predict   one or more images as multipart field `file` -> for each: name, label (the top class or
                     "unknown": none of these), top classes, the unknown score; and the time taken;
-                    ?explain=true adds a heatmap (JPEG, base64) of where the network saw its top class
+                    ?top_k=N: N top classes (default 5); ?explain=true adds a heatmap (JPEG, base64) of where
+                    the network saw its top class
     GET  /docs      the OpenAPI description (FastAPI's)
 
 The model is loaded once. Requests that arrive while it is busy are answered together by one call of the model
@@ -18,6 +19,7 @@ JSON answer with the reason, and the server goes on. It never fetches anything: 
 
 import hmac
 import html
+from dataclasses import replace
 import queue
 import threading
 import time
@@ -125,7 +127,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
     from pathlib import Path
 
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -143,11 +145,13 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     in_flight = [0]  # /predict requests between arrival and answer (counted on the event loop)
     reading = [0]  # of those, the ones not yet handed to the batcher
 
+    every = len(predictor.class_names)  # the classes of each image, best first: each request keeps its own top_k
+
     def answer(images: list) -> list:
         if in_flight[0] <= 1:
-            return predictor(images, top_k)
+            return predictor(images, every)
         # busy: a lane's call on one core; with one lane, one core per image at most (no operators spread)
-        return predictor(images, top_k, cores=1 if lanes > 1 else min(len(images), cores))
+        return predictor(images, every, cores=1 if lanes > 1 else min(len(images), cores))
 
     batcher = Batcher(answer, reading=lambda: reading[0], lanes=lanes)
     max_bytes = int(max_body_mb * 2**20)
@@ -234,16 +238,17 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     @app.post("/predict", dependencies=[Depends(guard)], openapi_extra={"requestBody": {
         "required": True, "content": {"multipart/form-data": {"schema": form_schema}}}})
-    async def predict(request: Request, explain: bool = False):
+    async def predict(request: Request, explain: bool = False,
+                      top_k: int = Query(top_k, ge=1, description="classes per image, best first")):
         """Top classes of each image sent as form field `file` (repeat the field for several images); with
         explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""
         in_flight[0] += 1
         try:
-            return await answer_images(request, explain)
+            return await answer_images(request, explain, top_k)
         finally:
             in_flight[0] -= 1
 
-    async def answer_images(request: Request, explain: bool) -> JSONResponse:
+    async def answer_images(request: Request, explain: bool, top_k: int) -> JSONResponse:
         if explain and explainer() is None:
             return error(400, unexplained)
         reading[0] += 1
@@ -268,7 +273,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         maps = await run_in_threadpool(draw_maps) if explain else [None] * len(blobs)
         seconds = time.perf_counter() - started
         answers = [{"name": n, "error": r} if isinstance(r, str) else
-                   {"name": n} | r.as_dict() | ({"heatmap_jpeg": m} if m else {})
+                   {"name": n} | replace(r, top=r.top[:top_k]).as_dict() | ({"heatmap_jpeg": m} if m else {})
                    for n, r, m in zip(names, results, maps)]
         if all("error" in a for a in answers):
             return JSONResponse({"error": "no image could be used", "images": answers}, status_code=422)
