@@ -19,11 +19,11 @@ JSON answer with the reason, and the server goes on. It never fetches anything: 
 
 import hmac
 import html
-from dataclasses import replace
 import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 
 from .errors import CnnCodesError
 from .network import check_can_listen, is_loopback
