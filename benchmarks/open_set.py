@@ -86,8 +86,10 @@ class FineTunedFeatures:
         return pooled, self.head._classify(pooled)
 
 
-def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = None) -> dict:
-    """epochs: fine-tune (codes of a cut backbone) for at most that many epochs instead of the tuned head."""
+def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = None, subspaces=()) -> dict:
+    """epochs: fine-tune (codes of a cut backbone) for at most that many epochs instead of the tuned head.
+    subspaces: the default's score also with its distances measured in directions holding these shares of the
+    reference codes' squared length (1: every direction), each detector calibrated as the default's."""
     # activation maps stay in their stored precision (float16: half the memory); the fine-tuned head reads them so
     x, y, s = np.asarray(codes.vectors, None if epochs else np.float32), codes.labels, codes.splits
     is_known = np.isin(y, known)
@@ -106,6 +108,9 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
         own = FineTunedFeatures(head)
         own_detector = UnknownDetector.fit(own, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
                                            validation_unseen=True)
+    variants = {f"default, directions holding {share:g}": UnknownDetector.fit(
+        head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed, validation_unseen=epochs is not None,
+        subspace=share) for share in subspaces}
     train_features = head.detector_features(x[train])
 
     def all_scores(rows):
@@ -115,6 +120,7 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
         scores = {"default (max logit + neighbour)": detector.score(features, logits),
                   "max logit + neighbour, no cut": z.sum(1), "max logit": parts[:, 0],
                   f"{NEIGHBOUR}th neighbour": parts[:, 1]}
+        scores |= {name: variant.score(features, logits) for name, variant in variants.items()}
         if epochs:
             tuned = own.detector_features(x[rows])
             scores |= {"max logit + neighbour among the fine-tuned features": own_detector.score(tuned, logits),
@@ -173,6 +179,9 @@ def main() -> None:
     parser.add_argument("--far", default=None, help="a folder of photos of another kind (the ImageNet sample)")
     parser.add_argument("--cache-dir", default=None, help="the cache the codes were extracted with (for --far), or "
                         "where --finetune's activation maps are")
+    parser.add_argument("--subspaces", type=lambda text: [float(v) for v in text.split(",") if v], default=[],
+                        help="also the default with its distances in the directions holding these shares of the "
+                        "reference's squared length, e.g. 0.8,0.9,0.99,1 (the default: heads/unknown.py SUBSPACE)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     if (a.data is None) != (a.finetune is None) or (a.far and a.finetune is not None):
@@ -191,7 +200,8 @@ def main() -> None:
         name += f", fine-tuned (at most {a.epochs} epochs)"
     splits = []
     for n, known in enumerate(SPLITS):
-        splits.append(one_split(codes, known, seed=n, epochs=None if a.finetune is None else a.epochs))
+        splits.append(one_split(codes, known, seed=n, epochs=None if a.finetune is None else a.epochs,
+                                subspaces=a.subspaces))
         print(json.dumps(splits[-1]), flush=True)
     names = list(splits[0]["auroc"])
     summary = {score: {"validation_auroc_mean": float(np.mean([r["validation_auroc"][score] for r in splits])),
@@ -206,7 +216,7 @@ def main() -> None:
     print("| score | validation AUROC, mean of 5 | test AUROC, mean of 5 | range | unknowns accepted at 95% known "
           "kept (test) |\n|---|---|---|---|---|")
     for score, r in sorted(summary.items(), key=lambda kv: -kv[1]["validation_auroc_mean"]):
-        print(f"| {score} | {r['validation_auroc_mean']:.3f} | {r['auroc_mean']:.3f} | {r['auroc_range'][0]:.3f}-"
+        print(f"| {score} | {r['validation_auroc_mean']:.4f} | {r['auroc_mean']:.4f} | {r['auroc_range'][0]:.3f}-"
               f"{r['auroc_range'][1]:.3f} | {r['fpr95_mean'] * 100:.1f}% |")
     own = [r["own_threshold"] for r in splits]
     print(f"own threshold (validation, keep 95%): known kept {np.mean([o['known_kept'] for o in own]) * 100:.1f}%, "

@@ -3,7 +3,7 @@ prediction in one process on the same images; the server's resident memory after
 
     cnncodes run --data ../shared/data/cifar10-exact --runtime onnx-int8 --out RUN --no-report
     python benchmarks/serve_load.py --model RUN --images ../shared/data/cifar10-exact/test [--requests 10000]
-        [--rounds 3] [--baseline OTHER_CHECKOUT/src] [--json results/serve_load.json]
+        [--rounds 3] [--baseline OTHER_CHECKOUT/src [--baseline-model OTHER_RUN]] [--json results/serve_load.json]
 
 Each client sends one image per request, one request at a time (CIFAR PNGs of 32 x 32 pixels, and a 12-megapixel
 JPEG made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the
@@ -132,6 +132,8 @@ def main() -> None:
                         "for 12 MP, in one round)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the small images")
     parser.add_argument("--baseline", default=None, help="another checkout's src folder: its server in the same rounds")
+    parser.add_argument("--baseline-model", default=None, help="the baseline server's model (default --model): a run "
+                        "made by the baseline's code, where the model file changed between the two")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     from PIL import Image
@@ -156,7 +158,8 @@ def main() -> None:
         return measured
 
     phone_requests = max(8, a.per_level // 10)
-    servers = {"this": server(a.model)} | ({"baseline": server(a.model, a.baseline)} if a.baseline else {})
+    servers = {"this": server(a.model)} | ({"baseline": server(a.baseline_model or a.model, a.baseline)}
+                                           if a.baseline else {})
     proc, url = servers["this"]
     try:
         for other, address in servers.values():

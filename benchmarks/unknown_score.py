@@ -1,12 +1,15 @@
 """What the 'none of these' score costs per call: the neighbour distance against 10,000 reference codes, by batch size.
 
-    python benchmarks/unknown_score.py [--reference 10000] [--dim 1280] [--sizes 1,4,8,32,2048] [--repeats 21]
+    cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --out CODES
+    python benchmarks/unknown_score.py --codes CODES/codes.npz [--reference 10000] [--sizes 1,4,8,32,2048]
+        [--repeats 21]
 
-One BLAS thread, as `cnncodes serve` runs it. For each batch size: the median milliseconds of a call of
-`UnknownDetector.parts` as it is (the reference as the left operand of the product for fewer than FEW_ROWS images,
-the usual order above), and of the same distance computed with each order of the product throughout; the ratios
-are to the shipped choice, all three timed in the same rounds. The values are random unit vectors: the arithmetic, not
-the data, sets the time.
+One BLAS thread, as `cnncodes serve` runs it. The reference: the unit codes of the first 10,000 training images,
+projected onto their principal directions as a run's detector keeps them (heads/unknown.py principal_directions).
+For each batch size, the median milliseconds of a call of `UnknownDetector.parts` as it is (the reference as the
+left operand of the product for fewer than FEW_ROWS images, the usual order above), of the same distance computed
+with each order of the product throughout, and of `parts` measuring in every direction of the codes (no
+projection); the ratios are to the shipped call, all timed in the same rounds.
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from cnncodes.codes.view import Codes  # noqa: E402
 from cnncodes.heads.base import unit_rows  # noqa: E402
-from cnncodes.heads.unknown import UnknownDetector  # noqa: E402
+from cnncodes.heads.unknown import UnknownDetector, principal_directions  # noqa: E402
 
 
 def kth_distance(similarity: np.ndarray, k: int) -> np.ndarray:
@@ -40,31 +44,43 @@ def interleaved_medians(works: list, repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codes", required=True, help="codes.npz (cnncodes extract)")
     parser.add_argument("--reference", type=int, default=10_000)
-    parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--sizes", default="1,4,8,32,2048")
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
-    rng = np.random.default_rng(0)
-    reference = unit_rows(rng.standard_normal((args.reference, args.dim), dtype=np.float32)).astype(np.float16)
-    detector = UnknownDetector(reference, np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 0.95)
-    ref32, k = detector._reference32, detector.neighbour
-    print("| images | parts() ms | reference on the right: ms (x) | reference on the left: ms (x) |")
-    print("|---|---|---|---|")
+    codes = Codes.load(args.codes)
+    vectors = np.asarray(codes.vectors, np.float32)
+    train = vectors[codes.splits == "train"]
+    unit = unit_rows(train[:args.reference])
+    projection = principal_directions(unit)
+
+    def detector(directions: np.ndarray) -> UnknownDetector:
+        reference = (unit @ directions).astype(np.float16)
+        return UnknownDetector(reference, directions, np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 0.95)
+
+    shipped_detector, every = detector(projection), detector(np.eye(unit.shape[1], dtype=np.float32))
+    ref32, k = shipped_detector._reference32, shipped_detector.neighbour
+    print(f"{len(unit):,} reference codes of {unit.shape[1]} dimensions, measured in {projection.shape[1]} directions")
+    print("| images | parts() ms | reference on the right: ms (x) | reference on the left: ms (x) | every direction: "
+          "ms (x) |\n|---|---|---|---|---|")
+    queries = vectors[codes.splits != "train"]
     for size in (int(s) for s in args.sizes.split(",")):
-        features = rng.standard_normal((size, args.dim), dtype=np.float32)
-        logits = rng.standard_normal((size, 10), dtype=np.float32)
-        rows = unit_rows(features)
-        shipped, right, left = interleaved_medians([
-            lambda: detector.parts(features, logits),
-            lambda: kth_distance(unit_rows(features) @ ref32.T, k),
-            lambda: kth_distance((ref32 @ unit_rows(features).T).T, k)], args.repeats)
-        np.testing.assert_allclose(detector.parts(features, logits)[:, 1], kth_distance(rows @ ref32.T, k), atol=1e-5)
-        print(f"| {size} | {shipped:.2f} | {right:.2f} ({right / shipped:.2f}) | {left:.2f} ({left / shipped:.2f}) |",
-              flush=True)
+        features = queries[:size]
+        logits = np.zeros((size, 10), np.float32)
+        rows = unit_rows(features) @ projection
+        shipped, right, left, whole = interleaved_medians([
+            lambda: shipped_detector.parts(features, logits),
+            lambda: kth_distance((unit_rows(features) @ projection) @ ref32.T, k),
+            lambda: kth_distance((ref32 @ (unit_rows(features) @ projection).T).T, k),
+            lambda: every.parts(features, logits)], args.repeats)
+        np.testing.assert_allclose(shipped_detector.parts(features, logits)[:, 1], kth_distance(rows @ ref32.T, k),
+                                   atol=1e-5)
+        print(f"| {size} | {shipped:.2f} | {right:.2f} ({right / shipped:.2f}) | {left:.2f} ({left / shipped:.2f}) | "
+              f"{whole:.2f} ({whole / shipped:.2f}) |", flush=True)
 
 
 if __name__ == "__main__":

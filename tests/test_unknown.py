@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnncodes.heads import SoftmaxHead
-from cnncodes.heads.unknown import UnknownDetector
+from cnncodes.heads.unknown import UnknownDetector, principal_directions
 from cnncodes.predict import Predictor, list_images
 
 from .conftest import cli, need_shared
@@ -32,6 +32,64 @@ def test_the_threshold_keeps_the_share_asked_and_survives_a_round_trip():
     again = UnknownDetector.from_state(detector.state())
     np.testing.assert_array_equal(again.score(far, head.decision_function(far)),
                                   detector.score(far, head.decision_function(far)))
+
+
+def _low_rank_codes(rng, n: int, rank: int = 12, width: int = 256, noise: float = 0.05) -> np.ndarray:
+    """Codes spanning a few directions, plus a little noise in every direction (as a network's codes do)."""
+    return (rng.normal(0, 1, (n, rank)) @ rng.normal(0, 1, (rank, width)) + rng.normal(0, noise, (n, width))
+            ).astype(np.float32)
+
+
+def _exact_kth_distance(reference, queries, k: int, skip_self: bool = False) -> np.ndarray:
+    """The cosine distance to the k-th nearest reference row, by scikit-learn's exhaustive search."""
+    from sklearn.neighbors import NearestNeighbors
+
+    search = NearestNeighbors(n_neighbors=k + skip_self, metric="cosine", algorithm="brute").fit(reference)
+    return search.kneighbors(queries)[0][:, -1]
+
+
+def test_the_neighbour_distance_is_the_cosine_distance_within_the_principal_directions():
+    """The detector's distance to the 10th nearest training code, measured between projections onto the directions
+    holding 95% of the reference's squared length, matches scikit-learn's exact cosine search; the projection keeps far
+    fewer directions than the codes have, and with all of them it is exact."""
+    rng = np.random.default_rng(2)
+    x, y = _low_rank_codes(rng, 900), np.repeat(np.arange(3), 300)
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x[:600], y[:600])
+    detector = UnknownDetector.fit(head, x[:600], y[:600], x[600:], y[600:])
+    assert detector.projection.shape[1] <= 12 < x.shape[1]
+    queries = np.r_[x[600:], _low_rank_codes(rng, 100, width=256, noise=0.5)]  # known-like and off the directions
+    ours = detector.parts(queries, head.decision_function(queries))[:, 1]
+    exact = _exact_kth_distance(x[:600], queries, detector.neighbour)
+    np.testing.assert_allclose(ours, exact, atol=0.01)
+    whole = principal_directions(x[:600] / np.linalg.norm(x[:600], axis=1, keepdims=True), subspace=1.0)
+    assert whole.shape == (256, 256)
+
+
+def test_calibration_leaves_each_image_out_of_its_own_neighbours():
+    rng = np.random.default_rng(3)
+    x, y = _low_rank_codes(rng, 60, noise=0.3), np.repeat(np.arange(3), 20)
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    detector = UnknownDetector.fit(head, x, y)  # then every direction (no projection): exact distances
+    detector = UnknownDetector.from_state(detector.state() | {"unknown_reference": unit.astype(np.float16),
+                                                              "unknown_projection": np.eye(256, dtype=np.float32)})
+    ours = detector.parts(x, head.decision_function(x), skip_self=True)[:, 1]
+    exact = _exact_kth_distance(x, x, detector.neighbour, skip_self=True)
+    np.testing.assert_allclose(ours, exact, atol=0.002)
+
+
+def test_a_model_file_without_a_projection_measures_in_the_codes_own_directions():
+    rng = np.random.default_rng(4)
+    x, y = _low_rank_codes(rng, 300), np.repeat(np.arange(3), 100)
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
+    state = UnknownDetector.fit(head, x, y).state()
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    older = {key: value for key, value in state.items() if key != "unknown_projection"}
+    older["unknown_reference"] = unit.astype(np.float16)  # as files written before the projection hold it
+    detector = UnknownDetector.from_state(older)
+    queries = _low_rank_codes(rng, 50)
+    np.testing.assert_allclose(detector.parts(queries, head.decision_function(queries))[:, 1],
+                               _exact_kth_distance(x, queries, detector.neighbour), atol=0.002)
 
 
 def test_a_class_of_one_image_does_not_switch_cross_fitting_off():

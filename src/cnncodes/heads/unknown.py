@@ -7,7 +7,10 @@ above the calibration scores' `keep` quantile: 95% of known images are kept by d
 either part alone, the maximum probability, energy and (relative) Mahalanobis distances by
 `benchmarks/open_set.py` (docs/benchmarks.md). The logit part is cut at its median because a linear head's logits
 grow without bound away from the data: an image far from every training code can get the largest logit of all,
-and only the neighbour distance then tells (on CIFAR-10's 6/4 splits the cut costs 0.001 of AUROC).
+and only the neighbour distance then tells (on CIFAR-10's 6/4 splits the cut costs 0.001 of AUROC). Cosine
+similarities to the training codes are measured within their principal directions (principal_directions): a
+fraction of the codes' dimensions, so a server's comparison of a few images with 10,000 training codes costs that
+fraction of the time, at the same AUROC.
 
 Calibration: with at least SMALL_VALIDATION validation images, the validation split (the neighbour search never sees
 it; the head's refit on train + validation barely moves the threshold there: 94.5-94.8% of CIFAR-10's known test
@@ -36,7 +39,11 @@ KEEP = 0.95
 UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
 CHUNK = 2048
 FEW_ROWS = 64  # images scored with the reference as the left operand (parts)
-
+# the share of the reference codes' squared length held by the directions their similarities are measured in
+# (principal_directions). benchmarks/open_set.py --subspaces (docs/benchmarks.md): on CIFAR-10's validation splits
+# 0.95 scores as every direction does (AUROC 0.9485 against 0.9484) with under half of them; 0.8 scored 0.9494, but
+# kept 2 directions for the 3 classes of the first collection of tests/test_unknown.py, losing one class
+SUBSPACE = 0.95
 
 
 def _reference_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -47,6 +54,18 @@ def _reference_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
     picked = [rng.choice(rows, max(1, round(limit * len(rows) / len(y))), replace=False)
               for rows in (np.flatnonzero(y == k) for k in np.unique(y))]
     return np.sort(np.concatenate(picked))
+
+
+def principal_directions(rows: np.ndarray, subspace: float = SUBSPACE) -> np.ndarray:
+    """(D, d): the fewest top right singular vectors of unit `rows` (not centred) holding `subspace` of their squared
+    length. A code's similarity to a reference code is then measured between their projections onto these d
+    directions: with d below D (545 of 1,280 for Lite0's codes of CIFAR-10's training images) the comparison
+    with every reference code costs that much less, and it drops directions where codes differ by noise rather than
+    by what they show."""
+    _, values, directions = np.linalg.svd(np.asarray(rows, np.float32), full_matrices=False)
+    held = np.cumsum(values.astype(np.float64) ** 2)
+    count = int(np.searchsorted(held, subspace * held[-1])) + 1
+    return np.ascontiguousarray(directions[:min(count, len(values))].T)
 
 
 def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -71,7 +90,9 @@ def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: in
 
 @dataclass
 class UnknownDetector:
-    reference: np.ndarray  # (R, D) float16 unit-length detector features of training images (Head.detector_features)
+    reference: np.ndarray  # (R, d) float16: unit-length detector features of training images (Head.detector_features)
+    # projected onto `projection`
+    projection: np.ndarray  # (D, d) float32: the reference's principal directions (principal_directions)
     center: np.ndarray  # (2,) medians of the two parts over the calibration images
     spread: np.ndarray  # (2,) their standard deviations
     threshold: float  # scores above it are unknown
@@ -81,7 +102,7 @@ class UnknownDetector:
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
-            seed: int = 0, validation_unseen: bool = False, seen=None) -> "UnknownDetector":
+            seed: int = 0, validation_unseen: bool = False, seen=None, subspace: float = SUBSPACE) -> "UnknownDetector":
         """head: the trained head; x_train, y_train (and x_val, y_val): the codes and labels it was trained beside;
         fold_head(x, y): a head of the same kind and settings trained on x, y (for a small collection's
         cross-fitted calibration; without it, the head's own logits are used). Distances are measured between the
@@ -89,7 +110,7 @@ class UnknownDetector:
         validation_unseen: the head never trained on the validation images (a fine-tuned one only chose its epoch
         on them), so a validation split smaller than SMALL_VALIDATION calibrates it too. seen: what fitting the head
         computed already (finetune.Seen: detector features of x_train's rows, those and the logits of x_val's), read
-        instead of computed again."""
+        instead of computed again. subspace: see principal_directions."""
         from ..codes.matrix import vstack
 
         if not 0 < keep < 1:
@@ -108,11 +129,13 @@ class UnknownDetector:
             if len(seen.train_codes) < len(y_train) or len(seen.validation_logits) != len(x_val):
                 raise CnnCodesError("`seen` does not come from fitting this head on these rows")
             features = np.asarray(seen.train_codes[rows], np.float32)
-        reference = unit_rows(features).astype(np.float16)
+        unit = unit_rows(features)
+        projection = principal_directions(unit, subspace)
+        reference = (unit @ projection).astype(np.float16)
         # k: at most a typical class's rows (the median class: one mislabelled image making a class of its own must
         # not shrink every image's neighbourhood to one code); - 1: calibration may leave an image's own code out
         typical = int(np.median([int(n) for n in np.bincount(y_train[rows]) if n] or [1]))
-        detector = cls(reference, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
+        detector = cls(reference, projection, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
                        max(1, min(NEIGHBOUR, typical - 1)))
         if not small:
             inputs = head.detector_inputs(x_val) if seen is None else (seen.validation_codes, seen.validation_logits)
@@ -127,16 +150,22 @@ class UnknownDetector:
         return detector
 
     def parts(self, features, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:
-        """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference row."""
-        k = min(self.neighbour + skip_self, len(self.reference))
+        """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference row (within the
+        reference's principal directions). skip_self: row i of `features` is reference row i, not its own
+        neighbour (calibration on the training images)."""
+        skip = skip_self and len(self.reference) > 1
+        k = min(self.neighbour, len(self.reference) - skip)
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
-            rows = unit_rows(np.asarray(features[start:start + CHUNK]))
+            rows = unit_rows(np.asarray(features[start:start + CHUNK])) @ self.projection
             # a server's few images against 10,000 reference rows: faster with the reference as the left operand
             # (OpenBLAS copies the right one into its own layout); many images: the usual order, whose row-major
             # result the partition reads fast
             similarity = (reference @ rows.T).T if len(rows) < FEW_ROWS else rows @ reference.T
+            if skip:
+                own = np.arange(len(rows))
+                similarity[own, start + own] = -np.inf
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
@@ -155,7 +184,8 @@ class UnknownDetector:
         return self._combine(self.parts(features, logits))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"unknown_reference": self.reference, "unknown_center": self.center, "unknown_spread": self.spread,
+        return {"unknown_reference": self.reference, "unknown_projection": self.projection,
+                "unknown_center": self.center, "unknown_spread": self.spread,
                 "unknown_threshold": np.float32(self.threshold), "unknown_keep": np.float32(self.keep),
                 "unknown_neighbour": np.int64(self.neighbour)}
 
@@ -163,5 +193,8 @@ class UnknownDetector:
     def from_state(cls, state: dict) -> "UnknownDetector | None":
         if "unknown_reference" not in state:
             return None
-        return cls(state["unknown_reference"], state["unknown_center"], state["unknown_spread"],
+        reference = state["unknown_reference"]  # a model file without a projection: its codes' own directions
+        projection = state["unknown_projection"] if "unknown_projection" in state else \
+            np.eye(reference.shape[1], dtype=np.float32)
+        return cls(reference, projection, state["unknown_center"], state["unknown_spread"],
                    float(state["unknown_threshold"]), float(state["unknown_keep"]), int(state["unknown_neighbour"]))
