@@ -58,16 +58,19 @@ def main() -> None:
     unit = unit_rows(train[:args.reference])
     projection = principal_directions(unit)
 
-    def detector(directions: np.ndarray) -> UnknownDetector:
-        reference = (unit @ directions).astype(np.float16)
-        return UnknownDetector(reference, directions, np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 0.95)
+    def detector(directions: np.ndarray | None) -> UnknownDetector:
+        reference = (unit if directions is None else unit @ directions).astype(np.float16)
+        return UnknownDetector(reference, np.zeros(2, np.float32), np.ones(2, np.float32), 0.0, 0.95,
+                               projection=directions)
 
-    shipped_detector, every = detector(projection), detector(np.eye(unit.shape[1], dtype=np.float32))
+    shipped_detector, every = detector(projection), detector(None)
     ref32, k = shipped_detector._reference32, shipped_detector.neighbour
     print(f"{len(unit):,} reference codes of {unit.shape[1]} dimensions, measured in {projection.shape[1]} directions")
     print("| images | parts() ms | reference on the right: ms (x) | reference on the left: ms (x) | every direction: "
           "ms (x) |\n|---|---|---|---|---|")
     queries = vectors[codes.splits != "train"]
+    if max(int(n) for n in args.sizes.split(",")) > len(queries):
+        parser.error(f"--sizes: the codes have {len(queries):,} images beside the training ones")
     for size in (int(s) for s in args.sizes.split(",")):
         features = queries[:size]
         logits = np.zeros((size, 10), np.float32)

@@ -1,11 +1,14 @@
 """'None of these': images of classes the model never saw score as unknown; known ones keep their class."""
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from cnncodes.errors import CnnCodesError
 from cnncodes.heads import SoftmaxHead
+from cnncodes.heads import unknown
 from cnncodes.heads.unknown import UnknownDetector, principal_directions
 from cnncodes.predict import Predictor, list_images
 
@@ -65,14 +68,15 @@ def test_the_neighbour_distance_is_the_cosine_distance_within_the_principal_dire
     assert whole.shape == (256, 256)
 
 
-def test_calibration_leaves_each_image_out_of_its_own_neighbours():
+def test_calibration_leaves_each_image_out_of_its_own_neighbours(monkeypatch):
     rng = np.random.default_rng(3)
     x, y = _low_rank_codes(rng, 60, noise=0.3), np.repeat(np.arange(3), 20)
     head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    detector = UnknownDetector.fit(head, x, y)  # then every direction (no projection): exact distances
-    detector = UnknownDetector.from_state(detector.state() | {"unknown_reference": unit.astype(np.float16),
-                                                              "unknown_projection": np.eye(256, dtype=np.float32)})
+    detector = replace(UnknownDetector.fit(head, x, y), reference=unit.astype(np.float16), projection=None)
+    # every direction (exact distances); chunks after the first, and both orders of the product
+    monkeypatch.setattr(unknown, "CHUNK", 16)
+    monkeypatch.setattr(unknown, "FEW_ROWS", 12)
     ours = detector.parts(x, head.decision_function(x), skip_self=True)[:, 1]
     exact = _exact_kth_distance(x, x, detector.neighbour, skip_self=True)
     np.testing.assert_allclose(ours, exact, atol=0.002)
@@ -83,6 +87,7 @@ def test_a_model_file_without_a_projection_measures_in_the_codes_own_directions(
     x, y = _low_rank_codes(rng, 300), np.repeat(np.arange(3), 100)
     head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
     state = UnknownDetector.fit(head, x, y).state()
+    assert "unknown_projection" in state
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     older = {key: value for key, value in state.items() if key != "unknown_projection"}
     older["unknown_reference"] = unit.astype(np.float16)  # as files written before the projection hold it
@@ -90,6 +95,19 @@ def test_a_model_file_without_a_projection_measures_in_the_codes_own_directions(
     queries = _low_rank_codes(rng, 50)
     np.testing.assert_allclose(detector.parts(queries, head.decision_function(queries))[:, 1],
                                _exact_kth_distance(x, queries, detector.neighbour), atol=0.002)
+
+
+def test_the_principal_directions_of_wide_and_tall_rows_agree_with_an_svd():
+    rng = np.random.default_rng(5)
+    for rows in (_low_rank_codes(rng, 40, width=256), _low_rank_codes(rng, 400, width=64)):  # wide, tall
+        unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        ours = principal_directions(unit, 0.9)
+        _, values, vt = np.linalg.svd(unit.astype(np.float64), full_matrices=False)
+        count = int(np.searchsorted(np.cumsum(values ** 2), 0.9 * (values ** 2).sum())) + 1
+        assert ours.shape == (unit.shape[1], count)
+        np.testing.assert_allclose(ours @ ours.T, vt[:count].T @ vt[:count], atol=1e-4)  # the same subspace
+    with pytest.raises(CnnCodesError, match="squared length"):
+        principal_directions(unit, 1.5)
 
 
 def test_a_class_of_one_image_does_not_switch_cross_fitting_off():

@@ -69,7 +69,8 @@ def _answers(flip_average: bool, head, unknown):
             self.features, self.classifier = head.torch_parts()
             if unknown is not None:  # float16 in the file; ONNX Runtime casts the constant once, at load
                 self.register_buffer("reference", torch.from_numpy(np.asarray(unknown.reference, np.float16)))
-                self.register_buffer("projection", torch.from_numpy(np.asarray(unknown.projection, np.float32)))
+                if unknown.projection is not None:
+                    self.register_buffer("projection", torch.from_numpy(np.asarray(unknown.projection, np.float32)))
                 self.register_buffer("center", torch.from_numpy(np.asarray(unknown.center, np.float32)))
                 self.register_buffer("spread", torch.from_numpy(np.asarray(unknown.spread, np.float32)))
 
@@ -83,7 +84,8 @@ def _answers(flip_average: bool, head, unknown):
                 return proba
             own = features[:proba.shape[0]]  # the images, not their mirror images
             unit = own / (torch.linalg.vector_norm(own, dim=1, keepdim=True) + 1e-12)
-            similarity = (unit @ self.projection) @ self.reference.float().T
+            projected = unit if unknown.projection is None else unit @ self.projection
+            similarity = projected @ self.reference.float().T
             nearest = torch.topk(similarity, min(unknown.neighbour, len(unknown.reference)), 1)
             parts = torch.stack([-logits[:proba.shape[0]].max(1).values, 1 - nearest.values[:, -1]], 1)
             z = (parts - self.center) / self.spread

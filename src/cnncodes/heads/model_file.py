@@ -14,7 +14,8 @@ from . import head_from_state
 from .unknown import UnknownDetector
 
 FORMAT = "cnncodes-model"
-FORMAT_VERSION = 3  # 2: the run's settings travel in the file; 3: and the names of its ONNX graphs (graphs/)
+FORMAT_VERSION = 4  # 2: the run's settings travel in the file; 3: and the names of its ONNX graphs (graphs/);
+# 4: and the unknown detector's principal directions (read by no earlier version)
 
 
 def save_model(path, head, settings, class_names: list[str], test_split: dict | None = None,
@@ -45,7 +46,7 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is not a cnncodes model file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CnnCodesError(f"{path} is not a cnncodes model file")
-    if meta.get("version") not in (2, FORMAT_VERSION):
+    if meta.get("version") not in (2, 3, FORMAT_VERSION):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:

@@ -7,10 +7,10 @@ above the calibration scores' `keep` quantile: 95% of known images are kept by d
 either part alone, the maximum probability, energy and (relative) Mahalanobis distances by
 `benchmarks/open_set.py` (docs/benchmarks.md). The logit part is cut at its median because a linear head's logits
 grow without bound away from the data: an image far from every training code can get the largest logit of all,
-and only the neighbour distance then tells (on CIFAR-10's 6/4 splits the cut costs 0.001 of AUROC). Cosine
-similarities to the training codes are measured within their principal directions (principal_directions): a
-fraction of the codes' dimensions, so a server's comparison of a few images with 10,000 training codes costs that
-fraction of the time, at the same AUROC.
+and only the neighbour distance then tells (on CIFAR-10's 6/4 splits the cut costs 0.001 of AUROC). Similarities
+to the training codes are measured within their principal directions (principal_directions): fewer dimensions than
+the codes have, so a server's comparison of a few images with 10,000 training codes takes two thirds of the time,
+at the same AUROC (docs/benchmarks.md).
 
 Calibration: with at least SMALL_VALIDATION validation images, the validation split (the neighbour search never sees
 it; the head's refit on train + validation barely moves the threshold there: 94.5-94.8% of CIFAR-10's known test
@@ -56,16 +56,25 @@ def _reference_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
-def principal_directions(rows: np.ndarray, subspace: float = SUBSPACE) -> np.ndarray:
-    """(D, d): the fewest top right singular vectors of unit `rows` (not centred) holding `subspace` of their squared
-    length. A code's similarity to a reference code is then measured between their projections onto these d
-    directions: with d below D (545 of 1,280 for Lite0's codes of CIFAR-10's training images) the comparison
-    with every reference code costs that much less, and it drops directions where codes differ by noise rather than
-    by what they show."""
-    _, values, directions = np.linalg.svd(np.asarray(rows, np.float32), full_matrices=False)
-    held = np.cumsum(values.astype(np.float64) ** 2)
-    count = int(np.searchsorted(held, subspace * held[-1])) + 1
-    return np.ascontiguousarray(directions[:min(count, len(values))].T)
+def principal_directions(unit: np.ndarray, subspace: float = SUBSPACE) -> np.ndarray:
+    """(D, d): the fewest top right singular vectors of `unit` (rows of length 1, not centred) holding `subspace` of
+    their squared length. An image's similarity to a reference code is then the dot product of their projections
+    onto these d directions: the cosine less its part in the dropped directions, where codes differ by noise more
+    than by what they show. With d below D (545 of 1,280 for Lite0's codes of CIFAR-10's training images) the
+    comparison with every reference code costs less. From the eigenvectors of the smaller Gram matrix (R x R or
+    D x D): for the 5,760-d codes of the best preset, no decomposition of the whole 10,000 x 5,760 matrix."""
+    if not 0 < subspace <= 1:
+        raise CnnCodesError(f"the share of the codes' squared length to keep must be in (0, 1] (got {subspace})")
+    unit = np.asarray(unit, np.float32)
+    wide = unit.shape[0] < unit.shape[1]
+    values, vectors = np.linalg.eigh((unit @ unit.T if wide else unit.T @ unit).astype(np.float64))
+    values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]  # largest first
+    held = np.cumsum(values)
+    count = min(int(np.searchsorted(held, subspace * held[-1])) + 1, len(values))
+    top = vectors[:, :count]
+    if wide:  # the right singular vectors from the left ones: v = unit^T u / sigma
+        top = unit.T.astype(np.float64) @ top / np.sqrt(np.maximum(values[:count], 1e-12))
+    return np.ascontiguousarray(top, dtype=np.float32)
 
 
 def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -90,15 +99,17 @@ def _cross_fitted_logits(head, fold_head, x: np.ndarray, y: np.ndarray, seed: in
 
 @dataclass
 class UnknownDetector:
-    reference: np.ndarray  # (R, d) float16: unit-length detector features of training images (Head.detector_features)
-    # projected onto `projection`
-    projection: np.ndarray  # (D, d) float32: the reference's principal directions (principal_directions)
+    reference: np.ndarray  # (R, d) float16: unit-length detector features of training images (Head.detector_features),
+    # projected onto `projection` (shorter than 1 by their part in the dropped directions)
     center: np.ndarray  # (2,) medians of the two parts over the calibration images
     spread: np.ndarray  # (2,) their standard deviations
     threshold: float  # scores above it are unknown
     keep: float  # the share of calibration images the threshold keeps
     neighbour: int = NEIGHBOUR  # k of the k-th nearest row: at most a typical class's rows in the reference
     calibrated_on: int = 0  # images the threshold was set on (0: not known, a detector read from a model file)
+    # (D, d) float32: the reference's principal directions (principal_directions); None: every direction (a model
+    # file written before them, or a reference too small for fewer directions to cost less)
+    projection: np.ndarray | None = None
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
@@ -131,12 +142,14 @@ class UnknownDetector:
             features = np.asarray(seen.train_codes[rows], np.float32)
         unit = unit_rows(features)
         projection = principal_directions(unit, subspace)
-        reference = (unit @ projection).astype(np.float16)
+        if projection.shape[1] * (sum(unit.shape)) >= unit.size:  # projecting would cost more than it saves
+            projection = None
+        reference = (unit if projection is None else unit @ projection).astype(np.float16)
         # k: at most a typical class's rows (the median class: one mislabelled image making a class of its own must
         # not shrink every image's neighbourhood to one code); - 1: calibration may leave an image's own code out
         typical = int(np.median([int(n) for n in np.bincount(y_train[rows]) if n] or [1]))
-        detector = cls(reference, projection, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
-                       max(1, min(NEIGHBOUR, typical - 1)))
+        detector = cls(reference, np.zeros(2, np.float32), np.ones(2, np.float32), np.inf, keep,
+                       max(1, min(NEIGHBOUR, typical - 1)), projection=projection)
         if not small:
             inputs = head.detector_inputs(x_val) if seen is None else (seen.validation_codes, seen.validation_logits)
             parts = detector.parts(*inputs)
@@ -152,13 +165,16 @@ class UnknownDetector:
     def parts(self, features, logits: np.ndarray, skip_self: bool = False) -> np.ndarray:
         """(N, 2): minus the largest logit, and the cosine distance to the k-th nearest reference row (within the
         reference's principal directions). skip_self: row i of `features` is reference row i, not its own
-        neighbour (calibration on the training images)."""
+        neighbour (calibration on the training images; masked, since a projected code need not be its own
+        nearest)."""
         skip = skip_self and len(self.reference) > 1
         k = min(self.neighbour, len(self.reference) - skip)
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
-            rows = unit_rows(np.asarray(features[start:start + CHUNK])) @ self.projection
+            rows = unit_rows(np.asarray(features[start:start + CHUNK]))
+            if self.projection is not None:
+                rows = rows @ self.projection
             # a server's few images against 10,000 reference rows: faster with the reference as the left operand
             # (OpenBLAS copies the right one into its own layout); many images: the usual order, whose row-major
             # result the partition reads fast
@@ -184,17 +200,15 @@ class UnknownDetector:
         return self._combine(self.parts(features, logits))
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"unknown_reference": self.reference, "unknown_projection": self.projection,
-                "unknown_center": self.center, "unknown_spread": self.spread,
+        directions = {} if self.projection is None else {"unknown_projection": self.projection}
+        return {"unknown_reference": self.reference, "unknown_center": self.center, "unknown_spread": self.spread,
                 "unknown_threshold": np.float32(self.threshold), "unknown_keep": np.float32(self.keep),
-                "unknown_neighbour": np.int64(self.neighbour)}
+                "unknown_neighbour": np.int64(self.neighbour)} | directions
 
     @classmethod
     def from_state(cls, state: dict) -> "UnknownDetector | None":
         if "unknown_reference" not in state:
             return None
-        reference = state["unknown_reference"]  # a model file without a projection: its codes' own directions
-        projection = state["unknown_projection"] if "unknown_projection" in state else \
-            np.eye(reference.shape[1], dtype=np.float32)
-        return cls(reference, projection, state["unknown_center"], state["unknown_spread"],
-                   float(state["unknown_threshold"]), float(state["unknown_keep"]), int(state["unknown_neighbour"]))
+        return cls(state["unknown_reference"], state["unknown_center"], state["unknown_spread"],
+                   float(state["unknown_threshold"]), float(state["unknown_keep"]), int(state["unknown_neighbour"]),
+                   projection=state.get("unknown_projection"))
