@@ -84,10 +84,11 @@ def test_calibration_leaves_each_image_out_of_its_own_neighbours(monkeypatch):
 
 def test_a_model_file_without_a_projection_measures_in_the_codes_own_directions():
     rng = np.random.default_rng(4)
-    x, y = _low_rank_codes(rng, 300), np.repeat(np.arange(3), 100)
-    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
-    state = UnknownDetector.fit(head, x, y).state()
+    x, y = _low_rank_codes(rng, 400), np.arange(400) % 3
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x[:250], y[:250])
+    state = UnknownDetector.fit(head, x[:250], y[:250], x[250:], y[250:]).state()  # calibrated on 150 new images
     assert "unknown_projection" in state
+    x = x[:250]
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     older = {key: value for key, value in state.items() if key != "unknown_projection"}
     older["unknown_reference"] = unit.astype(np.float16)  # as files written before the projection hold it
@@ -108,6 +109,16 @@ def test_the_principal_directions_of_wide_and_tall_rows_agree_with_an_svd():
         np.testing.assert_allclose(ours @ ours.T, vt[:count].T @ vt[:count], atol=1e-4)  # the same subspace
     with pytest.raises(CnnCodesError, match="squared length"):
         principal_directions(unit, 1.5)
+
+
+def test_a_small_collection_calibrated_on_its_own_images_measures_in_every_direction():
+    """Directions fitted to the images that also calibrate the threshold would hold more of their codes than of new
+    images', and call new images of known classes unknown."""
+    rng = np.random.default_rng(6)
+    x, y = _low_rank_codes(rng, 60), np.repeat(np.arange(3), 20)
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
+    assert UnknownDetector.fit(head, x, y).projection is None
+    assert UnknownDetector.fit(head, x[:45], y[:45], x[45:], y[45:]).projection is None  # 15 validation images
 
 
 def test_a_class_of_one_image_does_not_switch_cross_fitting_off():
