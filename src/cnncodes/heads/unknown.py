@@ -17,8 +17,8 @@ it; the head's refit on train + validation barely moves the threshold there: 94.
 images kept for a 95% target). A smaller collection is calibrated on all its labelled images, cross-fitted: logits
 from heads trained on the other folds, neighbours searched with the image's own code left out; otherwise the logits
 of images the head was trained on would look surer than those of new images (`benchmarks/unknown_small.py`, 60
-photos of each of 3 CIFAR-10 classes: calibrated on its 30 validation photos, 38% of the known test photos are called
-unknown; cross-fitted, 4.4%). A fine-tuned head (--finetune) measures distances between the pretrained network's
+photos of each of 3 CIFAR-10 classes: calibrated on its 30 validation photos, 37% of the known test photos are called
+unknown; cross-fitted, 4.7%). A fine-tuned head (--finetune) measures distances between the pretrained network's
 codes (FineTuneHead.detector_features), and never trains on its validation images (it only chooses its epoch on
 them): they calibrate it from UNSEEN_CALIBRATION images on (with fewer, the run has no detector and says so).
 """
