@@ -48,7 +48,7 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is not a cnncodes model file")
     if meta.get("version") not in (2, 3, FORMAT_VERSION):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
-                            f"version {FORMAT_VERSION}: retrain it with `cnncodes train`")
+                            f"versions 2 to {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:
         head = head_from_state(meta, {k: v for k, v in state.items() if not k.startswith("unknown_")})
         head.unknown_ = UnknownDetector.from_state(state)
