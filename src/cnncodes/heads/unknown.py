@@ -73,7 +73,7 @@ def principal_directions(unit: np.ndarray, subspace: float = SUBSPACE) -> np.nda
     count = min(int(np.searchsorted(held, subspace * held[-1])) + 1, len(values))
     top = vectors[:, :count]
     if wide:  # the right singular vectors from the left ones: v = unit^T u / sigma
-        top = unit.T.astype(np.float64) @ top / np.sqrt(np.maximum(values[:count], 1e-12))
+        top = (unit.T @ top.astype(np.float32)) / np.sqrt(np.maximum(values[:count], 1e-12))  # no D x R copy
     return np.ascontiguousarray(top, dtype=np.float32)
 
 
