@@ -1,8 +1,8 @@
 """'None of these' on CIFAR-10: a head trained on 6 classes tells the other 4 classes' test images from the known 6.
 
     cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --runtime onnx --out CODES
-    python benchmarks/open_set.py --codes CODES/codes.npz [--codes-name NAME] [--far ../shared/data/imagenet-sample]
-        [--json results/open_set.json]
+    python benchmarks/open_set.py --codes CODES/codes.npz [--codes-name NAME] [--far ../shared/data/imagenet-sample
+        --runtime onnx] [--subspaces 0.8,0.9,0.99,1] [--references 2500,5000] [--json results/open_set.json]
     python benchmarks/open_set.py --data ../shared/data/cifar-10-python.tar.gz --finetune 1 [--epochs 4]
         [--runtime onnx-int8] [--cache-dir CACHE] [--json results/open_set_ft.json]
 
@@ -11,10 +11,13 @@ Vaze et al., ICLR 2022, whose maximum logit score reaches an AUROC of about 0.93
 Per split: the tuned head (C chosen on validation) on the known classes' train split, the detector calibrated on their
 validation split (heads/unknown.py); AUROC of each score on the validation split (known classes' images against the
 unknown classes' images there, which nothing was trained on: the default is the best by this figure), and on the
-10,000 test images: closed-set accuracy, AUROC of each score (known vs unknown), the share of unknowns accepted when 95% of the known test images are kept (FPR95, the oracle
-threshold), and with the model's own threshold (set on validation) the shares of known kept and unknown accepted.
---far: the same for a head on all 10 classes against photos of another kind (the ImageNet sample), with the codes
-of the same backbone and runtime.
+10,000 test images: closed-set accuracy, AUROC of each score (known vs unknown), the share of unknowns accepted
+when 95% of the known test images are kept (FPR95, the oracle threshold), and with the model's own threshold (set on
+validation) the shares of known kept and unknown accepted. --subspaces, --references: the default's score also with
+other settings of its detector (the share of directions kept, the number of reference codes), each calibrated as
+the default's.
+--far: the same for a head on all 10 classes against photos of another kind (the ImageNet sample), their codes by the
+same backbone with --runtime (the codes' runtime; default onnx-int8).
 --finetune K: instead of a tuned head on codes, Lite0's last K blocks fine-tuned per split on their cached activation
 maps (computed or read from the cache as `cnncodes run --finetune K` does), its detector (the fine-tuned logits beside
 the pretrained network's codes) calibrated on the known classes' validation images, as such a run calibrates it; the
@@ -64,11 +67,18 @@ def other_scores(x_train, y_train, queries, logits) -> dict:
     shared = np.linalg.inv(centred.T @ centred / len(x) + 1e-3 * np.eye(x.shape[1]))
     background = np.linalg.inv(np.cov(x.T) + 1e-3 * np.eye(x.shape[1]))
     q = np.asarray(queries, np.float64)
-    to_class = np.stack([(((q - m) @ shared) * (q - m)).sum(1) for m in means], 1)
-    to_all = (((q - x.mean(0)) @ background) * (q - x.mean(0))).sum(1)
+    to_class = squared_mahalanobis(q, means, shared)
+    to_all = squared_mahalanobis(q, x.mean(0, keepdims=True), background)[:, 0]
     scores["Mahalanobis"] = to_class.min(1)
     scores["relative Mahalanobis"] = (to_class - to_all[:, None]).min(1)
     return scores
+
+
+def squared_mahalanobis(q: np.ndarray, centres: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(N, C): (q - c) P (q - c) for each row q and centre c, as q P q - 2 q P c + c P c: one N x D x D product for
+    all centres (for 6,592-d codes, a seventh of the time of one per centre)."""
+    to_centres = centres @ precision
+    return ((q @ precision) * q).sum(1, keepdims=True) - 2 * q @ to_centres.T + (to_centres * centres).sum(1)
 
 
 class FineTunedFeatures:
@@ -86,10 +96,12 @@ class FineTunedFeatures:
         return pooled, self.head._classify(pooled)
 
 
-def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = None, subspaces=()) -> dict:
+def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = None, subspaces=(),
+              references=()) -> dict:
     """epochs: fine-tune (codes of a cut backbone) for at most that many epochs instead of the tuned head.
     subspaces: the default's score also with its distances measured in directions holding these shares of the
-    reference codes' squared length (1: every direction), each detector calibrated as the default's."""
+    reference codes' squared length (1: every direction); references: also with at most these many training codes
+    as the reference; each detector calibrated as the default's."""
     # activation maps stay in their stored precision (float16: half the memory); the fine-tuned head reads them so
     x, y, s = np.asarray(codes.vectors, None if epochs else np.float32), codes.labels, codes.splits
     is_known = np.isin(y, known)
@@ -111,6 +123,9 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
     variants = {f"default, directions holding {share:g}": UnknownDetector.fit(
         head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed, validation_unseen=epochs is not None,
         subspace=share) for share in subspaces}
+    variants |= {f"default, reference of at most {count:,} codes": UnknownDetector.fit(
+        head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed, validation_unseen=epochs is not None,
+        reference_max=count) for count in references}
     train_features = head.detector_features(x[train])
 
     def all_scores(rows):
@@ -147,13 +162,14 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
         "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def far_shift(codes: Codes, folder: Path, codes_name: str, cache_dir: str | None) -> dict:
-    """All 10 classes against the photos in `folder` (codes of the same backbone and runtime)."""
+def far_shift(codes: Codes, folder: Path, runtime: str, cache_dir: str | None) -> dict:
+    """All 10 classes against the photos in `folder` (their codes by the same backbone, with `runtime`: the one the
+    archive's codes were extracted with)."""
     from cnncodes.codes.extract import codes_graphs, image_codes
     from cnncodes.predict import list_images
     from cnncodes.settings import RunSettings
 
-    backbone, runtime = codes.backbone, "onnx" if "onnx" in codes_name else "torch"
+    backbone = codes.backbone
     settings = RunSettings(backbone=backbone, runtime=runtime, cache_dir=cache_dir, head="tuned")
     photos, _ = image_codes(backbone, list_images([folder]), graphs=codes_graphs(settings), precision="fp32")
     x, y, s = np.asarray(codes.vectors, np.float32), codes.labels, codes.splits
@@ -174,7 +190,8 @@ def main() -> None:
     parser.add_argument("--finetune", type=int, default=None, metavar="K", help="with --data: fine-tune Lite0's "
                         "last K blocks per split")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="--finetune: its schedule's length")
-    parser.add_argument("--runtime", default="onnx-int8", help="--finetune: the runtime of the activation maps")
+    parser.add_argument("--runtime", default="onnx-int8", help="--far: the runtime the codes were extracted with; "
+                        "--finetune: the runtime of the activation maps")
     parser.add_argument("--codes-name", default=None, help="name in the results (default: the backbone)")
     parser.add_argument("--far", default=None, help="a folder of photos of another kind (the ImageNet sample)")
     parser.add_argument("--cache-dir", default=None, help="the cache the codes were extracted with (for --far), or "
@@ -182,6 +199,9 @@ def main() -> None:
     parser.add_argument("--subspaces", type=lambda text: [float(v) for v in text.split(",") if v], default=[],
                         help="also the default with its distances in the directions holding these shares of the "
                         "reference's squared length, e.g. 0.8,0.9,0.99,1 (the default: heads/unknown.py SUBSPACE)")
+    parser.add_argument("--references", type=lambda text: [int(v) for v in text.split(",") if v], default=[],
+                        help="also the default with at most these many training codes as its reference, e.g. "
+                        "2500,5000 (the default: heads/unknown.py REFERENCE_MAX)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     if (a.data is None) != (a.finetune is None) or (a.far and a.finetune is not None):
@@ -201,7 +221,7 @@ def main() -> None:
     splits = []
     for n, known in enumerate(SPLITS):
         splits.append(one_split(codes, known, seed=n, epochs=None if a.finetune is None else a.epochs,
-                                subspaces=a.subspaces))
+                                subspaces=a.subspaces, references=a.references))
         print(json.dumps(splits[-1]), flush=True)
     names = list(splits[0]["auroc"])
     summary = {score: {"validation_auroc_mean": float(np.mean([r["validation_auroc"][score] for r in splits])),
@@ -211,7 +231,7 @@ def main() -> None:
     result = {"codes": name, "splits": splits, "summary": summary,
               "closed_set_accuracy_mean": float(np.mean([r["closed_set_accuracy"] for r in splits]))}
     if a.far:
-        result["far_shift"] = far_shift(codes, Path(a.far), a.codes, a.cache_dir)
+        result["far_shift"] = far_shift(codes, Path(a.far), a.runtime, a.cache_dir)
     print(f"\n{name}: closed-set accuracy {result['closed_set_accuracy_mean']:.4f}")
     print("| score | validation AUROC, mean of 5 | test AUROC, mean of 5 | range | unknowns accepted at 95% known "
           "kept (test) |\n|---|---|---|---|---|")

@@ -111,6 +111,23 @@ def test_the_principal_directions_of_wide_and_tall_rows_agree_with_an_svd():
         principal_directions(unit, 1.5)
 
 
+def test_a_reference_over_its_limit_is_a_draw_keeping_each_class_share():
+    """More training codes than reference_max: each class keeps its share of the reference (a class of one image
+    its one row), drawn from that class's codes, the same draw for the same seed."""
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), [600, 300, 1])
+    x = _low_rank_codes(rng, len(y))
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
+    detector = UnknownDetector.fit(head, x, y, x[:200], y[:200], reference_max=90, seed=1)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    kept = detector.reference.astype(np.float32) @ np.linalg.pinv(detector.projection)  # back to the codes' space
+    nearest = (kept @ unit.T).argmax(1)  # each reference row is one training code
+    assert len(set(nearest)) == len(detector.reference) == 91
+    np.testing.assert_array_equal(np.bincount(y[nearest]), [60, 30, 1])
+    again = UnknownDetector.fit(head, x, y, x[:200], y[:200], reference_max=90, seed=1)
+    np.testing.assert_array_equal(again.reference, detector.reference)
+
+
 def test_a_small_collection_calibrated_on_its_own_images_measures_in_every_direction():
     """Directions fitted to the images that also calibrate the threshold would hold more of their codes than of new
     images', and call new images of known classes unknown."""

@@ -113,7 +113,8 @@ class UnknownDetector:
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
-            seed: int = 0, validation_unseen: bool = False, seen=None, subspace: float = SUBSPACE) -> "UnknownDetector":
+            seed: int = 0, validation_unseen: bool = False, seen=None, subspace: float = SUBSPACE,
+            reference_max: int = REFERENCE_MAX) -> "UnknownDetector":
         """head: the trained head; x_train, y_train (and x_val, y_val): the codes and labels it was trained beside;
         fold_head(x, y): a head of the same kind and settings trained on x, y (for a small collection's
         cross-fitted calibration; without it, the head's own logits are used). Distances are measured between the
@@ -121,7 +122,8 @@ class UnknownDetector:
         validation_unseen: the head never trained on the validation images (a fine-tuned one only chose its epoch
         on them), so a validation split smaller than SMALL_VALIDATION calibrates it too. seen: what fitting the head
         computed already (finetune.Seen: detector features of x_train's rows, those and the logits of x_val's), read
-        instead of computed again. subspace: see principal_directions."""
+        instead of computed again. subspace: see principal_directions. reference_max: training codes kept as the
+        reference."""
         from ..codes.matrix import vstack
 
         if not 0 < keep < 1:
@@ -132,7 +134,7 @@ class UnknownDetector:
         if small and x_val is not None and len(x_val):
             x_train, y_train = vstack(x_train, x_val), np.concatenate([y_train, y_val])
         y_train = np.asarray(y_train)
-        rows = _reference_rows(y_train, REFERENCE_MAX, seed)
+        rows = _reference_rows(y_train, reference_max, seed)
         if seen is None:
             x_reference = np.asarray(x_train[rows] if len(rows) < len(y_train) else x_train)
             features = head.detector_features(x_reference)
