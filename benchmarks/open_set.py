@@ -2,7 +2,8 @@
 
     cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --runtime onnx --out CODES
     python benchmarks/open_set.py --codes CODES/codes.npz [--codes-name NAME] [--far ../shared/data/imagenet-sample
-        --runtime onnx] [--subspaces 0.8,0.9,0.99,1] [--references 2500,5000] [--json results/open_set.json]
+        (--runtime onnx | --data ../shared/data/cifar-10-python.tar.gz)] [--subspaces 0.8,0.9,0.99,1]
+        [--references 2500,10000] [--json results/open_set.json]
     python benchmarks/open_set.py --data ../shared/data/cifar-10-python.tar.gz --finetune 1 [--epochs 4]
         [--runtime onnx-int8] [--cache-dir CACHE] [--json results/open_set_ft.json]
 
@@ -17,7 +18,7 @@ validation) the shares of known kept and unknown accepted. --subspaces, --refere
 other settings of its detector (the share of directions kept, the number of reference codes), each calibrated as
 the default's.
 --far: the same for a head on all 10 classes against photos of another kind (the ImageNet sample), their codes by the
-same backbone with --runtime (the codes' runtime; default onnx-int8).
+same backbone with --runtime (the codes' runtime; default onnx-int8, whose graphs --data calibrated).
 --finetune K: instead of a tuned head on codes, Lite0's last K blocks fine-tuned per split on their cached activation
 maps (computed or read from the cache as `cnncodes run --finetune K` does), its detector (the fine-tuned logits beside
 the pretrained network's codes) calibrated on the known classes' validation images, as such a run calibrates it; the
@@ -36,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from cnncodes.codes.runtime import resolve_runtime  # noqa: E402
 from cnncodes.codes.view import Codes  # noqa: E402
 from cnncodes.heads import SoftmaxHead  # noqa: E402
 from cnncodes.heads.finetune import EPOCHS, FineTuneHead  # noqa: E402
@@ -162,7 +164,7 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
         "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def far_shift(codes: Codes, folder: Path, runtime: str, cache_dir: str | None) -> dict:
+def far_shift(codes: Codes, folder: Path, runtime: str, cache_dir: str | None, data: str | None) -> dict:
     """All 10 classes against the photos in `folder` (their codes by the same backbone, with `runtime`: the one the
     archive's codes were extracted with)."""
     from cnncodes.codes.extract import codes_graphs, image_codes
@@ -170,7 +172,8 @@ def far_shift(codes: Codes, folder: Path, runtime: str, cache_dir: str | None) -
     from cnncodes.settings import RunSettings
 
     backbone = codes.backbone
-    settings = RunSettings(backbone=backbone, runtime=runtime, cache_dir=cache_dir, head="tuned")
+    settings = RunSettings(backbone=backbone, runtime=runtime, cache_dir=cache_dir, head="tuned",
+                           **({"data": data} if data else {}))
     photos, _ = image_codes(backbone, list_images([folder]), graphs=codes_graphs(settings), precision="fp32")
     x, y, s = np.asarray(codes.vectors, np.float32), codes.labels, codes.splits
     head = SoftmaxHead("tuned").fit(x[s == "train"], y[s == "train"], x[s == "validation"], y[s == "validation"])
@@ -182,16 +185,28 @@ def far_shift(codes: Codes, folder: Path, runtime: str, cache_dir: str | None) -
             "photos_accepted": float((far <= detector.threshold).mean())}
 
 
+def counts(text: str) -> list[int]:
+    """--references: positive whole numbers separated by commas (no thousands separators)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole numbers separated by commas: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"give counts of at least 1 (got {text!r})")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--codes", help="codes.npz of the official archive (cnncodes extract)")
-    source.add_argument("--data", help="the official archive, for --finetune")
+    parser.add_argument("--codes", help="codes.npz of the official archive (cnncodes extract)")
+    parser.add_argument("--data", help="the official archive: for --finetune, and for --far with int8 codes (their "
+                        "graphs were calibrated on its images)")
     parser.add_argument("--finetune", type=int, default=None, metavar="K", help="with --data: fine-tune Lite0's "
                         "last K blocks per split")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="--finetune: its schedule's length")
-    parser.add_argument("--runtime", default="onnx-int8", help="--far: the runtime the codes were extracted with; "
-                        "--finetune: the runtime of the activation maps")
+    parser.add_argument("--runtime", default="onnx-int8", help="--far: the runtime the codes were extracted with "
+                        "(codes.npz does not record it: a wrong one codes the photos otherwise); --finetune: the "
+                        "runtime of the activation maps")
     parser.add_argument("--codes-name", default=None, help="name in the results (default: the backbone)")
     parser.add_argument("--far", default=None, help="a folder of photos of another kind (the ImageNet sample)")
     parser.add_argument("--cache-dir", default=None, help="the cache the codes were extracted with (for --far), or "
@@ -199,14 +214,20 @@ def main() -> None:
     parser.add_argument("--subspaces", type=lambda text: [float(v) for v in text.split(",") if v], default=[],
                         help="also the default with its distances in the directions holding these shares of the "
                         "reference's squared length, e.g. 0.8,0.9,0.99,1 (the default: heads/unknown.py SUBSPACE)")
-    parser.add_argument("--references", type=lambda text: [int(v) for v in text.split(",") if v], default=[],
+    parser.add_argument("--references", type=counts, default=[],
                         help="also the default with at most these many training codes as its reference, e.g. "
                         "2500,5000 (the default: heads/unknown.py REFERENCE_MAX)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
-    if (a.data is None) != (a.finetune is None) or (a.far and a.finetune is not None):
-        parser.error("--finetune K goes with --data (and without --far); --codes with neither")
-    if a.data:
+    if a.finetune is not None and (a.data is None or a.codes or a.far):
+        parser.error("--finetune K goes with --data, without --codes or --far")
+    if a.finetune is None and a.codes is None:
+        parser.error("give --codes (or --data with --finetune K)")
+    if a.codes and a.data and not a.far:
+        parser.error("--data goes with --far (int8 codes) or --finetune K")
+    if a.far and resolve_runtime(a.runtime) == "onnx-int8" and a.data is None:
+        parser.error("--far with int8 codes needs --data: the archive their int8 graphs were calibrated on")
+    if a.finetune is not None:
         from cnncodes.codes.extract import extract_codes
         from cnncodes.data.datasets import load_dataset
 
@@ -218,6 +239,7 @@ def main() -> None:
     name = a.codes_name or codes.backbone
     if a.finetune is not None:
         name += f", fine-tuned (at most {a.epochs} epochs)"
+    far = far_shift(codes, Path(a.far), a.runtime, a.cache_dir, a.data) if a.far else None  # first: fails before the splits
     splits = []
     for n, known in enumerate(SPLITS):
         splits.append(one_split(codes, known, seed=n, epochs=None if a.finetune is None else a.epochs,
@@ -230,8 +252,8 @@ def main() -> None:
                        "fpr95_mean": float(np.mean([r["fpr95"][score] for r in splits]))} for score in names}
     result = {"codes": name, "splits": splits, "summary": summary,
               "closed_set_accuracy_mean": float(np.mean([r["closed_set_accuracy"] for r in splits]))}
-    if a.far:
-        result["far_shift"] = far_shift(codes, Path(a.far), a.runtime, a.cache_dir)
+    if far is not None:
+        result["far_shift"] = far
     print(f"\n{name}: closed-set accuracy {result['closed_set_accuracy_mean']:.4f}")
     print("| score | validation AUROC, mean of 5 | test AUROC, mean of 5 | range | unknowns accepted at 95% known "
           "kept (test) |\n|---|---|---|---|---|")

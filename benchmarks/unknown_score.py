@@ -1,11 +1,13 @@
-"""What the 'none of these' score costs per call: the neighbour distance against 10,000 reference codes, by batch size.
+"""What the 'none of these' score costs per call: the neighbour distance against a run's reference codes, by batch
+size.
 
     cnncodes extract --data ../shared/data/cifar-10-python.tar.gz --out CODES
-    python benchmarks/unknown_score.py --codes CODES/codes.npz [--reference 10000] [--sizes 1,4,8,32,2048]
+    python benchmarks/unknown_score.py --codes CODES/codes.npz [--reference 5000] [--sizes 1,4,8,32,2048]
         [--repeats 21]
 
-One BLAS thread, as `cnncodes serve` runs it. The reference: the unit codes of the first 10,000 training images,
-projected onto their principal directions as a run's detector keeps them (heads/unknown.py principal_directions).
+One BLAS thread, as `cnncodes serve` runs it. The reference: the unit codes of the first --reference training images
+(default: as many as a run keeps, heads/unknown.py REFERENCE_MAX), projected onto their principal directions as a
+run's detector keeps them (heads/unknown.py principal_directions).
 For each batch size, the median milliseconds of a call of `UnknownDetector.parts` as it is (the reference as the
 left operand of the product for fewer than FEW_ROWS images, the usual order above), of the same distance computed
 with each order of the product throughout, and of `parts` measuring in every direction of the codes (no
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnncodes.codes.view import Codes  # noqa: E402
 from cnncodes.heads.base import unit_rows  # noqa: E402
-from cnncodes.heads.unknown import UnknownDetector, principal_directions  # noqa: E402
+from cnncodes.heads.unknown import REFERENCE_MAX, UnknownDetector, principal_directions  # noqa: E402
 
 
 def kth_distance(similarity: np.ndarray, k: int) -> np.ndarray:
@@ -45,7 +47,7 @@ def interleaved_medians(works: list, repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codes", required=True, help="codes.npz (cnncodes extract)")
-    parser.add_argument("--reference", type=int, default=10_000)
+    parser.add_argument("--reference", type=int, default=REFERENCE_MAX)
     parser.add_argument("--sizes", default="1,4,8,32,2048")
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()

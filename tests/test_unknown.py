@@ -120,12 +120,17 @@ def test_a_reference_over_its_limit_is_a_draw_keeping_each_class_share():
     head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x, y)
     detector = UnknownDetector.fit(head, x, y, x[:200], y[:200], reference_max=90, seed=1)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    kept = detector.reference.astype(np.float32) @ np.linalg.pinv(detector.projection)  # back to the codes' space
+    kept = detector.reference.astype(np.float32) @ detector.projection.T  # back to the codes' space
     nearest = (kept @ unit.T).argmax(1)  # each reference row is one training code
     assert len(set(nearest)) == len(detector.reference) == 91
     np.testing.assert_array_equal(np.bincount(y[nearest]), [60, 30, 1])
+    assert not np.isin(nearest, np.r_[0:60, 600:630]).all()  # a draw, not each class's first rows
     again = UnknownDetector.fit(head, x, y, x[:200], y[:200], reference_max=90, seed=1)
     np.testing.assert_array_equal(again.reference, detector.reference)
+    other = UnknownDetector.fit(head, x, y, x[:200], y[:200], reference_max=90, seed=2)
+    assert not np.array_equal(other.reference, detector.reference)
+    with pytest.raises(CnnCodesError, match="at least one training code"):
+        UnknownDetector.fit(head, x, y, x[:200], y[:200], reference_max=0)
 
 
 def test_a_small_collection_calibrated_on_its_own_images_measures_in_every_direction():

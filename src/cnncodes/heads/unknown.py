@@ -36,7 +36,7 @@ from .softmax import SMALL_VALIDATION
 NEIGHBOUR = 10  # the distance to the 10th nearest training code
 # training codes kept in the model (a seeded draw, stratified by class, when there are more). benchmarks/open_set.py
 # --references (docs/benchmarks.md): on CIFAR-10's validation splits 5,000 score as 10,000 do (AUROC 0.9490 against
-# 0.9485; 2,500: 0.9488), at half the size of the model file and half the time of a server's comparison
+# 0.9485; 2,500: 0.9488), with half the reference to store and to multiply each image's code with
 REFERENCE_MAX = 5_000
 KEEP = 0.95
 UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
@@ -50,7 +50,7 @@ SUBSPACE = 0.95
 
 
 def _reference_rows(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """At most `limit` rows, each class keeping its share (and at least one row)."""
+    """About `limit` rows: each class keeps its share, rounded (and at least one row)."""
     if len(y) <= limit:
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
@@ -125,12 +125,14 @@ class UnknownDetector:
         validation_unseen: the head never trained on the validation images (a fine-tuned one only chose its epoch
         on them), so a validation split smaller than SMALL_VALIDATION calibrates it too. seen: what fitting the head
         computed already (finetune.Seen: detector features of x_train's rows, those and the logits of x_val's), read
-        instead of computed again. subspace: see principal_directions. reference_max: training codes kept as the
-        reference."""
+        instead of computed again. subspace: see principal_directions. reference_max: about how many training codes the
+        reference keeps (_reference_rows)."""
         from ..codes.matrix import vstack
 
         if not 0 < keep < 1:
             raise CnnCodesError(f"the share of known images to keep must be between 0 and 1 (got {keep})")
+        if reference_max < 1:
+            raise CnnCodesError(f"the reference must keep at least one training code (got {reference_max})")
         small = x_val is None or len(x_val) == 0 or (len(x_val) < SMALL_VALIDATION and not validation_unseen)
         if small:
             seen = None  # calibration cross-fits on the training rows (and validation's, joined below)
@@ -182,7 +184,8 @@ class UnknownDetector:
             rows = unit_rows(np.asarray(features[start:start + CHUNK]))
             if self.projection is not None:
                 rows = rows @ self.projection
-            # a server's few images against 5,000 reference rows: faster with the reference as the left operand
+            # a server's few images against thousands of reference rows (measured with 10,000): faster with the
+            # reference as the left operand
             # (OpenBLAS copies the right one into its own layout); many images: the usual order, whose row-major
             # result the partition reads fast
             similarity = (reference @ rows.T).T if len(rows) < FEW_ROWS else rows @ reference.T
