@@ -239,7 +239,8 @@ def main() -> None:
     name = a.codes_name or codes.backbone
     if a.finetune is not None:
         name += f", fine-tuned (at most {a.epochs} epochs)"
-    far = far_shift(codes, Path(a.far), a.runtime, a.cache_dir, a.data) if a.far else None  # first: fails before the splits
+    # the far shift first: a wrong path or setting fails before the splits' minutes
+    far = far_shift(codes, Path(a.far), a.runtime, a.cache_dir, a.data) if a.far else None
     splits = []
     for n, known in enumerate(SPLITS):
         splits.append(one_split(codes, known, seed=n, epochs=None if a.finetune is None else a.epochs,

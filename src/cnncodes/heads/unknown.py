@@ -185,9 +185,8 @@ class UnknownDetector:
             if self.projection is not None:
                 rows = rows @ self.projection
             # a server's few images against thousands of reference rows (measured with 10,000): faster with the
-            # reference as the left operand
-            # (OpenBLAS copies the right one into its own layout); many images: the usual order, whose row-major
-            # result the partition reads fast
+            # reference as the left operand (OpenBLAS copies the right one into its own layout); many images: the
+            # usual order, whose row-major result the partition reads fast
             similarity = (reference @ rows.T).T if len(rows) < FEW_ROWS else rows @ reference.T
             if skip:
                 own = np.arange(len(rows))
