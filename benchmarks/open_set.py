@@ -113,21 +113,23 @@ def one_split(codes: Codes, known: list[int], seed: int, epochs: int | None = No
     t0 = time.perf_counter()
     if epochs is None:
         head = SoftmaxHead("tuned", seed=seed).fit(x[train], relabel[y[train]], x[val], relabel[y[val]])
-        detector = UnknownDetector.fit(head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed)
-    else:  # as pipeline.fit_unknown calibrates a fine-tuned run's detector
+    else:
         head = FineTuneHead(codes.backbone, epochs=epochs, seed=seed).fit(x[train], relabel[y[train]], x[val],
                                                                          relabel[y[val]], n_classes=len(known))
-        detector = UnknownDetector.fit(head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
-                                       validation_unseen=True)
+
+    def calibrated(scored, **options) -> UnknownDetector:
+        """A detector for `scored` on the known classes, calibrated as a run calibrates its own (a fine-tuned head
+        never trained on its validation images: pipeline.fit_unknown)."""
+        return UnknownDetector.fit(scored, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
+                                   validation_unseen=epochs is not None, **options)
+
+    detector = calibrated(head)
+    if epochs is not None:
         own = FineTunedFeatures(head)
-        own_detector = UnknownDetector.fit(own, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed,
-                                           validation_unseen=True)
-    variants = {f"default, directions holding {share:g}": UnknownDetector.fit(
-        head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed, validation_unseen=epochs is not None,
-        subspace=share) for share in subspaces}
-    variants |= {f"default, reference of at most {count:,} codes": UnknownDetector.fit(
-        head, x[train], relabel[y[train]], x[val], relabel[y[val]], seed=seed, validation_unseen=epochs is not None,
-        reference_max=count) for count in references}
+        own_detector = calibrated(own)
+    variants = {f"default, directions holding {share:g}": calibrated(head, subspace=share) for share in subspaces}
+    variants |= {f"default, reference of at most {count:,} codes": calibrated(head, reference_max=count)
+                 for count in references}
     train_features = head.detector_features(x[train])
 
     def all_scores(rows):

@@ -46,7 +46,7 @@ def load_model_file(path):
         raise CnnCodesError(f"{path} is not a cnncodes model file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CnnCodesError(f"{path} is not a cnncodes model file")
-    if meta.get("version") not in (2, 3, FORMAT_VERSION):
+    if meta.get("version") not in range(2, FORMAT_VERSION + 1):
         raise CnnCodesError(f"{path} is a model file of format version {meta.get('version')}; this cnncodes reads "
                             f"versions 2 to {FORMAT_VERSION}: retrain it with `cnncodes train`")
     try:
