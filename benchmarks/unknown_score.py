@@ -8,10 +8,10 @@ size.
 One BLAS thread, as `cnncodes serve` runs it. The reference: the unit codes of the first --reference training images
 (default: as many as a run keeps, heads/unknown.py REFERENCE_MAX), projected onto their principal directions as a
 run's detector keeps them (heads/unknown.py principal_directions).
-For each batch size, the median milliseconds of a call of `UnknownDetector.parts` as it is (the reference as the
-left operand of the product for fewer than FEW_ROWS images, the usual order above), of the same distance computed
-with each order of the product throughout, and of `parts` measuring in every direction of the codes (no
-projection); the ratios are to the shipped call, all timed in the same rounds.
+For each batch size, the median milliseconds of a call of `UnknownDetector.parts` as it is (ONNX Runtime's product
+for fewer than FEW_ROWS images, NumPy's above), of the same distance computed by NumPy (OpenBLAS) with each order of
+the product, and of `parts` measuring in every direction of the codes (no projection); the ratios are to the
+shipped call, all timed in the same rounds.
 """
 from __future__ import annotations
 

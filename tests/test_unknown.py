@@ -82,6 +82,30 @@ def test_calibration_leaves_each_image_out_of_its_own_neighbours(monkeypatch):
     np.testing.assert_allclose(ours, exact, atol=0.002)
 
 
+def test_a_few_images_a_call_get_the_distances_many_get():
+    """A server scores a few images a call, by ONNX Runtime's product with the reference (NumPy's without it): the
+    distances of many images a call, within the principal directions and in every direction (there: exact)."""
+    rng = np.random.default_rng(5)
+    x, y = _low_rank_codes(rng, 900), np.repeat(np.arange(3), 300)
+    head = SoftmaxHead("tuned", c_grid=(0.1,)).fit(x[:600], y[:600])
+    projected = UnknownDetector.fit(head, x[:600], y[:600], x[600:], y[600:])
+    unit = x[:600] / np.linalg.norm(x[:600], axis=1, keepdims=True)
+    everywhere = replace(projected, reference=unit.astype(np.float16), projection=None)
+    queries = np.r_[x[600:670], _low_rank_codes(rng, 10, width=256, noise=0.5)]  # known-like and off the directions
+    logits = head.decision_function(queries)
+    assert unknown.FEW_ROWS <= len(queries)
+    for detector in (projected, everywhere):
+        many = detector.parts(queries, logits)
+        assert detector._few_rows_product is not None  # (onnxruntime is installed where the tests run)
+        without = replace(detector)
+        without.__dict__["_few_rows_product"] = None  # as without onnxruntime
+        for ours in (detector, without):
+            few = np.concatenate([ours.parts(queries[s:s + n], logits[s:s + n])
+                                  for s, n in ((0, 1), (1, 5), (6, unknown.FEW_ROWS - 1))])
+            np.testing.assert_allclose(few, many[:len(few)], atol=1e-5)
+    np.testing.assert_allclose(many[:, 1], _exact_kth_distance(x[:600], queries, everywhere.neighbour), atol=0.002)
+
+
 def test_a_model_file_without_a_projection_measures_in_the_codes_own_directions():
     rng = np.random.default_rng(4)
     x, y = _low_rank_codes(rng, 400), np.arange(400) % 3

@@ -106,7 +106,7 @@ class Session:
         this process may use; a Ray actor gets its share)."""
         _require()
         self.graph, self.loaded = graph, _stamp(graph)
-        self.session = _ort_session(graph, operator_threads=1)
+        self.session = ort_session(graph, operator_threads=1)
         self.threads = threads or process.cpu_count()
         self.input_name = self.session.get_inputs()[0].name
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -145,7 +145,7 @@ class Session:
         (a server must not mix two graphs: its batches then run without spreading)."""
         if self.threads not in self._spread:
             same = self.loaded is None or _stamp(self.graph) == self.loaded
-            self._spread[self.threads] = _ort_session(self.graph, operator_threads=self.threads) if same else None
+            self._spread[self.threads] = ort_session(self.graph, operator_threads=self.threads) if same else None
         return self._spread[self.threads]
 
 
@@ -160,14 +160,16 @@ def _stamp(graph: Path | bytes) -> tuple | None:
     return info.st_size, info.st_mtime_ns
 
 
-def _ort_session(graph: Path | bytes, operator_threads: int):
-    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. They spin a while after
-    each operator (ONNX Runtime's default): a session with several runs only where nothing else needs the cores, and
-    threads that sleep between operators wake up late for the next one."""
+def ort_session(graph: Path | bytes, operator_threads: int):
+    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. They spin between
+    operators (ONNX Runtime's default: threads that sleep there wake up late for the next one), so a session with
+    several runs only where nothing else needs the cores; they stop when a run ends (force_spinning_stop), where
+    they would spin on while a server's other calls need the cores (docs/benchmarks.md, "The server")."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = operator_threads, 1
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
     ort.set_default_logger_severity(3)  # (unused initializers it removes are reported by the default logger)
     try:

@@ -41,7 +41,7 @@ REFERENCE_MAX = 5_000
 KEEP = 0.95
 UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
 CHUNK = 2048
-FEW_ROWS = 64  # images scored with the reference as the left operand (parts)
+FEW_ROWS = 64  # fewer images a call are compared with the reference by _few_rows_product (parts)
 # the share of the reference codes' squared length held by the directions their similarities are measured in
 # (principal_directions). benchmarks/open_set.py --subspaces (docs/benchmarks.md): on CIFAR-10's validation splits
 # 0.95 scores as every direction does (AUROC 0.9485 against 0.9484) with under half of them; 0.8 scored 0.9494, but
@@ -178,15 +178,18 @@ class UnknownDetector:
         nearest)."""
         skip = skip_self and len(self.reference) > 1
         k = min(self.neighbour, len(self.reference) - skip)
+        if len(logits) < FEW_ROWS and not skip and self._few_rows_product is not None:
+            nearest = self._few_rows_product.run(None, {"rows": unit_rows(features)})[0]
+            return np.stack([-np.asarray(logits, np.float32).max(1), 1 - nearest[:, k - 1]], 1)
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
         for start in range(0, len(logits), CHUNK):
             rows = unit_rows(np.asarray(features[start:start + CHUNK]))
             if self.projection is not None:
                 rows = rows @ self.projection
-            # a server's few images against thousands of reference rows (measured with 10,000): faster with the
-            # reference as the left operand (OpenBLAS copies the right one into its own layout); many images: the
-            # usual order, whose row-major result the partition reads fast
+            # without ONNX Runtime, a few images against thousands of reference rows (measured with 10,000): faster
+            # with the reference as the left operand (OpenBLAS copies the right one into its own layout); many
+            # images: the usual order, whose row-major result the partition reads fast
             similarity = (reference @ rows.T).T if len(rows) < FEW_ROWS else rows @ reference.T
             if skip:
                 own = np.arange(len(rows))
@@ -195,8 +198,37 @@ class UnknownDetector:
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
     @cached_property
+    def _few_rows_product(self):
+        """An ONNX Runtime session (one thread) giving the `neighbour` largest similarities of a few unit rows to the
+        reference, within its directions; None without onnx and onnxruntime. A server scores a few images a call:
+        ONNX Runtime packs the constant reference for its kernels once, at load, where OpenBLAS copies it on every
+        call (benchmarks/unknown_score.py)."""
+        try:
+            from onnx import TensorProto, helper, numpy_helper
+
+            from ..codes.onnx_graphs import ort_session
+        except ImportError:
+            return None
+        k = np.array([min(self.neighbour, len(self.reference))], np.int64)
+        constants = [numpy_helper.from_array(np.ascontiguousarray(self.reference.T, np.float32), "reference"),
+                     numpy_helper.from_array(k, "k")]
+        steps = [helper.make_node("MatMul", ["projected", "reference"], ["similarity"]),
+                 helper.make_node("TopK", ["similarity", "k"], ["nearest", "order"])]
+        if self.projection is None:
+            steps.insert(0, helper.make_node("Identity", ["rows"], ["projected"]))
+        else:
+            constants.append(numpy_helper.from_array(np.asarray(self.projection, np.float32), "projection"))
+            steps.insert(0, helper.make_node("MatMul", ["rows", "projection"], ["projected"]))
+        width = self.reference.shape[1] if self.projection is None else len(self.projection)
+        graph = helper.make_graph(
+            steps, "few_rows_product", [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["n", width])],
+            [helper.make_tensor_value_info("nearest", TensorProto.FLOAT, ["n", None])], constants)
+        return ort_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                           operator_threads=1)
+
+    @cached_property
     def _reference32(self) -> np.ndarray:
-        """The reference codes as float32, made once: a server scores one image per request."""
+        """The reference codes as float32, made once for all calls of many images."""
         return self.reference.astype(np.float32)
 
     def _combine(self, parts: np.ndarray) -> np.ndarray:
