@@ -210,9 +210,11 @@ class UnknownDetector:
         except ImportError:
             return None
         k = np.array([min(self.neighbour, len(self.reference))], np.int64)
-        constants = [numpy_helper.from_array(np.ascontiguousarray(self.reference.T, np.float32), "reference"),
+        # float16 as the model file holds it: ONNX Runtime casts the constant once, at load (fewer bytes copied)
+        constants = [numpy_helper.from_array(np.ascontiguousarray(self.reference.T, np.float16), "reference16"),
                      numpy_helper.from_array(k, "k")]
-        steps = [helper.make_node("MatMul", ["projected", "reference"], ["similarity"]),
+        steps = [helper.make_node("Cast", ["reference16"], ["reference"], to=TensorProto.FLOAT),
+                 helper.make_node("MatMul", ["projected", "reference"], ["similarity"]),
                  helper.make_node("TopK", ["similarity", "k"], ["nearest", "order"])]
         if self.projection is None:
             steps.insert(0, helper.make_node("Identity", ["rows"], ["projected"]))
