@@ -1,5 +1,6 @@
 """'None of these': images of classes the model never saw score as unknown; known ones keep their class."""
 import json
+import pickle
 import shutil
 from dataclasses import replace
 
@@ -91,18 +92,20 @@ def test_a_few_images_a_call_get_the_distances_many_get():
     projected = UnknownDetector.fit(head, x[:600], y[:600], x[600:], y[600:])
     unit = x[:600] / np.linalg.norm(x[:600], axis=1, keepdims=True)
     everywhere = replace(projected, reference=unit.astype(np.float16), projection=None)
-    queries = np.r_[x[600:670], _low_rank_codes(rng, 10, width=256, noise=0.5)]  # known-like and off the directions
+    queries = np.r_[_low_rank_codes(rng, 10, width=256, noise=0.5), x[600:670]]  # off the directions, and known-like
     logits = head.decision_function(queries)
     assert unknown.FEW_ROWS <= len(queries)
     for detector in (projected, everywhere):
         many = detector.parts(queries, logits)
-        assert detector._few_rows_product is not None  # (onnxruntime is installed where the tests run)
+        assert detector.few_rows_product is not None  # (onnxruntime is installed where the tests run)
         without = replace(detector)
-        without.__dict__["_few_rows_product"] = None  # as without onnxruntime
+        without.__dict__["few_rows_product"] = None  # as without onnxruntime
         for ours in (detector, without):
             few = np.concatenate([ours.parts(queries[s:s + n], logits[s:s + n])
                                   for s, n in ((0, 1), (1, 5), (6, unknown.FEW_ROWS - 1))])
             np.testing.assert_allclose(few, many[:len(few)], atol=1e-5)
+        copied = pickle.loads(pickle.dumps(detector))  # (a model sent to another process; the session stays behind)
+        np.testing.assert_array_equal(copied.parts(queries[:5], logits[:5]), detector.parts(queries[:5], logits[:5]))
     np.testing.assert_allclose(many[:, 1], _exact_kth_distance(x[:600], queries, everywhere.neighbour), atol=0.002)
 
 

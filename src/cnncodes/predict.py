@@ -69,6 +69,13 @@ class Predictor:
         self.threshold = None if self.unknown is None else self.unknown.threshold
         self.graphs = model_graphs(self.path, self.meta) or codes_graphs(RunSettings.from_dict(self.meta["settings"]))
 
+    def warm(self) -> None:
+        """Loads now what the first calls would (the network, the unknown score's ONNX Runtime session): a server's
+        first requests, however many at once, then find them ready instead of each building its own."""
+        self([])
+        if self.unknown is not None:
+            self.unknown.few_rows_product
+
     @property
     def one_core_calls(self) -> bool:
         """Whether a call given cores=1 keeps to one core: where ONNX Runtime computes the answers (torch's operators,

@@ -136,7 +136,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     path = Path(model_path)
     predictor = Predictor(path / "model.npz" if path.is_dir() else path)
-    predictor([])  # loads the network now, once: the first requests, however many at once, find it ready
+    predictor.warm()
     cores = max(1, cpu_count())
     slots = threading.BoundedSemaphore(cores)
     # A lone request's image has its operators spread over every core; under load each lane's call keeps to one

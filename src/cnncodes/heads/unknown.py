@@ -41,7 +41,7 @@ REFERENCE_MAX = 5_000
 KEEP = 0.95
 UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
 CHUNK = 2048
-FEW_ROWS = 64  # fewer images a call are compared with the reference by _few_rows_product (parts)
+FEW_ROWS = 64  # fewer images a call are compared with the reference by few_rows_product (parts)
 # the share of the reference codes' squared length held by the directions their similarities are measured in
 # (principal_directions). benchmarks/open_set.py --subspaces (docs/benchmarks.md): on CIFAR-10's validation splits
 # 0.95 scores as every direction does (AUROC 0.9485 against 0.9484) with under half of them; 0.8 scored 0.9494, but
@@ -178,8 +178,8 @@ class UnknownDetector:
         nearest)."""
         skip = skip_self and len(self.reference) > 1
         k = min(self.neighbour, len(self.reference) - skip)
-        if len(logits) < FEW_ROWS and not skip and self._few_rows_product is not None:
-            nearest = self._few_rows_product.run(None, {"rows": unit_rows(features)})[0]
+        if len(logits) < FEW_ROWS and not skip and self.few_rows_product is not None:
+            nearest = self.few_rows_product.run(None, {"rows": unit_rows(features)})[0]
             return np.stack([-np.asarray(logits, np.float32).max(1), 1 - nearest[:, k - 1]], 1)
         reference = self._reference32
         distance = np.empty(len(logits), np.float32)
@@ -198,7 +198,7 @@ class UnknownDetector:
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
     @cached_property
-    def _few_rows_product(self):
+    def few_rows_product(self):
         """An ONNX Runtime session (one thread) giving the `neighbour` largest similarities of a few unit rows to the
         reference, within its directions; None without onnx and onnxruntime. A server scores a few images a call:
         ONNX Runtime packs the constant reference for its kernels once, at load, where OpenBLAS copies it on every
@@ -227,6 +227,10 @@ class UnknownDetector:
             [helper.make_tensor_value_info("nearest", TensorProto.FLOAT, ["n", None])], constants)
         return ort_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
                            operator_threads=1)
+
+    def __getstate__(self) -> dict:
+        """Without the ONNX Runtime session, which cannot be pickled (a copy builds its own)."""
+        return {key: value for key, value in self.__dict__.items() if key != "few_rows_product"}
 
     @cached_property
     def _reference32(self) -> np.ndarray:
