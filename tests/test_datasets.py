@@ -90,6 +90,7 @@ def test_a_manifest_gives_labels_and_splits_that_folders_cannot(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [("file,class\na.png,x\n", "not a manifest"),
+                                          ("path,lable,split\na.png,x,\n", "header row is 'path,lable,split'"),
                                           ("path,label,split\na.png,x,holdout\nb.png,y,\n", "unknown split")])
 def test_malformed_manifests_are_named(tmp_path, text, message):
     from cnncodes import load_dataset
@@ -107,10 +108,14 @@ def test_a_manifest_names_its_problems(tmp_path):
     write_image_folder(tmp_path / "pool", 4, seed=0)
     rows = [f"pool/{c}/{i:03d}.png,{c}" for c in ("discs", "bars") for i in range(4)]
     csv = tmp_path / "labels.csv"
-    for bad in ("/etc/passwd", "../outside.png", "pool/../../x.png"):
+    for bad in ("/etc/passwd", "../outside.png", "pool/../../x.png", f"{tmp_path}_other/pool/discs/000.png"):
         csv.write_text("path,label\n" + "\n".join(rows + [f"{bad},discs"]) + "\n")
-        with pytest.raises(CnnCodesError, match="outside the manifest's folder"):
+        with pytest.raises(CnnCodesError, match=f"outside the manifest's folder '{tmp_path}'"):
             manifest(csv, cache_dir=tmp_path / "c")
+    # an absolute path inside the folder, and a detour through it, name the image as its relative path does
+    odd = [f"{tmp_path}/{rows[0]}", *rows[1:4], "pool/../pool/bars/000.png,bars", *rows[5:]]
+    csv.write_text("path,label\n" + "\n".join(odd) + "\n")
+    assert sorted(manifest(csv, cache_dir=tmp_path / "c").ids) == sorted(r.split(",")[0] for r in rows)
     os.mkfifo(tmp_path / "pool" / "fifo.png")
     csv.write_text("path,label\n" + "\n".join(rows + ["pool/gone.png,bars", "pool/fifo.png,bars"]) + "\n")
     ds = manifest(csv, cache_dir=tmp_path / "c")

@@ -278,8 +278,9 @@ def _files_dataset(root: Path, name: str, names: list[str], ids: list[str], labe
 def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0, seed: int = 0,
              cache_dir=None) -> Dataset:
     """A CSV with a header naming the columns path and label (and optionally split: train, val/validation, test):
-    for labels that do not live in folder names. Paths are relative to the CSV's folder and must stay inside it;
-    an empty label marks an image without a label; rows without a split are carved as in a folder."""
+    for labels that do not live in folder names. Paths are relative to the CSV's folder (or absolute) and must lie
+    in it or below it; an empty label marks an image without a label; rows without a split are carved as in a
+    folder."""
     import csv
 
     path = Path(path)
@@ -289,19 +290,15 @@ def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0,
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CnnCodesError(f"cannot read the manifest {str(path)!r}: {exc}") from None
-    columns = {c.strip().lower() for c in (rows[0].keys() if rows else [])}
-    if not rows or not {"path", "label"} <= columns:
+    header = [c.strip().lower() for c in (rows[0].keys() if rows else []) if c is not None]
+    if not rows or not {"path", "label"} <= set(header):
+        found = f"its header row is {','.join(header)!r}" if header else "it has no rows below its header"
         raise CnnCodesError(f"{str(path)!r} is not a manifest: expected a CSV with a header row 'path,label[,split]' "
-                            "and one row per image")
+                            f"and one row per image; {found}")
     rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in rows]
     problems = [(f"line {n + 2}", "no path: row ignored") for n, r in enumerate(rows) if not r["path"]]
     rows = [r for r in rows if r["path"]]
-    for r in rows:
-        norm = os.path.normpath(r["path"])
-        if os.path.isabs(norm) or norm == ".." or norm.startswith("../"):
-            raise CnnCodesError(f"{str(path)!r}: the path {r['path']!r} points outside the manifest's folder; paths "
-                                "must be relative to it and stay inside it")
-    ids = [Path(r["path"]).as_posix() for r in rows]
+    ids = [_inside(path, r["path"]) for r in rows]
     seen = {}
     for i, r in zip(ids, rows):
         if i in seen and bool(seen[i]) != bool(r["label"]):
@@ -316,6 +313,19 @@ def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0,
     carve = (0.0 if "test" in given else test_percent, 0.0 if "validation" in given else validation_percent)
     labels = [names.index(r["label"]) if r["label"] else -1 for r in rows]
     return _files_dataset(path.parent, path.stem, names, ids, labels, given, carve, seed, problems, cache_dir)
+
+
+def _inside(manifest_path: Path, listed: str) -> str:
+    """A manifest's path as the image's id: relative to the manifest's folder, where an absolute path is turned
+    into one; a path outside that folder is refused (a collection's images live below its manifest, as below a
+    folder: the id is what the codes store and the report know an image by)."""
+    folder = os.path.abspath(manifest_path.parent)
+    full = os.path.normpath(os.path.join(folder, listed))  # (an absolute path stays itself)
+    if os.path.commonpath([folder, full]) != folder:
+        raise CnnCodesError(f"{str(manifest_path)!r}: the path {listed!r} is outside the manifest's folder "
+                            f"{folder!r}; list images that lie in that folder or below it (relative paths are read "
+                            "from it), or move the manifest up to a folder that holds all its images")
+    return Path(os.path.relpath(full, folder)).as_posix()
 
 
 def from_arrays(images: np.ndarray, labels, class_names: list[str], splits, name: str = "arrays",
