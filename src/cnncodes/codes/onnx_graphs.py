@@ -161,15 +161,14 @@ def _stamp(graph: Path | bytes) -> tuple | None:
 
 
 def ort_session(graph: Path | bytes, operator_threads: int):
-    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. They spin between
-    operators (ONNX Runtime's default: threads that sleep there wake up late for the next one), so a session with
-    several runs only where nothing else needs the cores; they stop when a run ends (force_spinning_stop), where
-    they would spin on while a server's other calls need the cores (docs/benchmarks.md, "The server")."""
+    """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. They spin a while after
+    each operator (ONNX Runtime's default): a session with several runs only where nothing else needs the cores, and
+    threads that sleep between operators wake up late for the next one (on a busy machine, also when they stop
+    spinning only at the end of a run: docs/benchmarks.md, "The prediction server under load")."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = operator_threads, 1
-    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3  # ONNX Runtime's warnings are about its own graph rewrites
     ort.set_default_logger_severity(3)  # (unused initializers it removes are reported by the default logger)
     try:
