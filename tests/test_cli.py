@@ -397,6 +397,9 @@ def test_newcomers_mistakes_get_messages_that_name_them(finished_run, tiny_folde
     (holder / "labels.csv").write_text("path,label\nimg/a.png,x\n")
     folder_for_csv = cli("extract", "--data", holder, "--out", tmp_path / "o")
     assert folder_for_csv.returncode == 2 and f"--data {holder / 'labels.csv'}" in folder_for_csv.stderr
+    positional = cli("run", tiny_folder, "--out", tmp_path / "r")  # the collection given without --data
+    assert positional.returncode == 2 and f"unrecognized arguments: {tiny_folder}" in positional.stderr \
+        and "cnncodes run takes its images as --data PATH" in positional.stderr
     port = cli("serve", out, "--port", "99999")
     assert port.returncode == 2 and "at most 65535" in port.stderr and "Traceback" not in port.stderr
     import shutil

@@ -529,9 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+COLLECTION_COMMANDS = ("run", "extract", "train", "evaluate", "audit")  # their --data is the collection's images
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, extra = parser.parse_known_args(argv)
+    if extra:
+        collection = a.command in COLLECTION_COMMANDS and any(Path(word).exists() for word in extra)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}" + (
+            f"; cnncodes {a.command} takes its images as --data PATH" if collection else ""))
     if a.command is None:
         parser.print_help()
         return 2
