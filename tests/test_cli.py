@@ -400,6 +400,10 @@ def test_newcomers_mistakes_get_messages_that_name_them(finished_run, tiny_folde
     positional = cli("run", tiny_folder, "--out", tmp_path / "r")  # the collection given without --data
     assert positional.returncode == 2 and f"unrecognized arguments: {tiny_folder}" in positional.stderr \
         and "cnncodes run takes its images as --data PATH" in positional.stderr
+    for extra in (["--data", tiny_folder, "--ouput", tmp_path], ["--data", "x", "a" * 300]):  # a typo; not a path
+        refused = cli("run", *extra)
+        assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr \
+            and "--data PATH" not in refused.stderr and "Traceback" not in refused.stderr
     port = cli("serve", out, "--port", "99999")
     assert port.returncode == 2 and "at most 65535" in port.stderr and "Traceback" not in port.stderr
     import shutil

@@ -116,6 +116,9 @@ def test_a_manifest_names_its_problems(tmp_path):
     odd = [f"{tmp_path}/{rows[0]}", *rows[1:4], "pool/../pool/bars/000.png,bars", *rows[5:]]
     csv.write_text("path,label\n" + "\n".join(odd) + "\n")
     assert sorted(manifest(csv, cache_dir=tmp_path / "c").ids) == sorted(r.split(",")[0] for r in rows)
+    (tmp_path.parent / f"{tmp_path.name}_link").symlink_to(tmp_path)  # the folder reached through a link
+    assert sorted(manifest(tmp_path.parent / f"{tmp_path.name}_link" / "labels.csv", cache_dir=tmp_path / "c").ids) \
+        == sorted(r.split(",")[0] for r in rows)
     os.mkfifo(tmp_path / "pool" / "fifo.png")
     csv.write_text("path,label\n" + "\n".join(rows + ["pool/gone.png,bars", "pool/fifo.png,bars"]) + "\n")
     ds = manifest(csv, cache_dir=tmp_path / "c")

@@ -7,7 +7,7 @@ import pytest
 
 from cnncodes.labeling import Propagation, choose_to_label
 
-from .conftest import cli, free_port, start_server
+from .conftest import cli, free_port, start_server, write_image_folder
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -283,3 +283,19 @@ def test_a_hand_written_manifest_keeps_its_header_and_columns(tmp_path):
     Manifest(tmp_path, ["a.png", "b.png"]).set({"b.png": "dog"})
     lines = (tmp_path / "labels.csv").read_text().splitlines()
     assert lines == ["Path,Label,Split,Note", "a.png,cat,train,blurry", "b.png,dog,,"]
+
+
+def test_an_absolute_path_names_the_image_a_run_names(tmp_path):
+    """A hand-written manifest may list an image by its absolute path: the labelling tool finds its label under the
+    id a run gives it, and writes the row back by that id (no second row for the same image)."""
+    from cnncodes.data.datasets import manifest
+    from cnncodes.labeling.manifest import Manifest
+
+    write_image_folder(tmp_path / "img", 2, seed=0)
+    first, second = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "img").rglob("*.png"))[:2]
+    (tmp_path / "labels.csv").write_text(f"path,label\n{tmp_path / first},cat\n")
+    labels = Manifest(tmp_path, [first, second])
+    assert labels.label(first) == "cat"
+    labels.set({second: "dog"})
+    assert manifest_rows(tmp_path) == {first: "cat", second: "dog"}
+    assert sorted(manifest(tmp_path / "labels.csv", cache_dir=tmp_path / "c").ids) == [first, second]

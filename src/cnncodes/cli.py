@@ -536,7 +536,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     a, extra = parser.parse_known_args(argv)
     if extra:
-        collection = a.command in COLLECTION_COMMANDS and any(Path(word).exists() for word in extra)
+        collection = a.command in COLLECTION_COMMANDS and getattr(a, "data", None) is None and any(
+            word and not word.startswith("-") and os.path.exists(word) for word in extra)
         parser.error(f"unrecognized arguments: {' '.join(extra)}" + (
             f"; cnncodes {a.command} takes its images as --data PATH" if collection else ""))
     if a.command is None:

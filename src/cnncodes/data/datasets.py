@@ -290,15 +290,15 @@ def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0,
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CnnCodesError(f"cannot read the manifest {str(path)!r}: {exc}") from None
-    header = [c.strip().lower() for c in (rows[0].keys() if rows else []) if c is not None]
-    if not rows or not {"path", "label"} <= set(header):
-        found = f"its header row is {','.join(header)!r}" if header else "it has no rows below its header"
+    header = [c.strip() for c in (rows[0].keys() if rows else []) if c is not None]
+    if not rows or not {"path", "label"} <= {c.lower() for c in header}:
+        found = f"its header row is {','.join(header)!r}" if rows else "it holds no row of an image"
         raise CnnCodesError(f"{str(path)!r} is not a manifest: expected a CSV with a header row 'path,label[,split]' "
                             f"and one row per image; {found}")
     rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in rows]
     problems = [(f"line {n + 2}", "no path: row ignored") for n, r in enumerate(rows) if not r["path"]]
     rows = [r for r in rows if r["path"]]
-    ids = [_inside(path, r["path"]) for r in rows]
+    ids = [manifest_id(path, r["path"]) for r in rows]
     seen = {}
     for i, r in zip(ids, rows):
         if i in seen and bool(seen[i]) != bool(r["label"]):
@@ -315,16 +315,19 @@ def manifest(path, test_percent: float = 20.0, validation_percent: float = 20.0,
     return _files_dataset(path.parent, path.stem, names, ids, labels, given, carve, seed, problems, cache_dir)
 
 
-def _inside(manifest_path: Path, listed: str) -> str:
+def manifest_id(manifest_path: Path, listed: str) -> str:
     """A manifest's path as the image's id: relative to the manifest's folder, where an absolute path is turned
-    into one; a path outside that folder is refused (a collection's images live below its manifest, as below a
-    folder: the id is what the codes store and the report know an image by)."""
+    into one (normalised as text: a symbolic link's '..' is not followed); a path outside that folder, even after
+    resolving symbolic links, is refused (a collection's images live below its manifest, as below a folder: the id
+    is what the codes store, the report and the labelling tool know an image by)."""
     folder = os.path.abspath(manifest_path.parent)
     full = os.path.normpath(os.path.join(folder, listed))  # (an absolute path stays itself)
-    if os.path.commonpath([folder, full]) != folder:
-        raise CnnCodesError(f"{str(manifest_path)!r}: the path {listed!r} is outside the manifest's folder "
-                            f"{folder!r}; list images that lie in that folder or below it (relative paths are read "
-                            "from it), or move the manifest up to a folder that holds all its images")
+    if os.path.commonpath([folder, full]) != folder:  # the same place spelled through a link?
+        folder, full = os.path.realpath(folder), os.path.realpath(full)
+        if os.path.commonpath([folder, full]) != folder:
+            raise CnnCodesError(f"{str(manifest_path)!r}: the path {listed!r} is outside the manifest's folder "
+                                f"{folder!r}; list images that lie in that folder or below it (relative paths are "
+                                "read from it), or move the manifest up to a folder that holds all its images")
     return Path(os.path.relpath(full, folder)).as_posix()
 
 

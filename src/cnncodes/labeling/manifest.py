@@ -8,6 +8,7 @@ import io
 import os
 from pathlib import Path
 
+from ..data.datasets import manifest_id
 from ..errors import CnnCodesError
 from ..files import atomic_write
 
@@ -60,8 +61,9 @@ class Manifest:
         self.rows = {}
         for row in rows:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            if row.get("path"):
-                self.rows[Path(row["path"]).as_posix()] = row | {"path": Path(row["path"]).as_posix()}
+            if row.get("path"):  # each image by its id, as a run reads the file (an absolute path made relative)
+                image = manifest_id(self.path, row["path"])
+                self.rows[image] = row | {"path": image}
         self._list_images()
 
     def _list_images(self) -> None:
