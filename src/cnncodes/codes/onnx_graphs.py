@@ -162,9 +162,9 @@ def _stamp(graph: Path | bytes) -> tuple | None:
 
 def ort_session(graph: Path | bytes, operator_threads: int):
     """An ONNX Runtime session on the CPU whose operators run on `operator_threads` threads. They spin a while after
-    each operator (ONNX Runtime's default): a session with several runs only where nothing else needs the cores, and
-    threads that sleep between operators wake up late for the next one (on a busy machine, also when they stop
-    spinning only at the end of a run: docs/benchmarks.md, "The prediction server under load")."""
+    each operator and each run (ONNX Runtime's default), so a session with several runs only where nothing else needs
+    the cores: threads that sleep wake up late for the next operator, and on a busy machine for the next run too
+    (docs/benchmarks.md, "The prediction server under load")."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
