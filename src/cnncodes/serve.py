@@ -319,8 +319,9 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
         raise CnnCodesError(f"--host {host} makes the server reachable from other machines: give --token SECRET "
                             "(clients send 'Authorization: Bearer SECRET'), or bind 127.0.0.1")
     check_can_listen(host, port)
-    # One BLAS thread for this process: its matrix products are small (a request's codes against the reference
-    # codes), and OpenBLAS threads spin after each one, taking a core from the network (benchmarks/predict_calls.py)
+    # One BLAS thread for this process: its matrix products are small (a request's codes through the head; without
+    # onnxruntime, against the reference codes), and OpenBLAS threads spin after each one, taking a core from the
+    # network (benchmarks/predict_calls.py)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
