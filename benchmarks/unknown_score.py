@@ -8,10 +8,10 @@ size.
 One BLAS thread, as `cnncodes serve` runs it. The reference: the unit codes of the first --reference training images
 (default: as many as a run keeps, heads/unknown.py REFERENCE_MAX), projected onto their principal directions as a
 run's detector keeps them (heads/unknown.py principal_directions).
-For each batch size, the median milliseconds of a call of `UnknownDetector.parts` as it is (ONNX Runtime's product
-for fewer than FEW_ROWS images, NumPy's above), of the same distance computed by NumPy (OpenBLAS) with each order of
-the product, and of `parts` measuring in every direction of the codes (no projection); the ratios are to the
-shipped call, all timed in the same rounds.
+For each batch size, the median milliseconds of a call of `UnknownDetector.parts` as a server makes it (ONNX
+Runtime's product for fewer than FEW_ROWS images, NumPy's above), of the same distance computed by NumPy (OpenBLAS)
+with each order of the product, and of `parts` measuring in every direction of the codes (no projection); the ratios
+are to the shipped call, all timed in the same rounds.
 """
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ def main() -> None:
                                projection=directions)
 
     shipped_detector, every = detector(projection), detector(None)
+    for served in (shipped_detector, every):
+        served.prepare_few_rows()  # as `cnncodes serve` prepares its detector
     ref32, k = shipped_detector._reference32, shipped_detector.neighbour
     print(f"{len(unit):,} reference codes of {unit.shape[1]} dimensions, measured in {projection.shape[1]} directions")
     print("| images | parts() ms | reference on the right: ms (x) | reference on the left: ms (x) | every direction: "

@@ -97,14 +97,15 @@ def test_a_few_images_a_call_get_the_distances_many_get():
     assert unknown.FEW_ROWS <= len(queries)
     for detector in (projected, everywhere):
         many = detector.parts(queries, logits)
-        assert detector.few_rows_product is not None  # (onnxruntime is installed where the tests run)
-        without = replace(detector)
-        without.__dict__["few_rows_product"] = None  # as without onnxruntime
+        without = replace(detector)  # NumPy's product, as a one-shot predict and a process without onnxruntime
+        detector.prepare_few_rows()
+        assert detector.few_rows_product is not None and without.few_rows_product is None  # (onnxruntime is here)
         for ours in (detector, without):
             few = np.concatenate([ours.parts(queries[s:s + n], logits[s:s + n])
                                   for s, n in ((0, 1), (1, 5), (6, unknown.FEW_ROWS - 1))])
             np.testing.assert_allclose(few, many[:len(few)], atol=1e-5)
         copied = pickle.loads(pickle.dumps(detector))  # (a model sent to another process; the session stays behind)
+        copied.prepare_few_rows()
         np.testing.assert_array_equal(copied.parts(queries[:5], logits[:5]), detector.parts(queries[:5], logits[:5]))
     np.testing.assert_allclose(many[:, 1], _exact_kth_distance(x[:600], queries, everywhere.neighbour), atol=0.002)
 

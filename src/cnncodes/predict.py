@@ -70,11 +70,12 @@ class Predictor:
         self.graphs = model_graphs(self.path, self.meta) or codes_graphs(RunSettings.from_dict(self.meta["settings"]))
 
     def warm(self) -> None:
-        """Loads now what the first calls would (the network, the unknown score's ONNX Runtime session): a server's
-        first requests, however many at once, then find them ready instead of each building its own."""
+        """Loads now what the first call would (the network), and the unknown score's product for a few images a call
+        (UnknownDetector.prepare_few_rows): for a server, whose first requests, however many at once, find them
+        ready."""
         self([])
         if self.unknown is not None:
-            self.unknown.few_rows_product
+            self.unknown.prepare_few_rows()
 
     @property
     def one_core_calls(self) -> bool:

@@ -24,7 +24,7 @@ them): they calibrate it from UNSEEN_CALIBRATION images on (with fewer, the run 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -113,6 +113,8 @@ class UnknownDetector:
     # (D, d) float32: the reference's principal directions (principal_directions); None: every direction (a model
     # file written before them, or a reference too small for fewer directions to cost less)
     projection: np.ndarray | None = None
+    # ONNX Runtime's product for a few images a call (prepare_few_rows, a server); None: NumPy's
+    few_rows_product: object = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, head, x_train, y_train, x_val=None, y_val=None, *, fold_head=None, keep: float = KEEP,
@@ -187,7 +189,7 @@ class UnknownDetector:
             rows = unit_rows(np.asarray(features[start:start + CHUNK]))
             if self.projection is not None:
                 rows = rows @ self.projection
-            # without ONNX Runtime, a few images against thousands of reference rows (measured with 10,000): faster
+            # without ONNX Runtime's product, a few images against thousands of reference rows (10,000): faster
             # with the reference as the left operand (OpenBLAS copies the right one into its own layout); many
             # images: the usual order, whose row-major result the partition reads fast
             similarity = (reference @ rows.T).T if len(rows) < FEW_ROWS else rows @ reference.T
@@ -197,18 +199,18 @@ class UnknownDetector:
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
         return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
 
-    @cached_property
-    def few_rows_product(self):
-        """An ONNX Runtime session (one thread) giving the `neighbour` largest similarities of a few unit rows to the
-        reference, within its directions; None without onnx and onnxruntime. A server scores a few images a call:
-        ONNX Runtime packs the constant reference for its kernels once, at load, where OpenBLAS copies it on every
-        call (benchmarks/unknown_score.py)."""
+    def prepare_few_rows(self) -> None:
+        """Compares a few images a call with the reference in ONNX Runtime from now on (a one-thread session giving
+        the `neighbour` largest similarities of unit rows, within the reference's directions); nothing without onnx
+        and onnxruntime. For a process that scores many calls, a server: ONNX Runtime packs the constant reference
+        for its kernels once, where OpenBLAS copies it on every call (benchmarks/unknown_score.py); a one-shot
+        `cnncodes predict` would spend more on importing onnx than the product saves it."""
         try:
             from onnx import TensorProto, helper, numpy_helper
 
             from ..codes.onnx_graphs import ort_session
         except ImportError:
-            return None
+            return
         k = np.array([min(self.neighbour, len(self.reference))], np.int64)
         # float16 as the model file holds it: ONNX Runtime casts the constant once, at load (fewer bytes copied)
         constants = [numpy_helper.from_array(np.ascontiguousarray(self.reference.T, np.float16), "reference16"),
@@ -225,16 +227,16 @@ class UnknownDetector:
         graph = helper.make_graph(
             steps, "few_rows_product", [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["n", width])],
             [helper.make_tensor_value_info("nearest", TensorProto.FLOAT, ["n", None])], constants)
-        return ort_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                           operator_threads=1)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        self.few_rows_product = ort_session(model.SerializeToString(), operator_threads=1)
 
     def __getstate__(self) -> dict:
-        """Without the ONNX Runtime session, which cannot be pickled (a copy builds its own)."""
-        return {key: value for key, value in self.__dict__.items() if key != "few_rows_product"}
+        """Without the ONNX Runtime session, which cannot be pickled (a copy prepares its own, if it wants one)."""
+        return self.__dict__ | {"few_rows_product": None}
 
     @cached_property
     def _reference32(self) -> np.ndarray:
-        """The reference codes as float32, made once for all calls of many images."""
+        """The reference codes as float32, made once for all calls."""
         return self.reference.astype(np.float32)
 
     def _combine(self, parts: np.ndarray) -> np.ndarray:
