@@ -181,11 +181,16 @@ class UnknownDetector:
         skip = skip_self and len(self.reference) > 1
         k = min(self.neighbour, len(self.reference) - skip)
         if len(logits) < FEW_ROWS and not skip and self.few_rows_product is not None:
-            nearest = self.few_rows_product.run(None, {"rows": unit_rows(features)})[0]
-            return np.stack([-np.asarray(logits, np.float32).max(1), 1 - nearest[:, k - 1]], 1)
+            distance = 1 - self.few_rows_product.run(None, {"rows": unit_rows(features)})[0][:, k - 1]
+        else:
+            distance = self._numpy_distance(features, k, skip)
+        return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
+
+    def _numpy_distance(self, features, k: int, skip: bool) -> np.ndarray:
+        """parts' distances by NumPy, in chunks of CHUNK images."""
         reference = self._reference32
-        distance = np.empty(len(logits), np.float32)
-        for start in range(0, len(logits), CHUNK):
+        distance = np.empty(len(features), np.float32)
+        for start in range(0, len(features), CHUNK):
             rows = unit_rows(np.asarray(features[start:start + CHUNK]))
             if self.projection is not None:
                 rows = rows @ self.projection
@@ -197,7 +202,7 @@ class UnknownDetector:
                 own = np.arange(len(rows))
                 similarity[own, start + own] = -np.inf
             distance[start:start + CHUNK] = 1 + np.partition(-similarity, k - 1, axis=1)[:, k - 1]
-        return np.stack([-np.asarray(logits, np.float32).max(1), distance], 1)
+        return distance
 
     def prepare_few_rows(self) -> None:
         """Compares a few images a call with the reference in ONNX Runtime from now on (a one-thread session giving
