@@ -9,7 +9,9 @@ validation / test accuracy. The candidate to pick is the one with the highest va
 budget (`--budget`, minutes); test accuracy is printed beside it, never used to choose. Rows already in --json are
 kept (a long frontier can be measured in several sittings); --plot draws validation accuracy against minutes;
 --repeats N runs each configuration N times and keeps the run of the median wall time (each run's wall time, step
-times and test accuracy beside it).
+times and test accuracy beside it). Each run also records the machine's matrix throughput just before and just after
+it (`extract_speed.measure_ceiling`, GFLOP/s of PyTorch's bf16 product, fp32 where the CPU has no bf16): shared
+machines slow down for minutes at a time, and a wall time says little without the speed the machine ran at.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from extract_speed import measure_ceiling
 
 L0 = "efficientnet_lite0"
 CANDIDATES = {  # name: arguments of `cnncodes run`
@@ -60,13 +64,21 @@ print(json.dumps({"rc": rc, "wall_seconds": round(time.perf_counter() - t, 1),
 """
 
 
+def matrix_gflops() -> float:
+    """The machine's speed now: PyTorch's 2048^3 product in bf16 (fp32 without bf16), GFLOP/s."""
+    rates = measure_ceiling()
+    return round(rates.get("bf16", rates["fp32"]))
+
+
 def measure(name: str, data: str, keep: Path | None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="frontier-"))
     try:
+        before = matrix_gflops()
         cli = [str(Path(sys.executable).with_name("cnncodes")), "run", "--data", data, "--cache-dir",
                str(work / "cache"), "--out", str(work / "run"), *CANDIDATES[name]]
         done = subprocess.run([sys.executable, "-c", TIMED, *cli], stdout=subprocess.PIPE, text=True)
         row = {"name": name, "args": " ".join(CANDIDATES[name])} | json.loads(done.stdout.strip().splitlines()[-1])
+        row |= {"gflops_before": before, "gflops_after": matrix_gflops()}
         if row["rc"] == 0:
             metrics = json.loads((work / "run" / "metrics.json").read_text())
             row |= {"validation_accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"],
@@ -136,6 +148,7 @@ def main():
         if len(runs) > 1:
             row |= {"runs_wall_seconds": [r["wall_seconds"] for r in runs],
                     "runs_test_accuracy": [r.get("test_accuracy") for r in runs],
+                    "runs_gflops": [[r["gflops_before"], r["gflops_after"]] for r in runs],
                     "runs_step_seconds": [{k: v for k, v in r.items() if k.endswith("_seconds") and k != "wall_seconds"}
                                           for r in runs]}
         row["machine"] = machine()
