@@ -7,13 +7,13 @@ prediction in one process on the same images; the server's resident memory after
 
 Each client sends one image per request, one request at a time (CIFAR PNGs of 32 x 32 pixels, and a 12-megapixel
 JPEG made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the
-client, end to end. The clients run on the server's cores: each row says the CPU time per request of the server and
-of the clients. The small images go in `--rounds` rounds, each measuring the one-process throughput (500 images in
-one call) and then each client count: a row gives the medians over the rounds, its share the median of each round's
-ratio (the machine's drift hits both alike). --baseline: a second server, run from another checkout's code, measured
-in the same rounds after this one at each client count (a change's effect, on a noisy machine). Goals: at 8 clients
-at least 80% of the one-process throughput; p99 of one 32-pixel image with one client at most 20 ms on 2 cores with
-an int8 model; memory flat between 100 and N requests.
+client, end to end. The clients run on the server's cores: each row says the CPU time per request of the server (and
+of its event loop, the main thread) and of the clients. The small images go in `--rounds` rounds, each measuring the
+one-process throughput (500 images in one call) and then each client count: a row gives the medians over the rounds,
+its share the median of each round's ratio (the machine's drift hits both alike). --baseline: a second server, run
+from another checkout's code, measured in the same rounds after this one at each client count (a change's effect, on
+a noisy machine). Goals: at 8 clients at least 80% of the one-process throughput; p99 of one 32-pixel image with one
+client at most 20 ms on 2 cores with an int8 model; memory flat between 100 and N requests.
 """
 from __future__ import annotations
 
@@ -67,9 +67,11 @@ def server(model: str, src: str | None = None):
     raise SystemExit(f"the server did not start: {proc.stderr.read()}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, main_thread: bool = False) -> float:
+    """User + system CPU time of a process so far (main_thread: of its main thread only, where `cnncodes serve` runs
+    the event loop: HTTP, the form, the JSON answer)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat").read_text()
+    fields = fields.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -107,13 +109,15 @@ def load(url: str, bodies: list[tuple[bytes, str]], clients: int, requests: int,
             http.close()
         return took
 
-    server_cpu, own_cpu, t0 = cpu_seconds(server_pid), time.process_time(), time.perf_counter()
+    server_cpu, loop_cpu = cpu_seconds(server_pid), cpu_seconds(server_pid, main_thread=True)
+    own_cpu, t0 = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         latencies = np.concatenate([np.array(t) for t in pool.map(client, range(clients))])
     seconds = time.perf_counter() - t0
     return {"clients": clients, "requests": requests, "per_second": requests / seconds,
             "p50_ms": float(np.percentile(latencies, 50) * 1000), "p99_ms": float(np.percentile(latencies, 99) * 1000),
             "server_cpu_ms": (cpu_seconds(server_pid) - server_cpu) / requests * 1000,
+            "loop_cpu_ms": (cpu_seconds(server_pid, main_thread=True) - loop_cpu) / requests * 1000,
             "clients_cpu_ms": (time.process_time() - own_cpu) / requests * 1000}
 
 
@@ -191,12 +195,13 @@ def main() -> None:
             other.wait(30)
     print(f"\none process: {np.median([o['per_second'] for o in offline]):.1f} images/s (median of {a.rounds})")
     print("\n| server | image | clients | requests/s | p50 ms | p99 ms | share of one-process throughput "
-          "| server CPU ms per request | clients' CPU ms per request |\n|---|---|---|---|---|---|---|---|---|")
+          "| server CPU ms per request | of which the event loop | clients' CPU ms per request |"
+          "\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         share = f"{r['share'] * 100:.0f}%" if "share" in r else ""
         print(f"| {r.get('server', 'this')} | {r['image']} | {r['clients']} | {r['per_second']:.1f} "
               f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {share} | {r['server_cpu_ms']:.1f} "
-              f"| {r['clients_cpu_ms']:.1f} |")
+              f"| {r['loop_cpu_ms']:.1f} | {r['clients_cpu_ms']:.1f} |")
     if a.baseline:
         for clients in (1, 8, 32):
             this, other = ([r["per_second"] for r in measured if r["clients"] == clients and r["server"] == name]
