@@ -64,7 +64,7 @@ print(json.dumps({"rc": rc, "wall_seconds": round(time.perf_counter() - t, 1),
 """
 
 
-def matrix_gflops() -> float:
+def matrix_gflops() -> int:
     """The machine's speed now: PyTorch's 2048^3 product in bf16 (fp32 without bf16), GFLOP/s."""
     rates = measure_ceiling()
     return round(rates.get("bf16", rates["fp32"]))
