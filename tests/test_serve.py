@@ -226,6 +226,9 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
     streamed = httpx.post(server + "/predict", content=chunked(),
                           headers={"content-type": "multipart/form-data; boundary=x"})
     assert streamed.status_code == 413 and "exceeded" in streamed.text, streamed.text
+    for kind in ("application/x-www-form-urlencoded", "image/png", None):  # curl --data-binary, a raw image, nothing
+        raw = httpx.post(server + "/predict", content=png(), headers={"content-type": kind} if kind else {})
+        assert raw.status_code == 415 and "curl -F file=@" in raw.json()["error"], (kind, raw.text)
     empty = httpx.post(server + "/predict", content=b"", headers={"content-type": "multipart/form-data; boundary=x"})
     assert 400 <= empty.status_code < 500
     fine = httpx.post(server + "/predict", files=[("file", ("d.png", (tiny_folder / "discs" / "001.png").read_bytes(),
@@ -236,6 +239,7 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
 def test_the_page_and_the_openapi_description(server):
     page = httpx.get(server + "/")
     assert page.status_code == 200 and "Drop images here" in page.text and "bars, checkers, discs" in page.text
+    assert 'id="token"' not in page.text  # no token to ask for
     spec = httpx.get(server + "/openapi.json").json()
     assert "/predict" in spec["paths"] and "multipart/form-data" in str(spec["paths"]["/predict"])
 
@@ -264,6 +268,7 @@ def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
     assert refused.returncode == 2 and "--token" in refused.stderr
     proc, url = start(tiny_run, "--token", "s3cret")
     try:
+        assert 'id="token"' in httpx.get(url + "/").text  # the page asks for it, and sends it as the bearer token
         files = [("file", ("d.png", png(), "image/png"))]
         assert httpx.post(url + "/predict", files=files).status_code == 401
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -275,5 +280,25 @@ def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
         assert malformed.status_code == 422 and "query explain" in malformed.json()["error"], malformed.text
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_the_page_of_a_server_with_a_token_sends_the_token_typed_in(tiny_run, tiny_folder, tmp_path):
+    from .browser import Browser
+
+    proc, url = start(tiny_run, "--token", "s3cret")
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open(url + "/")
+        shown = []
+        for typed, image in (("wrong", "000.png"), ("s3cret", "001.png")):  # another file: the input must change
+            browser.evaluate(f"document.getElementById('token').value = '{typed}'")
+            browser.choose_files("#pick", [tiny_folder / "discs" / image])
+            shown.append(browser.wait_for(f"document.querySelectorAll('#out p, #out .item').length === {len(shown) + 1}"
+                                          " && document.querySelector('#out > *').textContent"))
+        assert "token" in shown[0] and shown[1].startswith("001.png: discs"), shown
+    finally:
+        browser.close()
         proc.terminate()
         proc.wait(30)

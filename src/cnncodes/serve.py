@@ -281,13 +281,17 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     async def read_images(request: Request):
         """(names, image bytes) of the request's form, or the 4xx answer saying what is wrong with it."""
+        kind = request.headers.get("content-type", "")
+        if not kind.lower().startswith("multipart/form-data"):  # a URL-encoded form would be parsed as fields
+            return error(415, f"the body is {kind or 'of no Content-Type'}, not a multipart form: send each image "
+                              "as form field 'file' (curl -F file=@photo.jpg URL/predict)")
         try:
             form = await counted(request).form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
         except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
             text = str(getattr(exc, "detail", "") or exc)
             if any(word in text.lower() for word in ("too many", "size", "exceeded")):
-                return error(413, f"{text} (this server takes at most {max_files} files of at most {max_bytes:,} "
-                                  "bytes: --max-files, --max-body-mb)")
+                return error(413, f"{text} (this server takes at most {max_files} files and {max_bytes:,} bytes "
+                                  "in all a request: --max-files, --max-body-mb)")
             return error(400, f"not a multipart form with images: {text}")
         uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
         if not uploads:
@@ -304,7 +308,9 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return html_page("cnncodes", BODY.replace("{classes}", html.escape(", ".join(predictor.class_names))), STYLE)
+        asks = TOKEN_FIELD if token is not None else ""  # the page sends what is typed as the bearer token
+        return html_page("cnncodes", BODY.replace("{classes}", html.escape(", ".join(predictor.class_names)))
+                         .replace("{token}", asks), STYLE)
 
     return app
 
@@ -335,7 +341,9 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto
 #drop.over{border-color:#36c;color:#36c} .item{display:flex;gap:1em;align-items:center;margin:.5em 0}
 .item img{width:96px;height:96px;object-fit:cover} .error{color:#b00}"""
 
-BODY = """<h1>cnncodes</h1><p>Classes: {classes}</p>
+TOKEN_FIELD = """<p><label>Token: <input type="password" id="token" autocomplete="off"></label></p>"""
+
+BODY = """<h1>cnncodes</h1><p>Classes: {classes}</p>{token}
 <div id="drop">Drop images here, or <input type="file" id="pick" multiple accept="image/*"></div>
 <p><label><input type="checkbox" id="explain"> show where the network looked (heatmap of the top class)</label></p>
 <div id="out"></div>
@@ -345,7 +353,9 @@ async function send(files) {
   const form = new FormData();
   for (const f of files) form.append("file", f);
   const explain = document.getElementById("explain").checked;
-  const answer = await (await fetch(explain ? "predict?explain=true" : "predict", {method: "POST", body: form})).json();
+  const token = document.getElementById("token");
+  const headers = token ? {Authorization: "Bearer " + token.value} : {};
+  const answer = await (await fetch(explain ? "predict?explain=true" : "predict", {method: "POST", body: form, headers})).json();
   const results = answer.images || [];
   if (!results.length) { out.prepend(Object.assign(document.createElement("p"), {className: "error", textContent: answer.error})); return; }
   results.forEach((r, n) => {
