@@ -324,6 +324,8 @@ def cmd_audit(a):
           f"({len(result.leaks):,} train/test), {len(result.outliers):,} outliers -> {page}")
     if weak := result.weak_suggestions():
         print(f"note: weak label suggestions: {weak}")
+    if unchecked := result.unchecked():
+        print(f"note: {unchecked}")
 
 
 def cmd_similar(a):

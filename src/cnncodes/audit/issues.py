@@ -13,6 +13,7 @@ import numpy as np
 
 from ..codes.view import Codes, self_similarity_blocks
 from ..errors import CnnCodesError
+from ..heads.base import in_shared_class, stratified_folds
 
 PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
 DUPLICATE_SIMILARITY = 0.85  # cosine of centred codes from which two images are near-duplicates (README, audit)
@@ -41,6 +42,8 @@ class AuditResult:
     outlier_scores: np.ndarray  # (N,) 1 - mean cosine to the nearest images (principal components): high = atypical
     outliers: np.ndarray  # row indices of the highest OUTLIER_SHARE of outlier_scores, most atypical first
     seconds: dict = field(default_factory=dict)
+    # classes with one labelled image: no probe that never saw it knows its class, so its label is not checked
+    unchecked_classes: list = field(default_factory=list)
     probe_c: float = PROBE_C  # the probe's L2 strength: PROBE_C, or cross-validated on a small collection (full codes)
 
     @property
@@ -55,6 +58,14 @@ class AuditResult:
         to trust the suggestions."""
         known = self.codes.splits != "test"
         return float((self.proba[known].argmax(1) == self.codes.labels[known]).mean())
+
+    def unchecked(self) -> str | None:
+        """Which labels the audit could not check, or None."""
+        if not self.unchecked_classes:
+            return None
+        names = ", ".join(self.unchecked_classes)
+        return (f"the label of the one labelled image of {names} is not checked: a probe that never saw that image "
+                "knows no other of its class (label more images of it, or check that image's label)")
 
     def weak_suggestions(self) -> str | None:
         """Why the label suggestions deserve little trust on this collection, or None."""
@@ -87,28 +98,32 @@ def cross_validated_c(x: np.ndarray, y: np.ndarray, folds: int, seed: int = 0) -
     LogisticRegressionCV does; written as its loop because that class's API is changing): on a small collection the
     fixed PROBE_C gives probabilities in which no label stands out."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.metrics import log_loss, make_scorer
+    from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    cv = stratified_folds(y, seed, folds)
+    # over every class: a class of one image is in every fit and no held-out fold
+    scoring = make_scorer(log_loss, response_method="predict_proba", greater_is_better=False, labels=np.unique(y))
     loss = {c: -cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)), x, y, cv=cv,
-                                scoring="neg_log_loss").mean() for c in SMALL_C_GRID}
+                                scoring=scoring).mean() for c in SMALL_C_GRID}
     return min(loss, key=loss.get)
 
 
 def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0,
                       c: float = PROBE_C) -> np.ndarray:
-    """Each row's class probabilities from a probe that never saw it (K folds, stratified)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    counts = np.bincount(y, minlength=n_classes)
-    folds = int(min(folds, counts[counts > 0].min()))
-    if folds < 2:
-        raise CnnCodesError("out-of-fold probabilities need at least 2 labelled images of every class")
+    """Each row's class probabilities from a probe that never saw it (K folds, stratified). An image whose class has
+    no other is in every fit (heads.base.stratified_folds): its row comes from a probe that saw it."""
+    splits = stratified_folds(y, seed, folds)
+    if not splits:
+        raise CnnCodesError("out-of-fold probabilities need two classes of at least 2 labelled images each")
     out = np.zeros((len(x), n_classes), np.float32)
-    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+    for train, held in splits:
         out[held] = probe(x[train], y[train], n_classes, c)(x[held])
+    lone = ~in_shared_class(y)
+    if lone.any():
+        out[lone] = probe(x, y, n_classes, c)(x[lone])
     return out
 
 
@@ -185,13 +200,11 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     t = time.perf_counter()
     test = codes.splits == "test"
     proba = np.zeros((len(x), k), np.float32)
-    counts = np.bincount(y[~test], minlength=k)
-    small_folds = int(min(folds, counts[counts > 0].min()))
-    small = (~test).sum() < SMALL and small_folds >= 2
+    small = (~test).sum() < SMALL and len(stratified_folds(y[~test], seed, folds)) >= 2
     # the principal components are for speed on large collections; on a few images their standardised trailing
     # components are noise the probe drowns in (near-uniform probabilities): the full codes, and C cross-validated
     features = x if small else reduced
-    c = cross_validated_c(features[~test], y[~test], small_folds, seed) if small else PROBE_C
+    c = cross_validated_c(features[~test], y[~test], folds, seed) if small else PROBE_C
     proba[~test] = out_of_fold_proba(features[~test], y[~test], k, folds, seed, c)
     if test.any():
         proba[test] = test_proba if test_proba is not None else probe(features[~test], y[~test], k, c)(features[test])
@@ -199,6 +212,8 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     t = time.perf_counter()
     quality = get_label_quality_scores(y, proba, method="self_confidence")
     issues = find_label_issues(y, proba, return_indices_ranked_by="self_confidence")
+    counts = np.bincount(y[~test], minlength=k)
+    issues = [i for i in issues if test[i] or counts[y[i]] > 1]  # a lone image's probe saw it: nothing to check
     seconds["label issues"] = time.perf_counter() - t
     t = time.perf_counter()
     candidates, _, knn = scan(centred_unit(reduced, 0), threshold - CANDIDATE_MARGIN)
@@ -207,7 +222,7 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     outliers = np.argsort(-scores, kind="stable")[:max(1, int(round(OUTLIER_SHARE * len(x))))]
     seconds["near-duplicates and outliers"] = time.perf_counter() - t
     return AuditResult(codes, proba, quality, np.asarray(issues, np.int64), pairs, similarity, correlation, scores,
-                       outliers, seconds, c)
+                       outliers, seconds, [codes.class_names[n] for n in np.flatnonzero(counts == 1)], c)
 
 
 def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:

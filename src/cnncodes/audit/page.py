@@ -79,8 +79,9 @@ def write_audit(result: AuditResult, dataset, out) -> Path:
     small = int((codes.splits != "test").sum()) < SMALL
     probe_how = " on the full codes, chosen by cross-validation (a small collection)" if small else \
         " on the codes' principal components"
-    weak = result.weak_suggestions()
-    warning = f'<p class="warn">Weak suggestions: {html.escape(weak)}.</p>' if weak else ""
+    weak, unchecked = result.weak_suggestions(), result.unchecked()
+    warning = (f'<p class="warn">Weak suggestions: {html.escape(weak)}.</p>' if weak else "") + (
+        f'<p class="warn">Not checked: {html.escape(unchecked)}.</p>' if unchecked else "")
     style = """.warn{background:#fff3cd;padding:.5em} body{font-family:sans-serif;margin:2em;max-width:1400px} figure{display:inline-block;margin:4px;width:150px;
 font-size:11px;vertical-align:top} figcaption{overflow-wrap:anywhere} img{width:96px;height:96px;image-rendering:pixelated}
 .pair{display:inline-block;border:1px solid #ccc;margin:4px;padding:2px} .pair span{font-size:12px}"""
