@@ -371,6 +371,8 @@ def test_html_in_class_and_file_names_stays_text_in_every_page(tmp_path):
 def test_evaluate_without_test_images_and_audit_at_threshold_zero(finished_run, tiny_folder, tmp_path):
     trained = cli("train", "--data", tiny_folder, "--test-percent", "0", "--out", tmp_path / "t")
     assert trained.returncode == 0, trained.stderr
+    untested = cli("run", "--data", tiny_folder, "--test-percent", "0", "--out", tmp_path / "r")  # names the way out
+    assert untested.returncode == 2 and "`cnncodes train`" in untested.stderr, untested.stderr
     evaluated = cli("evaluate", tmp_path / "t" / "model.npz")
     assert evaluated.returncode == 2 and "no test images" in evaluated.stderr
     out, _ = finished_run

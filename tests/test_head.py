@@ -256,6 +256,13 @@ def test_a_small_validation_split_hands_the_choice_of_c_to_cross_validation():
     assert head.score(x[60:], y[60:]) > 0.6
 
 
+def test_without_a_validation_split_the_head_says_its_c_was_not_chosen():
+    x, y = blobs(n=60, seed=2)
+    head = SoftmaxHead(c_grid=(1e-3, 1e-2, 1e-1)).fit(x, y)
+    assert head.best_c_ == 1e-2 and head.selection_ == "none: no validation split (C is the grid's middle)"
+    assert SoftmaxHead(c_grid=(1e-1,)).fit(x, y).selection_ == "none: one C given"
+
+
 def test_a_class_of_one_image_does_not_switch_cross_validation_off():
     """A mistyped label makes a class of one image: C is still cross-validated (that image stays in every fit, the
     log loss counts every class), each C's loss as scikit-learn computes it on the same folds, and the run says so."""

@@ -101,7 +101,9 @@ def run_experiment(settings: RunSettings | None = None, out="runs/latest", *, re
     codes, flipped = codes_of(dataset, settings, progress, graphs)
     t1 = time.perf_counter()
     if evaluate_test and not (codes.splits == "test").any():
-        raise CnnCodesError("the test split is empty: use a larger --test-percent or a test/ folder")
+        raise CnnCodesError("the test split is empty: `cnncodes run` scores its model on one; give a larger "
+                            "--test-percent, a test/ folder or a manifest's split column, or train on every labelled "
+                            "image without a test with `cnncodes train`")
     if not (codes.splits == "train").any():
         raise CnnCodesError("no labelled training images could be used (see skipped.tsv or the messages above)")
     if len(np.unique(codes.labels[codes.splits == "train"])) < 2:

@@ -77,7 +77,8 @@ def unknown_line(unknown: dict) -> str:
         f"; the threshold was set on {few} images, so the share of new photos of known classes called unknown may be "
         "well off that (label more images to steady it)")
     return (f"called 'unknown' (none of these): {unknown['test_share_called_unknown'] * 100:.1f}% of the test images, "
-            f"which all show known classes (the threshold keeps {unknown['keep'] * 100:.0f}% of validation images)"
+            f"which all show known classes (the threshold keeps {unknown['keep'] * 100:.0f}% of the known images it "
+            "was set on)"
             + rough)
 
 

@@ -132,9 +132,10 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 figure{margin:1.5em 0}img{max-width:100%}.big{font-size:2em;font-weight:bold}"""
     chosen_on = str(metrics.get("chosen_on"))
     by = "lowest cross-validated log loss" if "cross-validation" in chosen_on else \
-        "the grid's middle: too few labels to cross-validate" if chosen_on.startswith("none") else \
         "highest validation accuracy"
-    chosen_c = f"; chosen C: {curve['best_C']:g} ({by})" if curve.get("best_C") is not None else ""  # tuned heads
+    chosen_c = "" if curve.get("best_C") is None else (  # tuned heads
+        f"; C: {curve['best_C']:g}, not chosen" if chosen_on.startswith("none") else
+        f"; chosen C: {curve['best_C']:g} ({by})")
     body = f"""<h1>cnncodes run: {esc(metrics['dataset'])}, {esc(metrics['backbone'])}, head {esc(str(metrics['head']))}</h1>
 <p class="big">Test accuracy {metrics['accuracy'] * 100:.2f}%</p>
 <p>{interval}Balanced accuracy {percent(metrics.get('balanced_accuracy'))}, macro-F1 {percent(metrics.get('macro_f1'))}{top5}.</p>
