@@ -319,7 +319,7 @@ def test_a_run_works_from_another_folder_and_its_model_without_the_training_imag
     again = cli("evaluate", out / "model.npz", "--data", moved, cwd=elsewhere)
     assert again.returncode == 0, again.stderr
     exported = cli("export", out, "--int8", "--out", elsewhere / "m.onnx", cwd=elsewhere)
-    assert exported.returncode == 0, exported.stderr
+    assert exported.returncode == 0 and "note:" not in exported.stdout, exported.stderr + exported.stdout
 
 
 def test_debug_shows_the_traceback_of_the_packages_own_errors(tmp_path):
@@ -391,6 +391,8 @@ def test_newcomers_mistakes_get_messages_that_name_them(finished_run, tiny_folde
     assert by_folder.returncode == 0 and "discs" in by_folder.stdout, by_folder.stderr  # a run folder is a model
     typo = cli("predict", out, image, tmp_path / "new_photo")
     assert typo.returncode == 2 and "no such file or folder" in typo.stderr and "new_photo" in typo.stderr
+    unwritten = cli("predict", out, image, "--format", "json")  # a format without a file would be ignored
+    assert unwritten.returncode == 2 and "--out predictions.json" in unwritten.stderr, unwritten.stderr
     mistyped = cli("evaluate", out, "--data", tmp_path / "photo")
     assert mistyped.returncode == 2 and f"--data {tmp_path / 'photo'} does not exist" in mistyped.stderr
     holder = tmp_path / "holder"

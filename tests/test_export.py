@@ -50,6 +50,8 @@ def test_exported_model_agrees_with_the_model_file_on_every_test_image(flip_run,
 
     result = cli("export", flip_run, "--out", tmp_path / "model.onnx")
     assert result.returncode == 0, result.stderr
+    int8_codes = load_model_file(flip_run / "model.npz")[1]["settings"]["runtime"] == "onnx-int8"
+    assert ("--int8 exports the network the run used" in result.stdout) == int8_codes, result.stdout
     test_images = [Path(tiny_folder) / i for i in np.load(flip_run / "test_predictions.npz")["ids"]]
     assert len(test_images) >= 5
     # a phone photo (EXIF says: rotate 90 degrees; the pixels alone lie on their side) and a transparent PNG

@@ -263,6 +263,9 @@ def cmd_predict(a):
     from .predict import Predictor, list_images, predict_stream, write_predictions_file
 
     _check_model(a.model, "the model comes first (`cnncodes predict RUN_DIR IMAGES...`)")
+    if a.format and not a.out:
+        raise CnnCodesError(f"--format {a.format} is the format of --out FILE: give --out predictions.{a.format} too "
+                            "(without --out, predict prints a line per image)")
     missing = [p for p in a.images if not os.path.exists(p)]
     if missing:
         raise CnnCodesError(f"no such file or folder: {', '.join(missing)}")
@@ -279,7 +282,8 @@ def cmd_predict(a):
         made = sum(not isinstance(w, str) for w in written)
         print(f"{made} heatmaps -> {a.explain}" + (f" ({len(written) - made} images skipped)" if made < len(written) else ""))
     if a.out:
-        done, skipped = write_predictions_file(predictor, images, Path(a.out), a.format, a.top_k, progress=_progress(a))
+        done, skipped = write_predictions_file(predictor, images, Path(a.out), a.format or "csv", a.top_k,
+                                               progress=_progress(a))
         print(f"{done} images predicted, {skipped} skipped (reasons in the error column) -> {a.out}")
         if not done:
             raise CnnCodesError("no image could be read")
@@ -300,6 +304,12 @@ def cmd_export(a):
 
     path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir, data=a.data, unknown=a.unknown)
     from .export import OnnxModel
+    from .heads.model_file import load_model_file
+
+    run_model = Path(a.model) / "model.npz" if Path(a.model).is_dir() else Path(a.model)
+    if not a.int8 and load_model_file(run_model)[1]["settings"].get("runtime") == "onnx-int8":
+        print("note: the run computed its codes with the int8 network and this model holds the float one, so its "
+              "answers differ slightly from the run's; --int8 exports the network the run used")
 
     gives = "class probabilities and the unknown score" if OnnxModel(path).threshold is not None else \
         "class probabilities (no unknown detector" + ("" if not a.unknown or not a.int8 else ": the run's detector "
@@ -445,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top-k", type=_positive_int, default=3)
     sp.add_argument("--out", default=None, help="write the predictions to this file (streamed, any number of "
                     "images) instead of printing them")
-    sp.add_argument("--format", default="csv", choices=["csv", "json"], help="format of --out (default csv)")
+    sp.add_argument("--format", default=None, choices=["csv", "json"], help="format of --out (default csv)")
     sp.add_argument("--no-unknown", dest="unknown", action="store_false", help="always name one of the known "
                     "classes (by default an image unlike the training images is called unknown: none of these)")
     sp.add_argument("--explain", metavar="DIR", default=None, help="also write a heatmap over each image into DIR: "
