@@ -65,7 +65,8 @@ print(json.dumps({"rc": rc, "wall_seconds": round(time.perf_counter() - t, 1),
 
 
 def matrix_gflops() -> int:
-    """The machine's speed now: PyTorch's 2048^3 product in bf16 (fp32 without bf16), GFLOP/s."""
+    """The machine's speed now: PyTorch's 2048^3 product in bf16 (fp32 without bf16), GFLOP/s (measure_ceiling times
+    ONNX Runtime's products too, about 13 s in all)."""
     rates = measure_ceiling()
     return round(rates.get("bf16", rates["fp32"]))
 

@@ -67,18 +67,19 @@ def test_an_audit_of_a_few_images_per_class_says_its_suggestions_are_weak():
     assert warning is not None and f"smallest class has {smallest} labelled images" in warning
 
 
-def test_a_class_of_one_labelled_image_is_named_unchecked_and_the_rest_audited():
+def test_classes_of_fewer_than_two_labelled_images_are_named_unchecked_and_the_rest_audited():
     codes = clustered_codes(n_per_class=40)
     rng = np.random.default_rng(3)
-    known = np.flatnonzero(codes.splits != "test")
-    flipped = rng.choice(known, 6, replace=False)
+    known, test = np.flatnonzero(codes.splits != "test"), np.flatnonzero(codes.splits == "test")
+    flipped = rng.choice(known[1:], 6, replace=False)
     codes.labels[flipped] = (codes.labels[flipped] + 1) % 4
-    lone = known[0]  # the only labelled image of a fifth class
-    codes.labels[lone] = 4
-    codes.class_names.append("c4")
+    codes.labels[known[0]] = 4  # the only labelled image of a fifth class, whose test images lie elsewhere
+    codes.labels[test[:3]] = 4
+    codes.labels[test[3:6]] = 5  # a sixth class with test images only
+    codes.class_names += ["c4", "c5"]
     result = audit_codes(codes, threshold=0.99)
-    assert result.unchecked_classes == ["c4"] and "one labelled image of c4" in result.unchecked()
-    assert lone not in result.label_issues
+    assert result.unchecked_classes == ["c4", "c5"] and "labels of c4, c5 are not checked" in result.unchecked()
+    assert not set(result.label_issues.tolist()) & {known[0], *test[:6]}  # a probe that saw none of them cannot tell
     assert len(set(result.label_issues.tolist()) & set(flipped.tolist())) >= 4
     assert audit_codes(clustered_codes(n_per_class=40), threshold=0.99).unchecked() is None
 

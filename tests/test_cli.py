@@ -320,6 +320,8 @@ def test_a_run_works_from_another_folder_and_its_model_without_the_training_imag
     assert again.returncode == 0, again.stderr
     exported = cli("export", out, "--int8", "--out", elsewhere / "m.onnx", cwd=elsewhere)
     assert exported.returncode == 0 and "note:" not in exported.stdout, exported.stderr + exported.stdout
+    floated = cli("export", out, "--out", elsewhere / "f.onnx", cwd=elsewhere)  # the float network of an int8 run
+    assert floated.returncode == 0 and "--int8 exports the network the run used" in floated.stdout, floated.stderr
 
 
 def test_debug_shows_the_traceback_of_the_packages_own_errors(tmp_path):

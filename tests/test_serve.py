@@ -288,17 +288,19 @@ def test_the_page_of_a_server_with_a_token_sends_the_token_typed_in(tiny_run, ti
     from .browser import Browser
 
     proc, url = start(tiny_run, "--token", "s3cret")
-    browser = Browser(tmp_path / "profile")
+    browser = None
     try:
+        browser = Browser(tmp_path / "profile")
         browser.open(url + "/")
         shown = []
-        for typed, image in (("wrong", "000.png"), ("s3cret", "001.png")):  # another file: the input must change
+        for typed, image in (("", "000.png"), ("wrong", "001.png"), ("s3cret", "002.png")):  # each a new file
             browser.evaluate(f"document.getElementById('token').value = '{typed}'")
             browser.choose_files("#pick", [tiny_folder / "discs" / image])
             shown.append(browser.wait_for(f"document.querySelectorAll('#out p, #out .item').length === {len(shown) + 1}"
                                           " && document.querySelector('#out > *').textContent"))
-        assert "token" in shown[0] and shown[1].startswith("001.png: discs"), shown
+        assert "token first" in shown[0] and "token" in shown[1] and shown[2].startswith("002.png: discs"), shown
     finally:
-        browser.close()
+        if browser is not None:
+            browser.close()
         proc.terminate()
         proc.wait(30)

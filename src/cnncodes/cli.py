@@ -308,8 +308,8 @@ def cmd_export(a):
 
     run_model = Path(a.model) / "model.npz" if Path(a.model).is_dir() else Path(a.model)
     if not a.int8 and load_model_file(run_model)[1]["settings"].get("runtime") == "onnx-int8":
-        print("note: the run computed its codes with the int8 network and this model holds the float one, so its "
-              "answers differ slightly from the run's; --int8 exports the network the run used")
+        print("note: the run computed its codes with the int8 network and the exported file holds the float one, so "
+              "its answers differ slightly from the run's; --int8 exports the network the run used")
 
     gives = "class probabilities and the unknown score" if OnnxModel(path).threshold is not None else \
         "class probabilities (no unknown detector" + ("" if not a.unknown or not a.int8 else ": the run's detector "

@@ -291,7 +291,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
             text = str(getattr(exc, "detail", "") or exc)
             if any(word in text.lower() for word in ("too many", "size", "exceeded")):
                 return error(413, f"{text} (this server takes at most {max_files} files and {max_bytes:,} bytes "
-                                  "in all a request: --max-files, --max-body-mb)")
+                                  "per request: --max-files, --max-body-mb)")
             return error(400, f"not a multipart form with images: {text}")
         uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
         if not uploads:
@@ -309,8 +309,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         asks = TOKEN_FIELD if token is not None else ""  # the page sends what is typed as the bearer token
-        return html_page("cnncodes", BODY.replace("{classes}", html.escape(", ".join(predictor.class_names)))
-                         .replace("{token}", asks), STYLE)
+        return html_page("cnncodes", BODY.replace("{token}", asks)  # first: a class may be named {token}
+                         .replace("{classes}", html.escape(", ".join(predictor.class_names))), STYLE)
 
     return app
 
@@ -332,7 +332,8 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
 
     threadpool_limits(1, user_api="blas")
     app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
-    print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /docs)", flush=True)
+    print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /openapi.json, shown "
+          "at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -349,15 +350,23 @@ BODY = """<h1>cnncodes</h1><p>Classes: {classes}</p>{token}
 <div id="out"></div>
 <script>
 const drop = document.getElementById("drop"), out = document.getElementById("out");
+function say(error) {
+  out.prepend(Object.assign(document.createElement("p"), {className: "error", textContent: error}));
+}
 async function send(files) {
   const form = new FormData();
   for (const f of files) form.append("file", f);
   const explain = document.getElementById("explain").checked;
   const token = document.getElementById("token");
+  if (token && !token.value) { say("type this server's token first"); return; }
   const headers = token ? {Authorization: "Bearer " + token.value} : {};
-  const answer = await (await fetch(explain ? "predict?explain=true" : "predict", {method: "POST", body: form, headers})).json();
+  let answer;
+  try {
+    answer = await (await fetch(explain ? "predict?explain=true" : "predict", {method: "POST", body: form, headers}))
+      .json();
+  } catch (e) { say("no answer: " + e.message); return; }
   const results = answer.images || [];
-  if (!results.length) { out.prepend(Object.assign(document.createElement("p"), {className: "error", textContent: answer.error})); return; }
+  if (!results.length) { say(answer.error); return; }
   results.forEach((r, n) => {
     const row = document.createElement("div"); row.className = "item";
     const img = document.createElement("img");

@@ -7,6 +7,7 @@ nearest neighbours.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +43,8 @@ class AuditResult:
     outlier_scores: np.ndarray  # (N,) 1 - mean cosine to the nearest images (principal components): high = atypical
     outliers: np.ndarray  # row indices of the highest OUTLIER_SHARE of outlier_scores, most atypical first
     seconds: dict = field(default_factory=dict)
-    # classes with one labelled image: no probe that never saw it knows its class, so its label is not checked
+    # classes with fewer than 2 train/validation images: no probe that never saw an image of theirs knows their class,
+    # so the labels of their images are not checked
     unchecked_classes: list = field(default_factory=list)
     probe_c: float = PROBE_C  # the probe's L2 strength: PROBE_C, or cross-validated on a small collection (full codes)
 
@@ -64,8 +66,8 @@ class AuditResult:
         if not self.unchecked_classes:
             return None
         names = ", ".join(self.unchecked_classes)
-        return (f"the label of the one labelled image of {names} is not checked: a probe that never saw that image "
-                "knows no other of its class (label more images of it, or check that image's label)")
+        return (f"the labels of {names} are not checked: a class needs 2 training or validation images for a probe "
+                "that never saw one of them to know it (label more images of it, or check these labels)")
 
     def weak_suggestions(self) -> str | None:
         """Why the label suggestions deserve little trust on this collection, or None."""
@@ -73,9 +75,10 @@ class AuditResult:
         fewest = int(np.bincount(self.codes.labels[known], minlength=len(self.codes.class_names)).min())
         if fewest >= FEW_PER_CLASS:
             return None
-        return (f"the smallest class has {fewest} labelled images: with fewer than {FEW_PER_CLASS} per class the "
-                f"probe behind the suggestions agrees with the given labels on {self.probe_accuracy:.0%} of the "
-                "images, and a flagged image is often just unusual; check each one before relabelling")
+        return (f"the smallest class has {fewest} labelled image{'s' * (fewest != 1)}: with fewer than "
+                f"{FEW_PER_CLASS} per class the probe behind the suggestions agrees with the given labels on "
+                f"{self.probe_accuracy:.0%} of the images, and a flagged image is often just unusual; check each one "
+                "before relabelling")
 
 
 def principal_components(x: np.ndarray, n: int = PROBE_DIMENSIONS, seed: int = 0) -> np.ndarray:
@@ -211,9 +214,12 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     seconds["out-of-fold probabilities"] = time.perf_counter() - t
     t = time.perf_counter()
     quality = get_label_quality_scores(y, proba, method="self_confidence")
-    issues = find_label_issues(y, proba, return_indices_ranked_by="self_confidence")
+    with warnings.catch_warnings():  # "may not flag all label issues in class": named below instead
+        warnings.filterwarnings("ignore", "May not flag all label issues", UserWarning)
+        issues = find_label_issues(y, proba, return_indices_ranked_by="self_confidence")
     counts = np.bincount(y[~test], minlength=k)
-    issues = [i for i in issues if test[i] or counts[y[i]] > 1]  # a lone image's probe saw it: nothing to check
+    unchecked = np.flatnonzero((counts < 2) & (np.bincount(y, minlength=k) > 0))  # no probe could know them
+    issues = [i for i in issues if y[i] not in unchecked]
     seconds["label issues"] = time.perf_counter() - t
     t = time.perf_counter()
     candidates, _, knn = scan(centred_unit(reduced, 0), threshold - CANDIDATE_MARGIN)
@@ -222,7 +228,7 @@ def audit_codes(codes: Codes, test_proba: np.ndarray | None = None, *, thumbnail
     outliers = np.argsort(-scores, kind="stable")[:max(1, int(round(OUTLIER_SHARE * len(x))))]
     seconds["near-duplicates and outliers"] = time.perf_counter() - t
     return AuditResult(codes, proba, quality, np.asarray(issues, np.int64), pairs, similarity, correlation, scores,
-                       outliers, seconds, [codes.class_names[n] for n in np.flatnonzero(counts == 1)], c)
+                       outliers, seconds, [codes.class_names[n] for n in unchecked], c)
 
 
 def dataset_thumbnails(dataset, ids, progress: bool = False) -> np.ndarray:

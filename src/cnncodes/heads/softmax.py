@@ -65,9 +65,8 @@ class SoftmaxHead(Head):
 
         best_c, start = self.c_grid[len(self.c_grid) // 2], None
         blocks, labels = [x], [y]
-        self.selection_ = ("validation split" if val is not None else
-                           "none: no validation split (C is the grid's middle)" if len(self.c_grid) > 1 else
-                           "none: one C given")
+        self.selection_ = ("none: one C given" if len(self.c_grid) == 1 else "validation split" if val is not None
+                           else "none: no validation split (C is the grid's middle)")
         if val is not None and len(self.c_grid) > 1 and len(val) == 1 and len(y_val) < SMALL_VALIDATION:
             best_c = self._cross_validated_c([x, *val], [y, y_val])
             blocks, labels = [x, *val], [y, y_val]
