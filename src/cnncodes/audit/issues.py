@@ -14,7 +14,7 @@ import numpy as np
 
 from ..codes.view import Codes, self_similarity_blocks
 from ..errors import CnnCodesError
-from ..heads.base import in_shared_class, stratified_folds
+from ..heads.base import cross_validated_scores, in_shared_class, stratified_folds
 
 PROBE_DIMENSIONS = 256  # the probe and the candidate search work on this many principal components (speed)
 DUPLICATE_SIMILARITY = 0.85  # cosine of centred codes from which two images are near-duplicates (README, audit)
@@ -97,21 +97,10 @@ def probe(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = PROBE_C):
 
 
 def cross_validated_c(x: np.ndarray, y: np.ndarray, folds: int, seed: int = 0) -> float:
-    """The probe's L2 strength with the lowest stratified k-fold log-loss on standardised codes (what scikit-learn's
-    LogisticRegressionCV does; written as its loop because that class's API is changing): on a small collection the
-    fixed PROBE_C gives probabilities in which no label stands out."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss, make_scorer
-    from sklearn.model_selection import cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    cv = stratified_folds(y, seed, folds)
-    # over every class: a class of one image is in every fit and no held-out fold
-    scoring = make_scorer(log_loss, response_method="predict_proba", greater_is_better=False, labels=np.unique(y))
-    loss = {c: -cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)), x, y, cv=cv,
-                                scoring=scoring).mean() for c in SMALL_C_GRID}
-    return min(loss, key=loss.get)
+    """The probe's L2 strength with the lowest stratified k-fold log-loss on standardised codes: on a small collection
+    the fixed PROBE_C gives probabilities in which no label stands out."""
+    rows = cross_validated_scores(x, y, SMALL_C_GRID, stratified_folds(y, seed, folds), max_iter=2000)
+    return min(rows, key=lambda row: row["log_loss"])["C"]
 
 
 def out_of_fold_proba(x: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0,

@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 
 from ..errors import CnnCodesError
-from .base import (Head, check_class_weight, check_normalization, class_weights, normalize_codes, stratified_folds,
-                   scaler_stats, softmax, standardize, views_accuracy)
+from .base import (Head, check_class_weight, check_normalization, class_weights, cross_validated_scores,
+                   normalize_codes, scaler_stats, softmax, standardize, stratified_folds, views_accuracy)
 
 DEFAULT_C_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
 SEARCH_MIN_ROWS, SEARCH_ROWS_PER_FEATURE = 10_000, 4
@@ -106,12 +106,6 @@ class SoftmaxHead(Head):
         """C by stratified k-fold log-loss over train + validation (scikit-learn's LogisticRegressionCV, as a loop):
         a validation split of a few images ties most Cs on accuracy and picks by chance. search_ records each C's
         cross-validated accuracy, validation_accuracy_ the chosen one's."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import log_loss, make_scorer
-        from sklearn.model_selection import cross_validate
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         xa = normalize_codes(np.vstack([np.asarray(b) for b in blocks]), self.normalize)
         ya = np.concatenate(labels)
         cv = stratified_folds(ya, self.seed)
@@ -122,17 +116,8 @@ class SoftmaxHead(Head):
         alone = len(ya) - sum(len(held) for _, held in cv)
         self.selection_ = f"{len(cv)}-fold cross-validation over train + validation (the validation split is small)" + (
             f"; {alone} image{'s' * (alone > 1)} whose class has no other stayed in training" if alone else "")
-        # log loss over every class: a class of one image is in no held-out fold
-        scoring = {"log_loss": make_scorer(log_loss, response_method="predict_proba", greater_is_better=False,
-                                           labels=np.unique(ya)), "accuracy": "accuracy"}
-        for c in sorted(self.c_grid):
-            model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=self.max_iter,
-                                                                       class_weight=self._sklearn_weight()))
-            with warnings.catch_warnings():  # a fold that stops at max_iter still scores its C
-                warnings.simplefilter("ignore")
-                scores = cross_validate(model, xa, ya, cv=cv, scoring=scoring, error_score="raise")
-            self.search_.append({"C": c, "validation_accuracy": float(scores["test_accuracy"].mean()),
-                                 "log_loss": float(-scores["test_log_loss"].mean())})
+        for row in cross_validated_scores(xa, ya, self.c_grid, cv, self.max_iter, self._sklearn_weight()):
+            self.search_.append({"C": row["C"], "validation_accuracy": row["accuracy"], "log_loss": row["log_loss"]})
         best = min(self.search_, key=lambda r: r["log_loss"])
         self.validation_accuracy_ = best["validation_accuracy"]
         return best["C"]
