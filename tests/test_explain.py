@@ -1,11 +1,14 @@
 """Class activation maps: exact (they add up to the head's logits) and where the object is."""
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from cnncodes import CnnCodesError
-from cnncodes.explain import Explainer
+from cnncodes.explain import Explainer, write_explanations
 from cnncodes.predict import Predictor
 
 from .conftest import cli, make_image
@@ -90,9 +93,20 @@ def test_predict_explain_writes_heatmaps_and_says_what_is_unsupported(tiny_run, 
     (photos / "broken.jpg").write_bytes(b"not an image")
     result = cli("predict", tiny_run, photos, "--explain", tmp_path / "maps")
     assert result.returncode == 0, result.stderr
-    written = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    written = sorted(p.name for p in (tmp_path / "maps").glob("*.jpg"))
     assert len(written) == 4 and all(w.startswith("wide.") for w in written[1:]) and "1 images skipped" in result.stdout
     assert Image.open(tmp_path / "maps" / written[0]).size == (448, 269)  # the photo's shape, longer side 448
+    with open(tmp_path / "maps" / "heatmaps.csv", newline="") as f:  # which heatmap is whose
+        index = {Path(row["image"]).relative_to(photos).as_posix(): row for row in csv.DictReader(f)}
+    assert sorted(row["heatmap"] for row in index.values() if row["heatmap"]) == written
+    assert index["broken.jpg"]["heatmap"] == "" and index["broken.jpg"]["error"]
+    twins = {index[name]["heatmap"] for name in ("wide.png", "sub/wide.png", "wide.2.png")}
+    assert len(twins) == 3 and all(index[n]["heatmap"].endswith(f".{index[n]['class_mapped']}.jpg") or
+                                   index[n]["unknown"] == "1" for n in index if index[n]["heatmap"])
+    predictor = Predictor(tiny_run)
+    unknown = write_explanations(Explainer.of(predictor), [photos / "wide.png"], predictor.class_names,
+                                 tmp_path / "maps3", [predictor.class_names[0]], [True])
+    assert unknown[0].name == f"wide.unknown-nearest-{predictor.class_names[0]}.jpg"  # not a known class's name
     mlp = tmp_path / "mlp"
     assert cli("train", "--data", tiny_folder, "--head", "mlp", "--out", mlp).returncode == 0
     refused = cli("predict", mlp, photos / "wide.png", "--explain", tmp_path / "maps2")

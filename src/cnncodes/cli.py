@@ -277,10 +277,13 @@ def cmd_predict(a):
         from .explain import Explainer, write_explanations
 
         explainer = Explainer.of(predictor)
-        answers = [None if isinstance(r, str) else r.top[0][0] for r in predict_stream(predictor, images, 1)]
-        written = write_explanations(explainer, images, predictor.class_names, a.explain, answers)
+        results = list(predict_stream(predictor, images, 1))
+        written = write_explanations(explainer, images, predictor.class_names, a.explain,
+                                     [None if isinstance(r, str) else r.top[0][0] for r in results],
+                                     [not isinstance(r, str) and bool(r.unknown) for r in results])
         made = sum(not isinstance(w, str) for w in written)
-        print(f"{made} heatmaps -> {a.explain}" + (f" ({len(written) - made} images skipped)" if made < len(written) else ""))
+        print(f"{made} heatmaps -> {a.explain} (which is whose: heatmaps.csv there)"
+              + (f" ({len(written) - made} images skipped)" if made < len(written) else ""))
     if a.out:
         done, skipped = write_predictions_file(predictor, images, Path(a.out), a.format or "csv", a.top_k,
                                                progress=_progress(a))

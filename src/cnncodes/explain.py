@@ -106,33 +106,48 @@ class Explainer:
 
 
 def write_explanations(explainer: Explainer, images: Sequence, class_names: list[str], out_dir,
-                       predicted: Sequence[str | None] | None = None) -> list:
+                       predicted: Sequence[str | None] | None = None, unknown: Sequence[bool] | None = None) -> list:
     """For each image: the path of its heatmap JPEG in out_dir (named after the image and the class mapped), or the
     reason it was skipped. predicted: each image's predicted class name, mapped so the picture matches the answer
     (a model whose codes come from int8 or bf16 may rank a close second class first); default the map's own top
-    class. Names stay unique when several images share a file name."""
+    class. unknown: which images were answered unknown (their map shows the nearest class, and says so in its name:
+    x.unknown-nearest-dog.jpg). Names stay unique when several images share a file name; out_dir/heatmaps.csv says
+    which heatmap is whose."""
+    import csv
+    import io
+
+    from .files import atomic_write
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     read, used, results = item_reader(images), set(), []
+    index = io.StringIO()
+    rows = csv.writer(index)
+    rows.writerow(["image", "heatmap", "class_mapped", "unknown", "error"])
     for n, item in enumerate(images):
         wanted = predicted[n] if predicted is not None else None
+        named = str(item) if isinstance(item, (str, Path)) else f"image{n}"
         try:
             picture, k = explainer.overlay(read(n), None if wanted is None else class_names.index(wanted))
         except BadImage as exc:
             results.append(str(exc))
-            continue
         except OSError as exc:
             results.append(f"cannot read: {exc.strerror or exc}")
+        if len(results) > n:  # skipped
+            rows.writerow([named, "", "", "", results[-1]])
             continue
-        stem = Path(str(item)).stem if isinstance(item, (str, Path)) else f"image{n}"
-        name = f"{stem}.{_safe(class_names[k])}.jpg"
-        copy = 1
+        away = unknown is not None and bool(unknown[n])
+        mapped = ("unknown-nearest-" if away else "") + _safe(class_names[k])
+        stem, copy = Path(named).stem, 1
+        name = f"{stem}.{mapped}.jpg"
         while name.lower() in used:  # lower: a file system may not tell A.jpg from a.jpg
             copy += 1
-            name = f"{stem}.{copy}.{_safe(class_names[k])}.jpg"
+            name = f"{stem}.{copy}.{mapped}.jpg"
         used.add(name.lower())
         picture.save(out_dir / name, quality=90)
         results.append(out_dir / name)
+        rows.writerow([named, name, class_names[k], int(away), ""])
+    atomic_write(out_dir / "heatmaps.csv", index.getvalue().encode())
     return results
 
 
