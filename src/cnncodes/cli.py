@@ -277,7 +277,7 @@ def cmd_predict(a):
         from .explain import Explainer, write_explanations
 
         explainer = Explainer.of(predictor)
-        results = list(predict_stream(predictor, images, 1))
+        results = list(predict_stream(predictor, images, a.top_k))  # printed below too, unless --out
         written = write_explanations(explainer, images, predictor.class_names, a.explain,
                                      [None if isinstance(r, str) else r.top[0][0] for r in results],
                                      [not isinstance(r, str) and bool(r.unknown) for r in results])
@@ -292,7 +292,7 @@ def cmd_predict(a):
             raise CnnCodesError("no image could be read")
         return
     failed = 0
-    for path, res in zip(images, predict_stream(predictor, images, a.top_k)):
+    for path, res in zip(images, results if a.explain else predict_stream(predictor, images, a.top_k)):
         if isinstance(res, str):
             failed += 1
             print(f"{path}: skipped ({res})")
@@ -307,10 +307,9 @@ def cmd_export(a):
 
     path = export_model(a.model, a.out, int8=a.int8, cache_dir=a.cache_dir, data=a.data, unknown=a.unknown)
     from .export import OnnxModel
-    from .heads.model_file import load_model_file
+    from .heads.model_file import load_model_file, model_file_of
 
-    run_model = Path(a.model) / "model.npz" if Path(a.model).is_dir() else Path(a.model)
-    if not a.int8 and load_model_file(run_model)[1]["settings"].get("runtime") == "onnx-int8":
+    if not a.int8 and load_model_file(model_file_of(a.model))[1]["settings"].get("runtime") == "onnx-int8":
         print("note: the run computed its codes with the int8 network and the exported file holds the float one, so "
               "its answers differ slightly from the run's; --int8 exports the network the run used")
 

@@ -129,12 +129,10 @@ def write_explanations(explainer: Explainer, images: Sequence, class_names: list
         named = str(item) if isinstance(item, (str, Path)) else f"image{n}"
         try:
             picture, k = explainer.overlay(read(n), None if wanted is None else class_names.index(wanted))
-        except BadImage as exc:
-            results.append(str(exc))
-        except OSError as exc:
-            results.append(f"cannot read: {exc.strerror or exc}")
-        if len(results) > n:  # skipped
-            rows.writerow([named, "", "", "", results[-1]])
+        except (BadImage, OSError) as exc:
+            why = str(exc) if isinstance(exc, BadImage) else f"cannot read: {exc.strerror or exc}"
+            results.append(why)
+            rows.writerow([named, "", "", "", why])
             continue
         away = unknown is not None and bool(unknown[n])
         mapped = ("unknown-nearest-" if away else "") + _safe(class_names[k])

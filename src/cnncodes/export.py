@@ -18,7 +18,7 @@ from .files import atomic_path
 from .codes.extract import codes_graphs
 from .data.images import item_reader
 from .codes.inference import prepare
-from .heads.model_file import load_model_file, model_graphs
+from .heads.model_file import load_model_file, model_file_of, model_graphs
 from .codes.onnx_graphs import Session, write_onnx
 from .backbones.preprocess import Preprocess
 from .settings import RunSettings
@@ -104,8 +104,7 @@ def export_model(model_path, out, *, int8: bool = False, cache_dir=None, data=No
     import onnx
     import torch
 
-    model_path = Path(model_path)
-    model_file = model_path / "model.npz" if model_path.is_dir() else model_path
+    model_file = model_file_of(model_path)
     head, meta = load_model_file(model_file)
     settings = RunSettings.from_dict(meta["settings"]).but(data=data)
     names = backbone_names(meta["backbone"])

@@ -17,7 +17,7 @@ from .files import atomic_path, atomic_write, npz_bytes, write_json
 from .heads import Head, SoftmaxHead, make_head
 from .heads.unknown import UNSEEN_CALIBRATION, UnknownDetector
 from .outputs.metrics import classification_metrics
-from .heads.model_file import load_model_file, model_graphs, save_model
+from .heads.model_file import load_model_file, model_file_of, model_graphs, save_model
 from .settings import RunSettings
 
 
@@ -320,8 +320,7 @@ def evaluate_model(model_path, data=None, out=None, *, progress: bool = True, **
     if out is not None and ((out / "model.npz").exists() or (out / "settings.json").exists()):
         raise CnnCodesError(f"{out} is a run folder: evaluate's metrics.json and test_predictions.npz would mix "
                             "with the run's own; choose another --out")
-    model_path = Path(model_path) / "model.npz" if Path(model_path).is_dir() else Path(model_path)
-    fitted, meta = load_model_file(model_path)
+    fitted, meta = load_model_file(model_file_of(model_path))
     settings = RunSettings.from_dict(meta["settings"]).but(data=data, **changes)
     dataset = settings.load_data(given=data is not None)
     if not (dataset.splits == "test").any():

@@ -16,7 +16,7 @@ from .errors import CnnCodesError
 from .files import atomic_output
 from .codes.extract import codes_graphs, image_codes
 from .heads.base import softmax
-from .heads.model_file import load_model_file, model_graphs
+from .heads.model_file import load_model_file, model_file_of, model_graphs
 from .settings import RunSettings
 
 CHUNK = 256  # images per step of prediction: memory stays the same however many images there are
@@ -53,8 +53,7 @@ class Predictor:
     unknown=False leaves out the model's "none of these" answer (heads/unknown.py)."""
 
     def __init__(self, model_path, device: str = "auto", precision: str = "auto", unknown: bool = True):
-        model_path = Path(model_path)
-        self.path = model_path / "model.npz" if model_path.is_dir() else model_path  # a run folder: its model
+        self.path = model_file_of(model_path)
         self.device, self.precision = device, precision
         if self.path.suffix.lower() == ".onnx":
             from .export import OnnxModel

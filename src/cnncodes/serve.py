@@ -135,7 +135,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     from .predict import Predictor
 
     path = Path(model_path)
-    predictor = Predictor(path / "model.npz" if path.is_dir() else path)
+    predictor = Predictor(path)
     predictor.warm()
     cores = max(1, cpu_count())
     slots = threading.BoundedSemaphore(cores)

@@ -18,6 +18,12 @@ FORMAT_VERSION = 4  # 2: the run's settings travel in the file; 3: and the names
 # 4: and the unknown detector's principal directions (read by no earlier version)
 
 
+def model_file_of(path) -> Path:
+    """A run folder's model.npz, or the path itself (a model.npz, or an exported model.onnx)."""
+    path = Path(path)
+    return path / "model.npz" if path.is_dir() else path
+
+
 def save_model(path, head, settings, class_names: list[str], test_split: dict | None = None,
                graphs: dict | None = None, unknown=None) -> None:
     """settings: the RunSettings of the run that trained the head (evaluate rebuilds its splits from them);
