@@ -83,7 +83,7 @@ def measure(name: str, data: str, keep: Path | None) -> dict:
         if row["rc"] == 0:
             metrics = json.loads((work / "run" / "metrics.json").read_text())
             row |= {"validation_accuracy": metrics["validation_accuracy"], "test_accuracy": metrics["accuracy"],
-                    **metrics["timings"]}
+                    "head": metrics["head"], "head_choice": metrics["head_choice"], **metrics["timings"]}
         if keep is not None and (work / "run").exists():
             shutil.copytree(work / "run", keep / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.npz"))
         return row

@@ -189,16 +189,46 @@ def test_fine_tuning_computes_in_the_precision_asked_for(tiny_folder, monkeypatc
     assert seen and not any(seen)
 
 
+def test_a_measured_training_step_tells_what_an_epoch_costs():
+    """The step measured before a run (presets.choose_head) costs per image what an epoch of fitting costs: the
+    difference between fits of 3 epochs and of 1 (the linear probe and the rest cancel out), within a factor of 3
+    (the machine's speed moves between the two measurements)."""
+    import time
+
+    from cnncodes.heads.finetune import step_seconds_per_image
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 192 * 7 * 7)).astype(np.float16)
+    y = np.arange(512) % 10
+
+    def fit_seconds(epochs):
+        started = time.perf_counter()
+        FineTuneHead("efficientnet_lite0:cut=1", epochs=epochs).fit(x, y, n_classes=10)
+        return time.perf_counter() - started
+
+    fit_seconds(1)  # the first fit also loads the weights and sets up the kernels
+    epoch = (fit_seconds(3) - fit_seconds(1)) / 2 / len(x)
+    step = step_seconds_per_image("efficientnet_lite0:cut=1")
+    assert epoch / 3 < step < epoch * 3, (step, epoch)
+
+
 def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(monkeypatch):
     from types import SimpleNamespace
 
     from cnncodes.codes import runtime
+    from cnncodes.heads import finetune
     from cnncodes.presets import choose_head
     from cnncodes.settings import RunSettings
 
     monkeypatch.delenv(runtime.PRECISION_ENV, raising=False)
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
-    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    steps = []  # the training steps measured: only where everything else allows fine-tuning
+
+    def fast_step(backbone, precision):
+        steps.append(backbone)
+        return 0.7e-3
+
+    monkeypatch.setattr(finetune, "step_seconds_per_image", fast_step)
     monkeypatch.setattr(runtime, "resolve_device", lambda device, runtime="torch": "cuda")  # the CPU decides
     large = SimpleNamespace(splits=np.array(["train"] * 9_900 + ["validation"] * 100 + ["test"] * 100))
     small = SimpleNamespace(splits=np.array(["train"] * 9_901 + ["validation"] * 99 + ["test"] * 100))
@@ -206,7 +236,8 @@ def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(
     settings = RunSettings(device="cpu")
     assert settings.head == "auto"
     chosen, why = choose_head(settings, large)
-    assert (chosen.head, chosen.backbone) == ("finetune", "efficientnet_lite0:cut=1") and "fine-tuning" in why
+    assert (chosen.head, chosen.backbone) == ("finetune", "efficientnet_lite0:cut=1")
+    assert "took 0.70 ms per image on this machine just now, within the 0.75" in why
     chosen, why = choose_head(settings, small)
     assert chosen.head == "tuned" and "99 validation images are too few" in why
     chosen, why = choose_head(settings, fewer)
@@ -217,6 +248,10 @@ def test_the_auto_head_fine_tunes_where_it_trains_fast_and_can_choose_its_epoch(
     assert choose_head(settings.but(head="mlp"), large) == (settings.but(head="mlp"), None)  # a head given is kept
     with pytest.raises(CnnCodesError, match="this run does not fine-tune: 99 validation images"):
         choose_head(settings.but(finetune_epochs=3), small)
-    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
+    assert steps == ["efficientnet_lite0:cut=1"]
+    monkeypatch.setattr(finetune, "step_seconds_per_image", lambda backbone, precision: 0.8e-3)
     chosen, why = choose_head(settings, large)
-    assert chosen.head == "tuned" and "a CPU with AMX, which this one lacks" in why
+    assert chosen.head == "tuned" and "0.80 ms per image on this machine just now, more than the 0.75" in why
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    chosen, why = choose_head(settings, large)
+    assert chosen.head == "tuned" and "does not multiply bf16 natively" in why

@@ -119,13 +119,14 @@ def _head_options(p):
 
 
 RUN_DEFAULT = ("The default decides per machine and collection. Codes: EfficientNet-Lite0 at 224 px, computed by "
-               "ONNX Runtime's int8 kernels where the CPU has VNNI (--runtime auto). Head: where the CPU has AMX and "
-               "the collection at least 10,000 labelled images, Lite0's last block fine-tuned on its cached "
-               "activations (94.3% validation accuracy on CIFAR-10; a first run took 4.6 minutes on 2 Xeon cores "
-               "with AMX as --finetune 1 --runtime onnx-int8), else the tuned softmax (91.2%; 4.8 minutes on 2 AMD "
-               "EPYC cores with VNNI, where fine-tuning took 7.7; 10.8 on 2 cores without VNNI or bf16). "
-               "Quicker: --backbone efficientnet_lite0:size=128 (4.8 minutes without VNNI, 87.2%). Best and "
-               "slowest: --preset best (94.8%; four networks' codes). docs/benchmarks.md has the commands.")
+               "ONNX Runtime's int8 kernels where the CPU has VNNI (--runtime auto). Head: for at least 10,000 "
+               "labelled images, where the CPU trains in bf16 fast enough for a first run of CIFAR-10 to fit 5 "
+               "minutes (a second of training steps measures it), Lite0's last block fine-tuned on its cached "
+               "activations (94.2% validation accuracy on CIFAR-10; 4.3 minutes on 2 AMD EPYC cores, 4.6 on 2 Xeon "
+               "cores with AMX), else the tuned softmax (91.2%; 4.8 minutes on 2 older AMD EPYC cores, where "
+               "fine-tuning took 7.7; 10.8 on 2 cores without VNNI or bf16). Quicker: --backbone "
+               "efficientnet_lite0:size=128 (4.8 minutes without VNNI, 87.2%). Best and slowest: --preset best "
+               "(94.8%; four networks' codes). docs/benchmarks.md has the commands.")
 
 
 def _progress(a) -> bool:

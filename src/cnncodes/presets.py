@@ -23,6 +23,11 @@ FINETUNE_BLOCKS = 1  # what head "auto" fine-tunes: Lite0's last block (docs/ben
 # CIFAR-10 class, fine-tuning scored 0.7 points below the tuned head on validation at 4,000 images and 0.6 above it
 # at 10,000 (`benchmarks/auto_head.py`; docs/benchmarks.md, "The head, decided per collection")
 FINETUNE_MIN_IMAGES = 10_000
+# The slowest training step (seconds per image, heads.finetune.step_seconds_per_image) at which head "auto"
+# fine-tunes. Fine-tuning's time grows with it: at 0.62 ms a whole first run of CIFAR-10 took 4.1 minutes on 2 AMD
+# EPYC cores (Zen 5), 131 s of it fine-tuning, so up to about 0.75 ms the run stays within 5 minutes; 2 AMD EPYC
+# cores of an older kind fine-tuned for 252 s, 7.7 minutes in all (docs/benchmarks.md, "A first run")
+FAST_STEP_SECONDS = 0.75e-3
 
 
 def resolve(preset: str | None, backbone: str | None = None, head: str | None = None, flip: bool = False,
@@ -50,47 +55,53 @@ def resolve(preset: str | None, backbone: str | None = None, head: str | None = 
 
 def choose_head(settings, dataset) -> tuple:
     """(settings, why): head "auto" made concrete for this collection and machine, and the reason in words (None
-    for a head given). Fine-tuning Lite0's last block (--finetune 1) where it trains fast, on a CPU with AMX: there it
-    gave the most accurate first run within 5 minutes (4.6 on 2 Xeon cores), while 2 AMD EPYC cores
-    with AVX512-BF16 took 7.7 minutes for it (docs/benchmarks.md, "A first run"). The tuned head elsewhere, and where
-    the collection is too small for fine-tuning to pay (FINETUNE_MIN_IMAGES) or its validation split too small to
-    choose the fine-tuned epoch on."""
+    for a head given). Fine-tuning Lite0's last block (--finetune 1) where this machine trains it fast enough for a
+    first run of CIFAR-10 within 5 minutes (FAST_STEP_SECONDS, measured by a second of training steps before the
+    run); the tuned head elsewhere, and where the collection is too small for fine-tuning to pay
+    (FINETUNE_MIN_IMAGES) or its validation split too small to choose the fine-tuned epoch on."""
     if settings.head != "auto":
         return settings, None
-    reason = _why_not_finetune(settings, dataset)
-    if reason is None:
+    fine_tune, why = _fine_tuning_verdict(settings, dataset)
+    if fine_tune:
         return (settings.but(head="finetune", backbone=f"{settings.backbone}:cut={FINETUNE_BLOCKS}"),
-                f"fine-tuning the last block of {settings.backbone} (the collection has at least "
-                f"{FINETUNE_MIN_IMAGES:,} labelled images, and this CPU trains it fast)")
+                f"fine-tuning the last block of {settings.backbone} ({why})")
     if settings.finetune_epochs is not None:
-        raise CnnCodesError(f"--epochs sets how long fine-tuning trains, and this run does not fine-tune: {reason}")
-    return settings.but(head="tuned"), f"the tuned head: {reason}"
+        raise CnnCodesError(f"--epochs sets how long fine-tuning trains, and this run does not fine-tune: {why}")
+    return settings.but(head="tuned"), f"the tuned head: {why}"
 
 
-def _why_not_finetune(settings, dataset) -> str | None:
-    """Why head "auto" does not fine-tune, or None where it does. Fine-tuning runs on the CPU (heads/finetune.py)."""
+def _fine_tuning_verdict(settings, dataset) -> tuple[bool, str]:
+    """(whether head "auto" fine-tunes, why). Fine-tuning runs on the CPU (heads/finetune.py); its speed is measured
+    last, only where everything else allows it."""
     import numpy as np
 
-    from .codes.runtime import cpu_has_amx, resolve_precision
+    from .codes.runtime import cpu_has_bf16, resolve_precision
+    from .heads.finetune import step_seconds_per_image
     from .heads.softmax import SMALL_VALIDATION
 
     if settings.backbone != DEFAULT_BACKBONE:
-        return f"fine-tuning is chosen by itself only for {DEFAULT_BACKBONE}"
+        return False, f"fine-tuning is chosen by itself only for {DEFAULT_BACKBONE}"
     if settings.normalize != "none":
-        return "fine-tuning takes no --normalize"
+        return False, "fine-tuning takes no --normalize"
     if settings.flip:
-        return "--flip would double fine-tuning's work (--finetune 1 --flip does both)"
+        return False, "--flip would double fine-tuning's work (--finetune 1 --flip does both)"
     labelled = int(np.isin(dataset.splits, ["train", "validation"]).sum())
     if labelled < FINETUNE_MIN_IMAGES:
-        return (f"{labelled:,} labelled images (train and validation) are fewer than the {FINETUNE_MIN_IMAGES:,} "
-                "from which fine-tuning scored higher on CIFAR-10")
+        return False, (f"{labelled:,} labelled images (train and validation) are fewer than the "
+                       f"{FINETUNE_MIN_IMAGES:,} from which fine-tuning scored higher on CIFAR-10")
     validation = int((dataset.splits == "validation").sum())
     if validation < SMALL_VALIDATION:
-        return (f"{validation} validation images are too few to choose fine-tuning's epoch on (fewer than "
-                f"{SMALL_VALIDATION}; the tuned head cross-validates)")
-    if not cpu_has_amx():
-        return ("fine-tuning is chosen by itself where it trains fast, on a CPU with AMX, which this one lacks "
-                "(--finetune 1 fine-tunes anyway)")
+        return False, (f"{validation} validation images are too few to choose fine-tuning's epoch on (fewer than "
+                       f"{SMALL_VALIDATION}; the tuned head cross-validates)")
+    if not cpu_has_bf16():
+        return False, ("this CPU does not multiply bf16 natively (AVX512-BF16 or AMX), and in fp32 fine-tuning is "
+                       "too slow for a first run (--finetune 1 fine-tunes anyway)")
     if resolve_precision(settings.precision, "cpu") != "bf16":
-        return "fp32 was asked for, and fine-tuning is chosen by itself only where it trains in bf16"
-    return None
+        return False, "fp32 was asked for, and fine-tuning is chosen by itself only where it trains in bf16"
+    step = step_seconds_per_image(f"{settings.backbone}:cut={FINETUNE_BLOCKS}", settings.precision)
+    speed = (f"a training step of the last block took {step * 1e3:.2f} ms per image on this machine just now, "
+             f"{'within' if step <= FAST_STEP_SECONDS else 'more than'} the {FAST_STEP_SECONDS * 1e3:.2f} at which "
+             "a first run of CIFAR-10 fits 5 minutes")
+    if step > FAST_STEP_SECONDS:
+        return False, f"{speed} (--finetune 1 fine-tunes anyway)"
+    return True, f"the collection has at least {FINETUNE_MIN_IMAGES:,} labelled images, and {speed}"

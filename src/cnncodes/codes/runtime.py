@@ -49,11 +49,6 @@ def cpu_has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
-def cpu_has_amx() -> bool:
-    """Matrix tiles (Intel AMX): where fine-tuning in bf16 is fast enough for a first run (presets.choose_head)."""
-    return "amx_bf16" in _cpu_flags()
-
-
 def cpu_has_vnni() -> bool:
     """int8 dot products in one instruction (AVX512-VNNI, AVX-VNNI or AMX): where ONNX Runtime's int8 kernels are
     fast."""

@@ -171,13 +171,7 @@ class FineTuneHead(Head):
                        disable=None if self.progress else True, leave=False)
             for idx, batch in self._batches(x_train, rng.permutation(len(x_train)), self.batch_size):
                 target = torch.from_numpy(y[idx])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):
-                    logits = self.net_(batch)
-                loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=self.weight_,
-                                                       label_smoothing=self.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                logits = self._step(opt, batch, target)
                 sched.step()
                 correct += int((logits.argmax(1) == target).sum())
                 bar.update(len(idx))
@@ -197,6 +191,19 @@ class FineTuneHead(Head):
             self.validation_accuracy_ = stopper.best
             self.seen_ = Seen(train_codes, validation_codes, val_logits)
         self.net_.eval()
+
+    def _step(self, opt, batch, target):
+        """One training step on a batch of activation maps; returns its logits."""
+        import torch
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16()):
+            logits = self.net_(batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=self.weight_,
+                                               label_smoothing=self.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return logits
 
     def _linear_probe(self, x, y) -> np.ndarray:
         """Fit the classifier on the frozen top's pooled features (full-batch L-BFGS: seconds on 1,280-d); returns
@@ -261,6 +268,31 @@ class FineTuneHead(Head):
             raise CnnCodesError(f"the fine-tuned weights do not fit {backbone}: {str(exc).splitlines()[0]}") from None
         head.net_.eval()
         return head
+
+
+def step_seconds_per_image(backbone: str, precision: str = "auto", steps: int = 6) -> float:
+    """Seconds per image of a training step of `backbone`'s top on this machine now: the median of `steps` steps
+    on a batch of random activation maps, after two to warm up (about a second where fine-tuning is fast). An
+    epoch costs about this much per training image, so it tells before any training whether fine-tuning fits a
+    first run (presets.choose_head)."""
+    import time
+
+    import torch
+
+    head = FineTuneHead(backbone, precision=precision)
+    head._build(10)
+    head.weight_ = None
+    head.net_.train()
+    opt = torch.optim.AdamW(head.net_.parameters(), lr=head.learning_rate, weight_decay=head.weight_decay)
+    batch = torch.randn(head.batch_size, *head.shape_, generator=torch.Generator().manual_seed(0))
+    batch = batch.contiguous(memory_format=torch.channels_last)  # as _batches lays the maps out
+    target = torch.arange(head.batch_size) % 10
+    seconds = []
+    for _ in range(steps + 2):
+        started = time.perf_counter()
+        head._step(opt, batch, target)
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds[2:])) / head.batch_size
 
 
 def _copy_state(net) -> dict:
