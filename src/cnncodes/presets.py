@@ -24,9 +24,10 @@ FINETUNE_BLOCKS = 1  # what head "auto" fine-tunes: Lite0's last block (docs/ben
 # at 10,000 (`benchmarks/auto_head.py`; docs/benchmarks.md, "The head, decided per collection")
 FINETUNE_MIN_IMAGES = 10_000
 # The slowest training step (seconds per image, heads.finetune.step_seconds_per_image) at which head "auto"
-# fine-tunes. Fine-tuning's time grows with it: at 0.62 ms a whole first run of CIFAR-10 took 4.1 minutes on 2 AMD
-# EPYC cores (Zen 5), 131 s of it fine-tuning, so up to about 0.75 ms the run stays within 5 minutes; 2 AMD EPYC
-# cores of an older kind fine-tuned for 252 s, 7.7 minutes in all (docs/benchmarks.md, "A first run")
+# fine-tunes. Fine-tuning's time grows with it: at 0.59 ms a whole first run of CIFAR-10 took 4.3 minutes on 2 AMD
+# EPYC cores (Zen 5), 133-144 s of it fine-tuning (benchmarks/frontier.py, median of 3), so up to about 0.75 ms the
+# run stays within 5 minutes; 2 AMD EPYC cores of an older kind fine-tuned for 252 s, 7.7 minutes in all
+# (docs/benchmarks.md, "A first run")
 FAST_STEP_SECONDS = 0.75e-3
 
 
@@ -99,9 +100,10 @@ def _fine_tuning_verdict(settings, dataset) -> tuple[bool, str]:
     if resolve_precision(settings.precision, "cpu") != "bf16":
         return False, "fp32 was asked for, and fine-tuning is chosen by itself only where it trains in bf16"
     step = step_seconds_per_image(f"{settings.backbone}:cut={FINETUNE_BLOCKS}", settings.precision)
+    fast = step <= FAST_STEP_SECONDS
     speed = (f"a training step of the last block took {step * 1e3:.2f} ms per image on this machine just now, "
-             f"{'within' if step <= FAST_STEP_SECONDS else 'more than'} the {FAST_STEP_SECONDS * 1e3:.2f} at which "
-             "a first run of CIFAR-10 fits 5 minutes")
-    if step > FAST_STEP_SECONDS:
+             f"{'within' if fast else 'more than'} the {FAST_STEP_SECONDS * 1e3:.2f} at which a first run of "
+             "CIFAR-10 fits 5 minutes")
+    if not fast:
         return False, f"{speed} (--finetune 1 fine-tunes anyway)"
     return True, f"the collection has at least {FINETUNE_MIN_IMAGES:,} labelled images, and {speed}"

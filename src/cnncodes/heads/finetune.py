@@ -160,7 +160,7 @@ class FineTuneHead(Head):
             row, validation_codes, val_logits = self._record(0, None, val, y_val)  # (the top is the pretrained one)
             self.curve_.append(row)
             stopper.update(row["validation_accuracy"], lambda: (_copy_state(self.net_), val_logits))
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        opt = self._optimizer()
         steps = self.epochs * -(-len(x_train) // self.batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.learning_rate, total_steps=max(steps, 1), pct_start=0.1)
         rng = np.random.default_rng(self.seed)
@@ -191,6 +191,11 @@ class FineTuneHead(Head):
             self.validation_accuracy_ = stopper.best
             self.seen_ = Seen(train_codes, validation_codes, val_logits)
         self.net_.eval()
+
+    def _optimizer(self):
+        import torch
+
+        return torch.optim.AdamW(self.net_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def _step(self, opt, batch, target):
         """One training step on a batch of activation maps; returns its logits."""
@@ -283,7 +288,7 @@ def step_seconds_per_image(backbone: str, precision: str = "auto", steps: int = 
     head._build(10)
     head.weight_ = None
     head.net_.train()
-    opt = torch.optim.AdamW(head.net_.parameters(), lr=head.learning_rate, weight_decay=head.weight_decay)
+    opt = head._optimizer()
     batch = torch.randn(head.batch_size, *head.shape_, generator=torch.Generator().manual_seed(0))
     batch = batch.contiguous(memory_format=torch.channels_last)  # as _batches lays the maps out
     target = torch.arange(head.batch_size) % 10
