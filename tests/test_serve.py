@@ -189,6 +189,31 @@ def test_a_lane_leaves_idle_lanes_their_share_and_a_lone_request_does_not_wait_b
     assert len({lane for lane, _ in calls}) == 2 and max(size for _, size in calls) < 40
 
 
+def test_the_recent_peak_of_requests_in_flight_tells_one_client_from_several():
+    from cnncodes.serve import RecentPeak
+
+    now = [100.0]
+    peak = RecentPeak(clock=lambda: now[0])
+    for in_flight in (1, 1, 1):
+        peak.arrived(in_flight)
+        now[0] += 0.3
+    assert peak.most() == 1  # one client: its requests come one at a time
+    peak.arrived(3)
+    now[0] += 0.5
+    peak.arrived(1)
+    assert peak.most() == 3  # several clients within the last second or two
+    now[0] += 0.6
+    peak.arrived(1)  # a new second: the last one's peak is still counted
+    assert peak.most() == 3
+    now[0] += 1.2
+    peak.arrived(1)
+    assert peak.most() == 1  # two quiet seconds later: one client again
+    peak.arrived(2)
+    now[0] += 5
+    peak.arrived(1)  # after a pause the seconds before it do not count
+    assert peak.most() == 1
+
+
 def test_a_heatmap_on_request(server, tiny_folder):
     import base64
 

@@ -122,6 +122,24 @@ class Batcher:
             future.set_exception(exc)
 
 
+class RecentPeak:
+    """The most requests in flight at once over the last one to two seconds (kept on the event loop, read by the
+    lanes): whether the server has lately had one client at a time. clock: seconds (time.monotonic)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.now, self.before, self.since = clock, 0, 0, clock()
+
+    def arrived(self, in_flight: int) -> None:
+        """A request arrived, leaving `in_flight` requests between arrival and answer."""
+        now = self.clock()
+        if now - self.since >= 1:  # a new second: this one's peak becomes the last one's (nothing, after a pause)
+            self.now, self.before, self.since = 0, self.now if now - self.since < 2 else 0, now
+        self.now = max(self.now, in_flight)
+
+    def most(self) -> int:
+        return max(self.now, self.before)
+
+
 def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX_BODY_MB,
                max_files: int = MAX_FILES, top_k: int = 5):
     """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
@@ -139,16 +157,19 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     predictor.warm()
     cores = max(1, cpu_count())
     slots = threading.BoundedSemaphore(cores)
-    # A lone request's image has its operators spread over every core; under load each lane's call keeps to one
-    # core, where the model can (ONNX Runtime; torch's operators use every core: one lane)
+    # The request of a server with one client at a time has its image's operators spread over every core; with
+    # more clients each lane's call keeps to one core, where the model can (ONNX Runtime; torch's operators use every
+    # core: one lane), even for a request alone for a moment: a spread call leaves ONNX Runtime's operator thread
+    # spinning on the other core, taking it from a lane (docs/benchmarks.md)
     lanes = cores if predictor.one_core_calls else 1
     in_flight = [0]  # /predict requests between arrival and answer (counted on the event loop)
     reading = [0]  # of those, the ones not yet handed to the batcher
+    peak = RecentPeak()
 
     every = len(predictor.class_names)  # the classes of each image, best first: each request keeps its own top_k
 
     def answer(images: list) -> list:
-        if in_flight[0] <= 1:
+        if in_flight[0] <= 1 and peak.most() <= 1:
             return predictor(images, every)
         # busy: a lane's call on one core; with one lane, one core per image at most (no operators spread)
         return predictor(images, every, cores=1 if lanes > 1 else min(len(images), cores))
@@ -243,6 +264,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         """Top classes of each image sent as form field `file` (repeat the field for several images); with
         explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""
         in_flight[0] += 1
+        peak.arrived(in_flight[0])
         try:
             return await answer_images(request, explain, top_k)
         finally:
