@@ -145,9 +145,10 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
     from pathlib import Path
 
-    from fastapi import Depends, FastAPI, HTTPException, Query, Request
-    from fastapi.exceptions import RequestValidationError
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.openapi.utils import get_openapi
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
 
     from .codes.runtime import cpu_count
     from .predict import Predictor
@@ -208,34 +209,29 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    class Refused(Exception):
-        """A request answered before its query or body is read: no token or a wrong one, a body declared too large."""
-
-        def __init__(self, status: int, message: str):
-            self.answer = error(status, message)
-
-    @app.exception_handler(Refused)
-    async def answer_refused(request: Request, refusal: Refused) -> JSONResponse:
-        return refusal.answer
-
-    @app.exception_handler(RequestValidationError)
-    async def answer_invalid(request: Request, invalid: RequestValidationError) -> JSONResponse:
-        """A malformed query (explain=maybe) answered in the server's own form, {"error": ...}."""
-        return error(422, "; ".join(f"{' '.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}"
-                                    for e in invalid.errors()))
-
-    async def guard(request: Request) -> None:
-        """A dependency of /predict: FastAPI runs it before it validates the query, so a client without the token
-        learns only that (401), whatever else is wrong with its request. Not an HTTP middleware of the framework:
-        that passes every request through extra streams and tasks."""
+    def refusal(request: Request) -> JSONResponse | None:
+        """The answer to a request refused before its query or body is read (no token or a wrong one, a body declared
+        too large), or None: a client without the token learns only that (401), whatever else is wrong with it."""
         sent = request.headers.get("authorization", "")
         if token is not None and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            raise Refused(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'" if not sent
-                          else "the Authorization header does not hold this server's token ('Bearer TOKEN')")
+            return error(401, "this server needs a token: send the header 'Authorization: Bearer TOKEN'" if not sent
+                         else "the Authorization header does not hold this server's token ('Bearer TOKEN')")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_bytes:
-            raise Refused(413, f"the request body has {int(length):,} bytes; this server takes at most "
-                               f"{max_bytes:,} (--max-body-mb)")
+            return error(413, f"the request body has {int(length):,} bytes; this server takes at most {max_bytes:,} "
+                              "(--max-body-mb)")
+        return None
+
+    def query(request: Request) -> tuple[bool, int] | JSONResponse:
+        """(explain, top_k) of the request's query, or the 422 answer saying what is wrong with it."""
+        explain, classes = request.query_params.get("explain", "false"), request.query_params.get("top_k")
+        wrong = ([] if explain.lower() in TRUE | FALSE else
+                 [f"query explain: {explain!r} is not a boolean (true or false)"])
+        if classes is not None and not (classes.isdigit() and int(classes) >= 1):
+            wrong.append(f"query top_k: {classes!r} is not a whole number of at least 1")
+        if wrong:
+            return error(422, "; ".join(wrong))
+        return explain.lower() in TRUE, top_k if classes is None else int(classes)
 
     def counted(request: Request):
         """The request's body, stopped at max_bytes however it is sent (chunked bodies have no Content-Length)."""
@@ -254,21 +250,34 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def health() -> dict:
         return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names}
 
-    form_schema = {"type": "object", "properties": {"file": {"type": "array", "items": {
-        "type": "string", "format": "binary"}}}, "required": ["file"]}
-
-    @app.post("/predict", dependencies=[Depends(guard)], openapi_extra={"requestBody": {
-        "required": True, "content": {"multipart/form-data": {"schema": form_schema}}}})
-    async def predict(request: Request, explain: bool = False,
-                      top_k: int = Query(top_k, ge=1, description="classes per image, best first")):
-        """Top classes of each image sent as form field `file` (repeat the field for several images); with
-        explain=true, also each image's class activation map as a base64 JPEG (`heatmap_jpeg`)."""
+    async def predict(request: Request) -> JSONResponse:
+        """POST /predict. A Starlette route, not a FastAPI endpoint: FastAPI's dependencies and its validation of the
+        query cost the event loop CPU time on every request, shared with the lanes (docs/benchmarks.md); its
+        description is added to the OpenAPI document below."""
+        refused = refusal(request)
+        if refused is not None:
+            return refused
+        asked = query(request)
+        if isinstance(asked, JSONResponse):
+            return asked
         in_flight[0] += 1
         peak.arrived(in_flight[0])
         try:
-            return await answer_images(request, explain, top_k)
+            return await answer_images(request, *asked)
         finally:
             in_flight[0] -= 1
+
+    app.router.routes.append(Route("/predict", predict, methods=["POST"]))
+
+    def described() -> dict:
+        """FastAPI's OpenAPI document with /predict added (FastAPI describes only its own endpoints)."""
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                             routes=app.routes)
+            app.openapi_schema["paths"]["/predict"] = {"post": predict_description(top_k)}
+        return app.openapi_schema
+
+    app.openapi = described
 
     async def answer_images(request: Request, explain: bool, top_k: int) -> JSONResponse:
         if explain and explainer() is None:
@@ -335,6 +344,26 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                          .replace("{classes}", html.escape(", ".join(predictor.class_names))), STYLE)
 
     return app
+
+
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}  # explain=...
+
+
+def predict_description(top_k: int) -> dict:
+    """The OpenAPI description of POST /predict."""
+    form = {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            "required": ["file"]}
+    return {"summary": "Predict", "description": "Top classes of each image sent as form field `file` (repeat the "
+            "field for several images); with explain=true, also each image's class activation map as a base64 JPEG.",
+            "parameters": [
+                {"name": "explain", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+                 "description": "add a heatmap of where the network saw each image's top class"},
+                {"name": "top_k", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "default": top_k}, "description": "classes per image, "
+                 "best first"}],
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}},
+            "responses": {"200": {"description": "for each image: name, label, top classes, unknown and its score"},
+                          "4XX": {"description": "{\"error\": why the request cannot be answered}"}}}
 
 
 def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
