@@ -33,9 +33,6 @@ MAX_BODY_MB = 50
 MAX_FILES = 64
 BATCH_IMAGES = 64  # images answered by one call of the model at most (a call of one request may have more)
 LINGER_SECONDS = 0.005  # how long a call waits for requests the server is still reading (Batcher)
-# the fewest requests a lane takes, when that many wait and no other lane is idle (Batcher): calls of fewer cost
-# more per image (the call itself, the unknown score's pass over the reference codes); docs/benchmarks.md
-LANE_REQUESTS = 8
 
 
 class Batcher:
@@ -43,9 +40,9 @@ class Batcher:
     requests waiting when a lane is free: a busy server batches by itself, an idle one answers at once (no waiting
     for company). `lanes` threads call the model, each taking its own requests: with one call per core, no core
     waits for another's images or for the call's one-threaded parts (the unknown score, the answers) to end. A lane
-    takes its share of the requests not yet taken (those waiting or still being read, `reading()`): where other
-    lanes are idle, an equal part with them; where none is, LANE_REQUESTS requests or 1/lanes of them, whichever
-    is more (no call makes its requests wait for a long one on one core). A call short of its share waits for the
+    takes its share of the requests not yet taken (those waiting or still being read, `reading()`): 1/lanes of them,
+    leaving the rest to the other lanes, idle or about to be (a lane that took every waiting request left the next
+    one to free up idle until its clients came back: docs/benchmarks.md). A call short of its share waits for the
     requests being read up to `linger` seconds (the clients answered by the last call send their next requests
     together, and one call for all of them costs less than one each). The event loop only waits on futures."""
 
@@ -53,7 +50,7 @@ class Batcher:
                  lanes: int = 1):
         self.predict, self.max_images, self.reading, self.linger = predict, max_images, reading, linger
         self.waiting: queue.Queue = queue.Queue()
-        self.lanes, self.idle, self.lock = lanes, 0, threading.Lock()  # idle: lanes waiting for a request
+        self.lanes = lanes
         for lane in range(lanes):
             threading.Thread(target=self._answer, name=f"cnncodes-lane-{lane}", daemon=True).start()
 
@@ -79,20 +76,11 @@ class Batcher:
             if future.set_running_or_notify_cancel():
                 return images, future
 
-    def _idle(self, change: int) -> int:
-        with self.lock:
-            self.idle += change
-            return self.idle
-
     def _answer_waiting(self) -> None:
-        self._idle(+1)
-        try:
-            jobs = [self._take(block=True)]
-        finally:
-            others = self._idle(-1)  # lanes still idle
+        jobs = [self._take(block=True)]
         count, until = len(jobs[0][0]), time.perf_counter() + self.linger
         untaken = 1 + self.waiting.qsize() + self.reading()  # the first included
-        share = -(-untaken // (others + 1)) if others else max(LANE_REQUESTS, -(-untaken // self.lanes))
+        share = -(-untaken // self.lanes)
         while count < self.max_images and len(jobs) < share:
             job = self._take(block=False)
             if job is None and self.reading() > 0 and time.perf_counter() < until:
