@@ -339,8 +339,8 @@ TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}  # explain
 
 def predict_description(top_k: int) -> dict:
     """The OpenAPI description of POST /predict."""
-    form = {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-            "required": ["file"]}
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    form = {"type": "object", "properties": {"file": files}, "required": ["file"]}
     return {"summary": "Predict", "description": "Top classes of each image sent as form field `file` (repeat the "
             "field for several images); with explain=true, also each image's class activation map as a base64 JPEG.",
             "parameters": [
