@@ -52,8 +52,11 @@ def test_health_and_one_and_several_images(server, tiny_folder):
     assert answer["milliseconds"] > 0
     one_class = httpx.post(server + "/predict?top_k=1", files=[("file", ("disc.png", disc, "image/png"))]).json()
     assert [t["class"] for t in one_class["images"][0]["top"]] == ["discs"] and len(answer["images"][0]["top"]) == 3
-    refused = httpx.post(server + "/predict?top_k=0", files=[("file", ("disc.png", disc, "image/png"))])
-    assert refused.status_code == 422 and "top_k" in refused.json()["error"]
+    for bad in ("0", "-1", "abc", "1.5", "%C2%B2", "%D9%A1", "9" * 5000):  # superscript two, Arabic-Indic one
+        refused = httpx.post(server + f"/predict?top_k={bad}", files=[("file", ("disc.png", disc, "image/png"))])
+        assert refused.status_code == 422 and "top_k" in refused.json()["error"], bad
+    spelled = httpx.post(server + "/predict?explain=F&top_k=+2", files=[("file", ("disc.png", disc, "image/png"))])
+    assert spelled.status_code == 200 and len(spelled.json()["images"][0]["top"]) == 2
     bars = (tiny_folder / "bars" / "000.png").read_bytes()
     several = httpx.post(server + "/predict", files=[("file", ("a.png", disc, "image/png")),
                                                      ("file", ("b.png", bars, "image/png")),
@@ -187,6 +190,7 @@ def test_a_lane_takes_its_share_of_the_requests_and_a_lone_request_does_not_wait
 
 def test_a_lane_leaves_the_busy_lanes_their_share_of_the_waiting_requests():
     import threading
+    import time
 
     from cnncodes.serve import Batcher
 
@@ -206,8 +210,10 @@ def test_a_lane_leaves_the_busy_lanes_their_share_of_the_waiting_requests():
     waiting = [batcher.submit([n]) for n in range(4)]
     release["slow0"].set()
     slow[0].result(5)
+    deadline = time.monotonic() + 5
     while batcher.waiting.qsize() > 2:  # the freed lane takes its share before the other lane is freed
-        threading.Event().wait(0.01)
+        assert time.monotonic() < deadline, "the freed lane took none of the waiting requests"
+        time.sleep(0.01)
     release["slow1"].set()
     assert [f.result(5) for f in waiting] == [[n] for n in range(4)]
     # the freed lane took half of the four, not all of them while the other lane was about to be free; then half of
@@ -292,7 +298,9 @@ def test_the_page_and_the_openapi_description(server):
     assert page.status_code == 200 and "Drop images here" in page.text and "bars, checkers, discs" in page.text
     assert 'id="token"' not in page.text  # no token to ask for
     spec = httpx.get(server + "/openapi.json").json()
-    assert "/predict" in spec["paths"] and "multipart/form-data" in str(spec["paths"]["/predict"])
+    predict = spec["paths"]["/predict"]["post"]
+    assert "multipart/form-data" in predict["requestBody"]["content"] and "heatmap_jpeg" in predict["description"]
+    assert {p["name"] for p in predict["parameters"]} == {"explain", "top_k"} and "/health" in spec["paths"]
 
 
 def test_the_page_in_chromium_shows_the_classes_of_chosen_images(server, tiny_folder, tmp_path):

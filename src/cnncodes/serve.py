@@ -18,6 +18,7 @@ JSON answer with the reason, and the server goes on. It never fetches anything: 
 """
 
 import hmac
+import re
 import html
 import queue
 import threading
@@ -115,17 +116,18 @@ class RecentPeak:
     lanes): whether the server has lately had one client at a time. clock: seconds (time.monotonic)."""
 
     def __init__(self, clock=time.monotonic):
-        self.clock, self.now, self.before, self.since = clock, 0, 0, clock()
+        self.clock, self.since = clock, clock()
+        self.peaks = (0, 0)  # this second's and the last one's, replaced in one assignment: the lanes read it any time
 
     def arrived(self, in_flight: int) -> None:
         """A request arrived, leaving `in_flight` requests between arrival and answer."""
-        now = self.clock()
+        now, (current, last) = self.clock(), self.peaks
         if now - self.since >= 1:  # a new second: this one's peak becomes the last one's (nothing, after a pause)
-            self.now, self.before, self.since = 0, self.now if now - self.since < 2 else 0, now
-        self.now = max(self.now, in_flight)
+            current, last, self.since = 0, current if now - self.since < 2 else 0, now
+        self.peaks = (max(current, in_flight), last)
 
     def most(self) -> int:
-        return max(self.now, self.before)
+        return max(self.peaks)
 
 
 def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX_BODY_MB,
@@ -134,7 +136,6 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     from pathlib import Path
 
     from fastapi import FastAPI, HTTPException, Request
-    from fastapi.openapi.utils import get_openapi
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
@@ -215,7 +216,9 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         explain, classes = request.query_params.get("explain", "false"), request.query_params.get("top_k")
         wrong = ([] if explain.lower() in TRUE | FALSE else
                  [f"query explain: {explain!r} is not a boolean (true or false)"])
-        if classes is not None and not (classes.isdigit() and int(classes) >= 1):
+        # ASCII digits only (int() takes other scripts' digits), at most 9 (int() refuses thousands)
+        whole = classes is not None and re.fullmatch(r"\s*\+?[0-9]{1,9}\s*", classes)
+        if classes is not None and not (whole and int(classes) >= 1):
             wrong.append(f"query top_k: {classes!r} is not a whole number of at least 1")
         if wrong:
             return error(422, "; ".join(wrong))
@@ -257,13 +260,12 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     app.router.routes.append(Route("/predict", predict, methods=["POST"]))
 
+    frameworks = app.openapi  # FastAPI's OpenAPI document, made once: it describes only FastAPI's own endpoints
+
     def described() -> dict:
-        """FastAPI's OpenAPI document with /predict added (FastAPI describes only its own endpoints)."""
-        if app.openapi_schema is None:
-            app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                             routes=app.routes)
-            app.openapi_schema["paths"]["/predict"] = {"post": predict_description(top_k)}
-        return app.openapi_schema
+        document = frameworks()
+        document["paths"]["/predict"] = {"post": predict_description(top_k)}
+        return document
 
     app.openapi = described
 
@@ -334,15 +336,16 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     return app
 
 
-TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}  # explain=...
+TRUE, FALSE = {"true", "t", "1", "yes", "y", "on"}, {"false", "f", "0", "no", "n", "off"}  # explain=, as FastAPI
 
 
 def predict_description(top_k: int) -> dict:
     """The OpenAPI description of POST /predict."""
     files = {"type": "array", "items": {"type": "string", "format": "binary"}}
     form = {"type": "object", "properties": {"file": files}, "required": ["file"]}
-    return {"summary": "Predict", "description": "Top classes of each image sent as form field `file` (repeat the "
-            "field for several images); with explain=true, also each image's class activation map as a base64 JPEG.",
+    return {"summary": "Predict", "operationId": "predict", "description": "Top classes of each image sent as form "
+            "field `file` (repeat the field for several images); with explain=true, also each image's class "
+            "activation map as a base64 JPEG (`heatmap_jpeg`).",
             "parameters": [
                 {"name": "explain", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
                  "description": "add a heatmap of where the network saw each image's top class"},
@@ -350,7 +353,8 @@ def predict_description(top_k: int) -> dict:
                  "schema": {"type": "integer", "minimum": 1, "default": top_k}, "description": "classes per image, "
                  "best first"}],
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}},
-            "responses": {"200": {"description": "for each image: name, label, top classes, unknown and its score"},
+            "responses": {"200": {"description": "for each image: name, label, top classes, unknown and its score "
+                                         "(and heatmap_jpeg, asked for), or the error that skipped it"},
                           "4XX": {"description": "{\"error\": why the request cannot be answered}"}}}
 
 
