@@ -18,9 +18,9 @@ JSON answer with the reason, and the server goes on. It never fetches anything: 
 """
 
 import hmac
-import re
 import html
 import queue
+import re
 import threading
 import time
 from concurrent.futures import Future
