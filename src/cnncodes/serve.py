@@ -214,8 +214,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     def query(request: Request) -> tuple[bool, int] | JSONResponse:
         """(explain, top_k) of the request's query, or the 422 answer saying what is wrong with it."""
         explain, classes = request.query_params.get("explain", "false"), request.query_params.get("top_k")
-        wrong = ([] if explain.lower() in TRUE | FALSE else
-                 [f"query explain: {explain!r} is not a boolean (true or false)"])
+        wrong = ([] if explain.lower() in BOOLEAN else [f"query explain: {explain!r} is not a boolean (true or false)"])
         # ASCII digits only (int() takes other scripts' digits), at most 9 (int() refuses thousands)
         whole = classes is not None and re.fullmatch(r"\s*\+?[0-9]{1,9}\s*", classes)
         if classes is not None and not (whole and int(classes) >= 1):
@@ -336,7 +335,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     return app
 
 
-TRUE, FALSE = {"true", "t", "1", "yes", "y", "on"}, {"false", "f", "0", "no", "n", "off"}  # explain=, as FastAPI
+TRUE = {"true", "t", "1", "yes", "y", "on"}  # explain=, as FastAPI read it
+BOOLEAN = TRUE | {"false", "f", "0", "no", "n", "off"}
 
 
 def predict_description(top_k: int) -> dict:
