@@ -293,6 +293,27 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
     assert fine.status_code == 200, "the server must serve normally after bad requests"
 
 
+def test_the_form_parser_keeps_each_file_however_the_body_is_cut():
+    from python_multipart.exceptions import FormParserError
+
+    from cnncodes.serve import FormFiles, TooManyParts
+
+    kind = "multipart/form-data; boundary=b0und"
+    body = (b"--b0und\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nnot a file\r\n"
+            b"--b0und\r\ncontent-disposition: form-data; name=\"file\"; filename=\"caf\xc3\xa9.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + png() + b"\r\n"
+            b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\nbytes\r\n--b0und--\r\n")
+    for size in (len(body), 7, 1):  # whole, in pieces, byte by byte: a header or a boundary split anywhere
+        form = FormFiles(kind, max_parts=3)
+        for start in range(0, len(body), size):
+            form.write(body[start:start + size])
+        assert form.files == [("file", "caf\u00e9.png", png()), ("file", "", b"bytes")], size
+    with pytest.raises(TooManyParts, match="more than 2 files or fields"):
+        FormFiles(kind, max_parts=2).write(body)
+    with pytest.raises(FormParserError, match="no boundary"):
+        FormFiles("multipart/form-data", max_parts=3)
+
+
 def test_the_page_and_the_openapi_description(server):
     page = httpx.get(server + "/")
     assert page.status_code == 200 and "Drop images here" in page.text and "bars, checkers, discs" in page.text

@@ -111,6 +111,60 @@ class Batcher:
             future.set_exception(exc)
 
 
+class TooManyParts(ValueError):
+    pass
+
+
+class FormFiles:
+    """The files of a multipart form, parsed as its body arrives (`write`) by python-multipart's parser: `files`, a
+    (field name, file name, bytes) for each part with a file name. Starlette's form (`Request.form`) costs the event
+    loop more: each file goes to a SpooledTemporaryFile inside a FormData, and its parser's helpers warn of their own
+    deprecation on every request (docs/benchmarks.md). A form of more than `max_parts` parts raises TooManyParts; one
+    that is not multipart, python-multipart's FormParserError."""
+
+    def __init__(self, content_type: str, max_parts: int):
+        from python_multipart.exceptions import MultipartParseError
+        from python_multipart.multipart import MultipartParser, parse_options_header
+
+        boundary = parse_options_header(content_type)[1].get(b"boundary")
+        if not boundary:
+            raise MultipartParseError("its Content-Type names no boundary")
+        self.parse_options_header, self.max_parts, self.parts = parse_options_header, max_parts, 0
+        self.files: list[tuple[str, str, bytes]] = []
+        self.field, self.value, self.headers, self.data = b"", b"", {}, []
+        self.parser = MultipartParser(boundary, {
+            "on_part_begin": self._begin, "on_header_field": self._header_field, "on_header_value": self._header_value,
+            "on_header_end": self._header_end, "on_part_data": self._part_data, "on_part_end": self._end})
+
+    def write(self, chunk: bytes) -> None:
+        self.parser.write(chunk)
+
+    def _begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise TooManyParts(f"the form has more than {self.max_parts} files or fields")
+        self.headers, self.data = {}, []
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]  # a header may come in pieces, as the body does
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def _header_end(self) -> None:
+        self.headers[self.field.lower()], self.field, self.value = self.value, b"", b""
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        self.data.append(data[start:end])
+
+    def _end(self) -> None:
+        options = self.parse_options_header(self.headers.get(b"content-disposition", b""))[1]
+        if b"filename" in options:
+            name, filename = (options.get(key, b"").decode("utf-8", "replace") for key in (b"name", b"filename"))
+            self.files.append((name, filename, b"".join(self.data)))
+        self.data = []
+
+
 class RecentPeak:
     """The most requests in flight at once over the last one to two seconds (kept on the event loop, read by the
     lanes): whether the server has lately had one client at a time. clock: seconds (time.monotonic)."""
@@ -132,11 +186,14 @@ class RecentPeak:
 
 def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX_BODY_MB,
                max_files: int = MAX_FILES, top_k: int = 5):
-    """The FastAPI application around one model (model.npz of a run, the run folder, or an exported model.onnx)."""
+    """The ASGI application around one model (model.npz of a run, the run folder, or an exported model.onnx): POST
+    /predict, and FastAPI's application for the rest."""
     from pathlib import Path
 
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
+    from python_multipart.exceptions import FormParserError
+    from starlette.requests import ClientDisconnect
     from starlette.routing import Route
 
     from .codes.runtime import cpu_count
@@ -223,19 +280,6 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
             return error(422, "; ".join(wrong))
         return explain.lower() in TRUE, top_k if classes is None else int(classes)
 
-    def counted(request: Request):
-        """The request's body, stopped at max_bytes however it is sent (chunked bodies have no Content-Length)."""
-        receive, seen = request.receive, [0]
-
-        async def limited():
-            message = await receive()
-            seen[0] += len(message.get("body", b""))
-            if seen[0] > max_bytes:
-                raise HTTPException(413, f"request body size exceeded: more than {max_bytes:,} bytes")
-            return message
-
-        return Request(request.scope, limited)
-
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names}
@@ -257,7 +301,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         finally:
             in_flight[0] -= 1
 
-    app.router.routes.append(Route("/predict", predict, methods=["POST"]))
+    predict_route = Route("/predict", predict, methods=["POST"])
+    app.router.routes.append(predict_route)
 
     frameworks = app.openapi  # FastAPI's OpenAPI document, made once: it describes only FastAPI's own endpoints
 
@@ -305,26 +350,23 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         if not kind.lower().startswith("multipart/form-data"):  # a URL-encoded form would be parsed as fields
             return error(415, f"the body is {kind or 'of no Content-Type'}, not a multipart form: send each image "
                               "as form field 'file' (curl -F file=@photo.jpg URL/predict)")
+        limits = f"this server takes at most {max_files} files and {max_bytes:,} bytes per request: --max-files, " \
+                 "--max-body-mb"
         try:
-            form = await counted(request).form(max_files=max_files, max_fields=max_files, max_part_size=max_bytes)
-        except Exception as exc:  # noqa: BLE001 - whatever the form parser raises (HTTPException, MultiPartException)
-            text = str(getattr(exc, "detail", "") or exc)
-            if any(word in text.lower() for word in ("too many", "size", "exceeded")):
-                return error(413, f"{text} (this server takes at most {max_files} files and {max_bytes:,} bytes "
-                                  "per request: --max-files, --max-body-mb)")
-            return error(400, f"not a multipart form with images: {text}")
-        uploads = [f for f in form.getlist("file") if hasattr(f, "read")]
-        if not uploads:
+            form, seen = FormFiles(kind, max_files), 0
+            async for chunk in request.stream():  # counted as it comes: a chunked body has no Content-Length
+                seen += len(chunk)
+                if seen > max_bytes:
+                    return error(413, f"request body size exceeded: more than {max_bytes:,} bytes ({limits})")
+                form.write(chunk)
+        except TooManyParts as exc:
+            return error(413, f"{exc} ({limits})")
+        except (FormParserError, ClientDisconnect) as exc:
+            return error(400, f"not a multipart form with images: {exc}")
+        files = [(name, data) for field, name, data in form.files if field == "file"]
+        if not files:
             return error(400, "no image: send one or more files as multipart form field 'file'")
-        names, blobs, total = [], [], 0
-        for upload in uploads:
-            data = await upload.read()
-            total += len(data)
-            if total > max_bytes:
-                return error(413, f"the images add up to more than {max_bytes:,} bytes (--max-body-mb)")
-            names.append(upload.filename or f"file{len(names)}")
-            blobs.append(data)
-        return names, blobs
+        return [name or f"file{n}" for n, (name, _) in enumerate(files)], [data for _, data in files]
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -332,7 +374,15 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         return html_page("cnncodes", BODY.replace("{token}", asks)  # first: a class may be named {token}
                          .replace("{classes}", html.escape(", ".join(predictor.class_names))), STYLE)
 
-    return app
+    async def application(scope, receive, send) -> None:
+        """The server: POST /predict straight to its route, the rest to FastAPI, whose middleware (telemetry, a body
+        limit, an exit stack) would cost the event loop CPU on every prediction (docs/benchmarks.md)."""
+        if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
+            await predict_route.app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return application
 
 
 TRUE = {"true", "t", "1", "yes", "y", "on"}  # explain=, as FastAPI read it
@@ -377,7 +427,7 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
     app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
     print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /openapi.json, shown "
           "at /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # (its lines are info: not shown)
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em}
