@@ -286,8 +286,15 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
     for kind in ("application/x-www-form-urlencoded", "image/png", None):  # curl --data-binary, a raw image, nothing
         raw = httpx.post(server + "/predict", content=png(), headers={"content-type": kind} if kind else {})
         assert raw.status_code == 415 and "curl -F file=@" in raw.json()["error"], (kind, raw.text)
-    empty = httpx.post(server + "/predict", content=b"", headers={"content-type": "multipart/form-data; boundary=x"})
-    assert 400 <= empty.status_code < 500
+    form = "multipart/form-data; boundary=x"
+    malformed = {"empty": (form, b""), "no boundary": ("multipart/form-data", b"--x\r\n"),
+                 "not multipart inside": (form, b"hello, world"),
+                 "cut short": (form, b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+                                     + png())}
+    for name, (kind, content) in malformed.items():
+        refused = httpx.post(server + "/predict", content=content, headers={"content-type": kind})
+        assert refused.status_code == 400 and "not a multipart form" in refused.json()["error"], (name, refused.text)
+    assert httpx.get(server + "/predict").status_code == 405
     fine = httpx.post(server + "/predict", files=[("file", ("d.png", (tiny_folder / "discs" / "001.png").read_bytes(),
                                                             "image/png"))])
     assert fine.status_code == 200, "the server must serve normally after bad requests"
@@ -299,17 +306,23 @@ def test_the_form_parser_keeps_each_file_however_the_body_is_cut():
     from cnncodes.serve import FormFiles, TooManyParts
 
     kind = "multipart/form-data; boundary=b0und"
+    looks_like_a_boundary = b"\r\n--b0unX\r\n--b0un\r\n-\r" + png()
     body = (b"--b0und\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nnot a file\r\n"
             b"--b0und\r\ncontent-disposition: form-data; name=\"file\"; filename=\"caf\xc3\xa9.png\"\r\n"
-            b"Content-Type: image/png\r\n\r\n" + png() + b"\r\n"
-            b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\nbytes\r\n--b0und--\r\n")
-    for size in (len(body), 7, 1):  # whole, in pieces, byte by byte: a header or a boundary split anywhere
-        form = FormFiles(kind, max_parts=3)
+            b"Content-Type: image/png\r\n\r\n" + looks_like_a_boundary + b"\r\n"
+            b"--b0und\r\nContent-Disposition: form-data; name=\"other\"; filename=\"x.png\"\r\n\r\nnot kept\r\n"
+            b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"caf\xe9\"\r\n\r\nbytes\r\n"
+            b"--b0und--\r\n")
+    for size in (len(body), 7, 3, 1):  # whole, in pieces, byte by byte: a header or a boundary split anywhere
+        form = FormFiles(kind, max_parts=4)
         for start in range(0, len(body), size):
             form.write(body[start:start + size])
-        assert form.files == [("file", "caf\u00e9.png", png()), ("file", "", b"bytes")], size
-    with pytest.raises(TooManyParts, match="more than 2 files or fields"):
-        FormFiles(kind, max_parts=2).write(body)
+        assert form.files == [("caf\u00e9.png", looks_like_a_boundary), ("caf\u00e9", b"bytes")] and form.complete, size
+    cut = FormFiles(kind, max_parts=4)
+    cut.write(body[:-12])
+    assert not cut.complete and len(cut.files) == 1  # the last file never ended: the server refuses the form
+    with pytest.raises(TooManyParts, match="more than 3 files or fields"):
+        FormFiles(kind, max_parts=3).write(body)
     with pytest.raises(FormParserError, match="no boundary"):
         FormFiles("multipart/form-data", max_parts=3)
 

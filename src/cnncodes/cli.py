@@ -509,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--token", default=None, help="a secret that clients send as 'Authorization: Bearer TOKEN' to "
                     "/predict; required when --host is not a loopback address")
     sp.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")
-    sp.add_argument("--max-files", type=_positive_int, default=64, help="most images in one request (default 64)")
+    sp.add_argument("--max-files", type=_positive_int, default=64,
+                    help="most files in one request, other form fields counted too (default 64)")
 
     sp = add("label", cmd_label, "a page for labelling a folder of photos with the keyboard, the images worth a label "
              "first; answers go to FOLDER/labels.csv at once (then: cnncodes run --data FOLDER/labels.csv)")

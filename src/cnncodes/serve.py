@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import aclosing
 from dataclasses import replace
 
 from .errors import CnnCodesError
@@ -112,29 +113,30 @@ class Batcher:
 
 
 class TooManyParts(ValueError):
-    pass
+    """A form of more parts than the server takes."""
 
 
 class FormFiles:
-    """The files of a multipart form, parsed as its body arrives (`write`) by python-multipart's parser: `files`, a
-    (field name, file name, bytes) for each part with a file name. Starlette's form (`Request.form`) costs the event
-    loop more: each file goes to a SpooledTemporaryFile inside a FormData, and its parser's helpers warn of their own
-    deprecation on every request (docs/benchmarks.md). A form of more than `max_parts` parts raises TooManyParts; one
-    that is not multipart, python-multipart's FormParserError."""
+    """The files sent as one field of a multipart form, parsed as the body arrives (`write`) by python-multipart's
+    parser: `files`, (file name, bytes) of each part of that field with a file name; other parts are counted, not kept.
+    Starlette's form (`Request.form`) cost the event loop more: each file went to a SpooledTemporaryFile inside a
+    FormData (docs/benchmarks.md). More than `max_parts` parts raise TooManyParts; a body that is not a multipart form,
+    python-multipart's FormParserError; `complete` says whether the body reached the form's closing boundary."""
 
-    def __init__(self, content_type: str, max_parts: int):
+    def __init__(self, content_type: str, max_parts: int, field: str = "file"):
         from python_multipart.exceptions import MultipartParseError
         from python_multipart.multipart import MultipartParser, parse_options_header
 
         boundary = parse_options_header(content_type)[1].get(b"boundary")
         if not boundary:
             raise MultipartParseError("its Content-Type names no boundary")
-        self.parse_options_header, self.max_parts, self.parts = parse_options_header, max_parts, 0
-        self.files: list[tuple[str, str, bytes]] = []
-        self.field, self.value, self.headers, self.data = b"", b"", {}, []
+        self.max_parts, self.field, self.parts, self.complete = max_parts, field, 0, False
+        self.files: list[tuple[str, bytes]] = []
+        self.header_name, self.header_value, self.disposition, self.filename, self.data = b"", b"", b"", "", None
         self.parser = MultipartParser(boundary, {
-            "on_part_begin": self._begin, "on_header_field": self._header_field, "on_header_value": self._header_value,
-            "on_header_end": self._header_end, "on_part_data": self._part_data, "on_part_end": self._end})
+            "on_part_begin": self._begin, "on_header_field": self._header_name, "on_header_value": self._header_value,
+            "on_header_end": self._header_end, "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data, "on_part_end": self._end, "on_end": self._form_end})
 
     def write(self, chunk: bytes) -> None:
         self.parser.write(chunk)
@@ -143,26 +145,45 @@ class FormFiles:
         self.parts += 1
         if self.parts > self.max_parts:
             raise TooManyParts(f"the form has more than {self.max_parts} files or fields")
-        self.headers, self.data = {}, []
+        self.disposition, self.data = b"", None
 
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self.field += data[start:end]  # a header may come in pieces, as the body does
+    def _header_name(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]  # a header may come in pieces, as the body does
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self.value += data[start:end]
+        self.header_value += data[start:end]
 
     def _header_end(self) -> None:
-        self.headers[self.field.lower()], self.field, self.value = self.value, b"", b""
+        if self.header_name.lower() == b"content-disposition":
+            self.disposition = self.header_value
+        self.header_name, self.header_value = b"", b""
+
+    def _headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        options = parse_options_header(self.disposition)[1]
+        if b"filename" in options and _text(options.get(b"name", b"")) == self.field:
+            self.filename, self.data = _text(options[b"filename"]), []
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        self.data.append(data[start:end])
+        if self.data is not None:
+            self.data.append(data[start:end])
 
     def _end(self) -> None:
-        options = self.parse_options_header(self.headers.get(b"content-disposition", b""))[1]
-        if b"filename" in options:
-            name, filename = (options.get(key, b"").decode("utf-8", "replace") for key in (b"name", b"filename"))
-            self.files.append((name, filename, b"".join(self.data)))
-        self.data = []
+        if self.data is not None:
+            self.files.append((self.filename, b"".join(self.data)))
+        self.data = None
+
+    def _form_end(self) -> None:
+        self.complete = True
+
+
+def _text(value: bytes) -> str:
+    """A form's name or file name: UTF-8, else Latin-1 (as Starlette's form reads them)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 class RecentPeak:
@@ -223,6 +244,8 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     batcher = Batcher(answer, reading=lambda: reading[0], lanes=lanes)
     max_bytes = int(max_body_mb * 2**20)
+    limits = f"this server takes at most {max_files} files and {max_bytes:,} bytes per request: --max-files, " \
+             "--max-body-mb"
     app = FastAPI(title="cnncodes", description=f"Predictions of {path.name} ({', '.join(predictor.class_names)})")
 
     made, unexplained = [], ""
@@ -302,7 +325,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
             in_flight[0] -= 1
 
     predict_route = Route("/predict", predict, methods=["POST"])
-    app.router.routes.append(predict_route)
+    app.router.routes.append(predict_route)  # in FastAPI's routes too: GET /predict answered 405, not 404
 
     frameworks = app.openapi  # FastAPI's OpenAPI document, made once: it describes only FastAPI's own endpoints
 
@@ -350,23 +373,23 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         if not kind.lower().startswith("multipart/form-data"):  # a URL-encoded form would be parsed as fields
             return error(415, f"the body is {kind or 'of no Content-Type'}, not a multipart form: send each image "
                               "as form field 'file' (curl -F file=@photo.jpg URL/predict)")
-        limits = f"this server takes at most {max_files} files and {max_bytes:,} bytes per request: --max-files, " \
-                 "--max-body-mb"
         try:
             form, seen = FormFiles(kind, max_files), 0
-            async for chunk in request.stream():  # counted as it comes: a chunked body has no Content-Length
-                seen += len(chunk)
-                if seen > max_bytes:
-                    return error(413, f"request body size exceeded: more than {max_bytes:,} bytes ({limits})")
-                form.write(chunk)
+            async with aclosing(request.stream()) as body:
+                async for chunk in body:  # counted as it comes: a chunked body has no Content-Length
+                    seen += len(chunk)
+                    if seen > max_bytes:
+                        return error(413, f"request body size exceeded: more than {max_bytes:,} bytes ({limits})")
+                    form.write(chunk)
         except TooManyParts as exc:
             return error(413, f"{exc} ({limits})")
         except (FormParserError, ClientDisconnect) as exc:
             return error(400, f"not a multipart form with images: {exc}")
-        files = [(name, data) for field, name, data in form.files if field == "file"]
-        if not files:
+        if not form.complete:
+            return error(400, "not a multipart form with images: the body ends before the form's closing boundary")
+        if not form.files:
             return error(400, "no image: send one or more files as multipart form field 'file'")
-        return [name or f"file{n}" for n, (name, _) in enumerate(files)], [data for _, data in files]
+        return [name or f"file{n}" for n, (name, _) in enumerate(form.files)], [data for _, data in form.files]
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
