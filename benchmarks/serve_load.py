@@ -5,15 +5,16 @@ prediction in one process on the same images; the server's resident memory after
     python benchmarks/serve_load.py --model RUN --images ../shared/data/cifar10-exact/test [--requests 10000]
         [--rounds 3] [--baseline OTHER_CHECKOUT/src [--baseline-model OTHER_RUN]] [--json results/serve_load.json]
 
-Each client sends one image per request, one request at a time (CIFAR PNGs of 32 x 32 pixels, and a 12-megapixel
-JPEG made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the
-client, end to end. The clients run on the server's cores: each row says the CPU time per request of the server (and
-of its event loop, the main thread) and of the clients. The small images go in `--rounds` rounds, each measuring the
+Each client sends one image per request, one request at a time (CIFAR PNGs of 32 x 32 pixels, and a 12-megapixel JPEG
+made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the client,
+end to end. The clients run on the server's cores: each row says the CPU time per request of the server (and of its
+event loop, the main thread) and of the clients. The small images go in `--rounds` rounds, each measuring the
 one-process throughput (500 images in one call) and then each client count: a row gives the medians over the rounds,
 its share the median of each round's ratio (the machine's drift hits both alike). --baseline: a second server, run
-from another checkout's code, measured in the same rounds after this one at each client count (a change's effect, on
-a noisy machine). Goals: at 8 clients at least 80% of the one-process throughput; p99 of one 32-pixel image with one
-client at most 20 ms on 2 cores with an int8 model; memory flat between 100 and N requests.
+from another checkout's code, measured in the same rounds at each client count, before this one in every other round
+(a change's effect, on a noisy machine; the server measured second at a client count did up to a tenth better,
+whatever its code: docs/benchmarks.md). Goals: at 8 clients at least 80% of the one-process throughput; p99 of one
+32-pixel image with one client at most 20 ms on 2 cores with an int8 model; memory flat between 100 and N requests.
 """
 from __future__ import annotations
 
@@ -169,10 +170,11 @@ def main() -> None:
         for other, address in servers.values():
             load(address, small_forms, 1, 20, other.pid)  # warm
         offline, measured = [], []
-        for _ in range(a.rounds):
+        for round_number in range(a.rounds):
             offline.append(one_process())
+            order = list(servers.items())[::-1 if round_number % 2 else 1]  # each server first in half of the rounds
             for clients in (1, 8, 32):
-                for name, (other, address) in servers.items():
+                for name, (other, address) in order:
                     row = load(address, small_forms, clients, a.per_level, other.pid) | {"image": "32 px PNG"}
                     measured.append(row | {"share": row["per_second"] / offline[-1]["per_second"], "server": name})
                     print(json.dumps(measured[-1]), flush=True)
