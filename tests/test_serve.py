@@ -268,7 +268,8 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
         "decompression bomb": ([("file", ("b.png", bomb(), "image/png"))], 422, "decompression bomb"),
         "too large a body": ([("file", ("big.png", os.urandom(2 * 2**20), "image/png"))], 413, "at most"),
         "too many files": ([("file", (f"{n}.png", png(), "image/png")) for n in range(6)], 413, "5 files"),
-        "no file": ([("other", ("x.png", png(), "image/png"))], 400, "no image"),
+        "no file": ([("other", ("x.png", png(), "image/png"))], 400, "the form had 'other' (a file)"),
+        "a file's name, not the file": ([("file", (None, "photo.jpg"))], 400, "'file' (text)"),
     }
     for name, (files, status, reason) in cases.items():
         response = httpx.post(server + "/predict", files=files)
@@ -294,7 +295,9 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
     for name, (kind, content) in malformed.items():
         refused = httpx.post(server + "/predict", content=content, headers={"content-type": kind})
         assert refused.status_code == 400 and "not a multipart form" in refused.json()["error"], (name, refused.text)
-    assert httpx.get(server + "/predict").status_code == 405
+    for method, where, status in (("GET", "/predict", 405), ("POST", "/predcit", 404)):  # in the server's shape
+        wrong = httpx.request(method, server + where)
+        assert wrong.status_code == status and "POST /predict" in wrong.json()["error"], (where, wrong.text)
     fine = httpx.post(server + "/predict", files=[("file", ("d.png", (tiny_folder / "discs" / "001.png").read_bytes(),
                                                             "image/png"))])
     assert fine.status_code == 200, "the server must serve normally after bad requests"
@@ -327,6 +330,23 @@ def test_the_form_parser_keeps_each_file_however_the_body_is_cut():
         FormFiles("multipart/form-data", max_parts=3)
 
 
+def test_where_a_server_cannot_listen_the_message_names_the_host_or_the_port():
+    import socket
+
+    from cnncodes.errors import CnnCodesError
+    from cnncodes.network import check_can_listen, url
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for host, port, says in (("127.0.0.1", port, "try --port"), ("locahost.invalid", 8000, "a typo?"),
+                                 ("192.0.2.1", 8000, "not an address of this machine")):  # 192.0.2.1: documentation
+            with pytest.raises(CnnCodesError, match=says):
+                check_can_listen(host, port)
+    assert url("::1", 8000) == "http://[::1]:8000" and url("127.0.0.1", 80) == "http://127.0.0.1:80"
+
+
 def test_the_page_and_the_openapi_description(server):
     page = httpx.get(server + "/")
     assert page.status_code == 200 and "Drop images here" in page.text and "bars, checkers, discs" in page.text
@@ -335,6 +355,10 @@ def test_the_page_and_the_openapi_description(server):
     predict = spec["paths"]["/predict"]["post"]
     assert "multipart/form-data" in predict["requestBody"]["content"] and "heatmap_jpeg" in predict["description"]
     assert {p["name"] for p in predict["parameters"]} == {"explain", "top_k"} and "/health" in spec["paths"]
+    answer = predict["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"label", "top", "unknown_score", "error"} <= set(answer["properties"]["images"]["items"]["properties"])
+    assert {"400", "413", "415", "422"} <= set(predict["responses"]) and "security" not in predict  # no token
+    assert httpx.get(server + "/health").json()["unknown_threshold"] > 0
 
 
 def test_the_page_in_chromium_shows_the_classes_of_chosen_images(server, tiny_folder, tmp_path):
@@ -372,6 +396,9 @@ def test_a_token_is_refused_or_accepted_and_required_off_loopback(tiny_run):
         malformed = httpx.post(url + "/predict?explain=maybe", files=files, headers={"Authorization": "Bearer s3cret"})
         assert malformed.status_code == 422 and "query explain" in malformed.json()["error"], malformed.text
         assert httpx.post(url + "/predict", files=files, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        spec = httpx.get(url + "/openapi.json").json()  # /docs gets an Authorize button for the token
+        assert spec["paths"]["/predict"]["post"]["security"] == [{"bearer": []}]
+        assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     finally:
         proc.terminate()
         proc.wait(30)

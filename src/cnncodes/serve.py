@@ -28,7 +28,7 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from .errors import CnnCodesError
-from .network import check_can_listen, is_loopback
+from .network import check_can_listen, is_loopback, url
 from .outputs.page import html_page
 
 MAX_BODY_MB = 50
@@ -132,6 +132,7 @@ class FormFiles:
             raise MultipartParseError("its Content-Type names no boundary")
         self.max_parts, self.field, self.parts, self.complete = max_parts, field, 0, False
         self.files: list[tuple[str, bytes]] = []
+        self.others: list[str] = []  # the other parts, named for a message: 'image (a file)', 'file (text)'
         self.header_name, self.header_value, self.disposition, self.filename, self.data = b"", b"", b"", "", None
         self.parser = MultipartParser(boundary, {
             "on_part_begin": self._begin, "on_header_field": self._header_name, "on_header_value": self._header_value,
@@ -162,8 +163,11 @@ class FormFiles:
         from python_multipart.multipart import parse_options_header
 
         options = parse_options_header(self.disposition)[1]
-        if b"filename" in options and _text(options.get(b"name", b"")) == self.field:
+        name, is_file = _text(options.get(b"name", b"")), b"filename" in options
+        if is_file and name == self.field:
             self.filename, self.data = _text(options[b"filename"]), []
+        else:
+            self.others.append(f"{name!r} ({'a file' if is_file else 'text'})")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self.data is not None:
@@ -214,6 +218,7 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from python_multipart.exceptions import FormParserError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
     from starlette.routing import Route
 
@@ -305,7 +310,15 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names}
+        return {"status": "ok", "model": path.name, "backbone": predictor.backbone, "classes": predictor.class_names,
+                "unknown_threshold": predictor.threshold}  # an unknown_score above it is answered "unknown"
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """404, 405 and the like in the server's own shape ({"error": ...}), saying where its API is."""
+        where = (" (this server answers POST /predict with images as multipart field 'file'; GET /, /health, /docs)"
+                 if exc.status_code in (404, 405) else "")
+        return JSONResponse({"error": f"{exc.detail}{where}"}, status_code=exc.status_code, headers=exc.headers)
 
     async def predict(request: Request) -> JSONResponse:
         """POST /predict. A Starlette route, not a FastAPI endpoint: FastAPI's dependencies and its validation of the
@@ -331,7 +344,10 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
 
     def described() -> dict:
         document = frameworks()
-        document["paths"]["/predict"] = {"post": predict_description(top_k)}
+        document["paths"]["/predict"] = {"post": predict_description(top_k, secured=token is not None)}
+        if token is not None:  # /docs then has an Authorize button for the token
+            document.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http", "scheme": "bearer"}
         return document
 
     app.openapi = described
@@ -384,11 +400,15 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
         except TooManyParts as exc:
             return error(413, f"{exc} ({limits})")
         except (FormParserError, ClientDisconnect) as exc:
-            return error(400, f"not a multipart form with images: {exc}")
+            return error(400, f"not a multipart form with images: {exc} (does the body use the boundary its "
+                              "Content-Type names?)")
         if not form.complete:
             return error(400, "not a multipart form with images: the body ends before the form's closing boundary")
         if not form.files:
-            return error(400, "no image: send one or more files as multipart form field 'file'")
+            had = f" (the form had {', '.join(form.others[:5])}{' ...' if len(form.others) > 5 else ''})" \
+                if form.others else ""
+            return error(400, f"no image: send one or more files as multipart form field 'file'{had}; with curl, "
+                              "-F file=@photo.jpg (the @ sends the file, not its name)")
         return [name or f"file{n}" for n, (name, _) in enumerate(form.files)], [data for _, data in form.files]
 
     @app.get("/", response_class=HTMLResponse)
@@ -412,10 +432,25 @@ TRUE = {"true", "t", "1", "yes", "y", "on"}  # explain=, as FastAPI read it
 BOOLEAN = TRUE | {"false", "f", "0", "no", "n", "off"}
 
 
-def predict_description(top_k: int) -> dict:
-    """The OpenAPI description of POST /predict."""
+def predict_description(top_k: int, secured: bool = False) -> dict:
+    """The OpenAPI description of POST /predict (secured: clients send the server's token as a bearer token)."""
     files = {"type": "array", "items": {"type": "string", "format": "binary"}}
     form = {"type": "object", "properties": {"file": files}, "required": ["file"]}
+    text, number = {"type": "string"}, {"type": "number"}
+    top = {"type": "array", "items": {"type": "object", "properties": {"class": text, "probability": number}},
+           "description": "classes, best first"}
+    image = {"type": "object", "required": ["name"], "properties": {
+        "name": text, "label": {"type": "string", "description": "the top class, or \"unknown\": none of these"},
+        "top": top, "unknown": {"type": "boolean"},
+        "unknown_score": {"type": "number", "description": "higher is less like the training images; above the "
+                          "model's unknown_threshold (GET /health) the label is \"unknown\""},
+        "heatmap_jpeg": {"type": "string", "format": "byte", "description": "with explain=true"},
+        "error": {"type": "string", "description": "why the image was skipped (then the only field beside name)"}}}
+    answer = {"type": "object", "properties": {"images": {"type": "array", "items": image}, "milliseconds": number}}
+    refusal = {"type": "object", "properties": {"error": text}}
+    why = {400: "not a multipart form, or no file in field `file`", 401: "no token or a wrong one",
+           413: "too large a body or too many files", 415: "the body is not a multipart form",
+           422: "a malformed query, or no image could be used (then `images` says why for each)"}
     return {"summary": "Predict", "operationId": "predict", "description": "Top classes of each image sent as form "
             "field `file` (repeat the field for several images); with explain=true, also each image's class "
             "activation map as a base64 JPEG (`heatmap_jpeg`).",
@@ -427,8 +462,11 @@ def predict_description(top_k: int) -> dict:
                  "best first"}],
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}},
             "responses": {"200": {"description": "for each image: name, label, top classes, unknown and its score "
-                                         "(and heatmap_jpeg, asked for), or the error that skipped it"},
-                          "4XX": {"description": "{\"error\": why the request cannot be answered}"}}}
+                                                 "(and heatmap_jpeg, asked for), or the error that skipped it",
+                                  "content": {"application/json": {"schema": answer}}}}
+            | {str(status): {"description": reason, "content": {"application/json": {"schema": refusal}}}
+               for status, reason in why.items() if status != 401 or secured}} \
+        | ({"security": [{"bearer": []}]} if secured else {})
 
 
 def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
@@ -437,10 +475,10 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
         import uvicorn
     except ImportError:
         raise CnnCodesError("cnncodes serve needs FastAPI and uvicorn: pip install 'cnncodes[serve]'") from None
+    check_can_listen(host, port)  # first: a host name with a typo is not "reachable from other machines"
     if not is_loopback(host) and not token:
         raise CnnCodesError(f"--host {host} makes the server reachable from other machines: give --token SECRET "
                             "(clients send 'Authorization: Bearer SECRET'), or bind 127.0.0.1")
-    check_can_listen(host, port)
     # One BLAS thread for this process: its matrix products are small (a request's codes through the head; without
     # onnxruntime, against the reference codes), and OpenBLAS threads spin after each one, taking a core from the
     # network (benchmarks/predict_calls.py)
@@ -448,8 +486,8 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
 
     threadpool_limits(1, user_api="blas")
     app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
-    print(f"serving {model_path} on http://{host}:{port} (page /, API /predict, description /openapi.json, shown "
-          "at /docs)", flush=True)
+    print(f"serving {model_path} on {url(host, port)} (page /, API /predict, description /openapi.json, shown at "
+          "/docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # (its lines are info: not shown)
 
 

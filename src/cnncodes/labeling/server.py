@@ -233,15 +233,15 @@ def label(folder, host: str = "127.0.0.1", port: int = 8000, backbone: str | Non
         import uvicorn
     except ImportError:
         raise CnnCodesError("cnncodes label needs FastAPI and uvicorn: pip install 'cnncodes[serve]'") from None
-    from ..network import check_can_listen, is_loopback
+    from ..network import check_can_listen, is_loopback, url
 
+    check_can_listen(host, port)  # first: a host name with a typo gets its own message
     if not is_loopback(host):
         raise CnnCodesError(f"--host {host}: the labelling page has no access control, so it listens on this machine "
                             "only (127.0.0.1)")
-    check_can_listen(host, port)
     session = LabellingSession(folder, backbone=backbone, cache_dir=cache_dir, progress=progress)
     print(f"labelling {session.folder} ({len(session.paths)} images, answers in {session.manifest.path}): "
-          f"open http://{host}:{port}", flush=True)
+          f"open {url(host, port)}", flush=True)
     uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
 
 
