@@ -485,6 +485,9 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, token: str | No
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
+    import logging
+
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed form: the client is told why (400)
     app = create_app(model_path, token=token, max_body_mb=max_body_mb, max_files=max_files)
     print(f"serving {model_path} on {url(host, port)} (page /, API /predict, description /openapi.json, shown at "
           "/docs)", flush=True)
