@@ -172,7 +172,7 @@ def main() -> None:
         offline, measured = [], []
         for round_number in range(a.rounds):
             offline.append(one_process())
-            order = list(servers.items())[::-1 if round_number % 2 else 1]  # each server first in half of the rounds
+            order = list(servers.items())[::-1 if round_number % 2 else 1]  # each server first in every other round
             for clients in (1, 8, 32):
                 for name, (other, address) in order:
                     row = load(address, small_forms, clients, a.per_level, other.pid) | {"image": "32 px PNG"}

@@ -91,10 +91,10 @@ def test_model_file_round_trip_and_refusals(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(x), head.predict_proba(x), rtol=1e-5)
     assert meta["backbone"] == "efficientnet_lite0"
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04garbage")
-    with pytest.raises(CnnCodesError, match="not a model: give a run folder"):
+    with pytest.raises(CnnCodesError, match="not a cnncodes model file"):
         load_model_file(tmp_path / "junk.npz")
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 a photo given as the model")
-    with pytest.raises(CnnCodesError, match="not a model: give a run folder") as refused:
+    with pytest.raises(CnnCodesError, match="not a cnncodes model file") as refused:
         load_model_file(tmp_path / "photo.jpg")
     assert "pickle" not in str(refused.value)  # NumPy's words for a file that is not .npz suggest unpickling it
     np.savez(tmp_path / "pickled.npz", meta=np.array([{"evil": 1}], dtype=object))

@@ -3,6 +3,7 @@ import io
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -289,7 +290,7 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
         assert raw.status_code == 415 and "curl -F file=@" in raw.json()["error"], (kind, raw.text)
     form = "multipart/form-data; boundary=x"
     malformed = {"empty": (form, b""), "no boundary": ("multipart/form-data", b"--x\r\n"),
-                 "not multipart inside": (form, b"hello, world"),
+                 "not multipart inside": (form, b"hello, world"), "another boundary": (form, b"--y\r\n"),
                  "cut short": (form, b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
                                      + png())}
     for name, (kind, content) in malformed.items():
@@ -306,7 +307,7 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
 def test_the_form_parser_keeps_each_file_however_the_body_is_cut():
     from python_multipart.exceptions import FormParserError
 
-    from cnncodes.serve import FormFiles, TooManyParts
+    from cnncodes.serve import FormFiles, NoBoundary, TooManyParts
 
     kind = "multipart/form-data; boundary=b0und"
     looks_like_a_boundary = b"\r\n--b0unX\r\n--b0un\r\n-\r" + png()
@@ -326,11 +327,13 @@ def test_the_form_parser_keeps_each_file_however_the_body_is_cut():
     assert not cut.complete and len(cut.files) == 1  # the last file never ended: the server refuses the form
     with pytest.raises(TooManyParts, match="more than 3 files or fields"):
         FormFiles(kind, max_parts=3).write(body)
-    with pytest.raises(FormParserError, match="no boundary"):
+    with pytest.raises(NoBoundary):
         FormFiles("multipart/form-data", max_parts=3)
+    with pytest.raises(FormParserError):  # another boundary than the Content-Type's
+        FormFiles(kind, max_parts=3).write(body.replace(b"b0und", b"other"))
 
 
-def test_where_a_server_cannot_listen_the_message_names_the_host_or_the_port():
+def test_where_a_server_cannot_listen_the_message_names_the_host_or_the_port(monkeypatch):
     import socket
 
     from cnncodes.errors import CnnCodesError
@@ -339,11 +342,18 @@ def test_where_a_server_cannot_listen_the_message_names_the_host_or_the_port():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        for host, port, says in (("127.0.0.1", port, "try --port"), ("locahost.invalid", 8000, "a typo?"),
-                                 ("192.0.2.1", 8000, "not an address of this machine")):  # 192.0.2.1: documentation
+        busy = taken.getsockname()[1]
+        cases = [("127.0.0.1", busy, "try --port"), ("locahost.invalid", 8000, "a typo?")]
+        if Path("/proc/sys/net/ipv4/ip_nonlocal_bind").read_text().strip() == "0":  # else any address binds
+            cases.append(("192.0.2.1", 8000, "not an address of this machine"))  # 192.0.2.1: for documentation
+        for host, port, says in cases:
             with pytest.raises(CnnCodesError, match=says):
                 check_can_listen(host, port)
+        resolve = socket.getaddrinfo  # a name with two addresses (as localhost: ::1 and 127.0.0.1): the second taken
+        monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: resolve("127.0.0.2", port, **kw)
+                            + resolve("127.0.0.1", port, **kw))
+        with pytest.raises(CnnCodesError, match="127.0.0.1.*try --port"):
+            check_can_listen("both", busy)
     assert url("::1", 8000) == "http://[::1]:8000" and url("127.0.0.1", 80) == "http://127.0.0.1:80"
 
 

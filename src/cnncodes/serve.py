@@ -2,7 +2,7 @@
 here: FastAPI reads the endpoints' parameter types at run time.)
 
     GET  /          a page to drop images on and see their classes
-    GET  /health    the model's name and classes
+    GET  /health    the model's name, backbone and classes, and the unknown threshold
     POST /predict   one or more images as multipart field `file` -> for each: name, label (the top class or
                     "unknown": none of these), top classes, the unknown score; and the time taken;
                     ?top_k=N: N top classes (default 5); ?explain=true adds a heatmap (JPEG, base64) of where
@@ -116,20 +116,24 @@ class TooManyParts(ValueError):
     """A form of more parts than the server takes."""
 
 
+class NoBoundary(ValueError):
+    """A multipart Content-Type without the boundary that separates its parts."""
+
+
 class FormFiles:
     """The files sent as one field of a multipart form, parsed as the body arrives (`write`) by python-multipart's
-    parser: `files`, (file name, bytes) of each part of that field with a file name; other parts are counted, not kept.
+    parser: `files`, (file name, bytes) of each part of that field with a file name; the other parts are only named
+    (`others`, for a message).
     Starlette's form (`Request.form`) cost the event loop more: each file went to a SpooledTemporaryFile inside a
-    FormData (docs/benchmarks.md). More than `max_parts` parts raise TooManyParts; a body that is not a multipart form,
-    python-multipart's FormParserError; `complete` says whether the body reached the form's closing boundary."""
+    FormData (docs/benchmarks.md). More than `max_parts` parts raise TooManyParts; a Content-Type without a boundary,
+    NoBoundary; a body that is not a multipart form, python-multipart's FormParserError; `complete` says whether the body reached the form's closing boundary."""
 
     def __init__(self, content_type: str, max_parts: int, field: str = "file"):
-        from python_multipart.exceptions import MultipartParseError
         from python_multipart.multipart import MultipartParser, parse_options_header
 
         boundary = parse_options_header(content_type)[1].get(b"boundary")
         if not boundary:
-            raise MultipartParseError("its Content-Type names no boundary")
+            raise NoBoundary(content_type)
         self.max_parts, self.field, self.parts, self.complete = max_parts, field, 0, False
         self.files: list[tuple[str, bytes]] = []
         self.others: list[str] = []  # the other parts, named for a message: 'image (a file)', 'file (text)'
@@ -399,9 +403,14 @@ def create_app(model_path, *, token: str | None = None, max_body_mb: float = MAX
                     form.write(chunk)
         except TooManyParts as exc:
             return error(413, f"{exc} ({limits})")
-        except (FormParserError, ClientDisconnect) as exc:
+        except NoBoundary:
+            return error(400, f"not a multipart form with images: the Content-Type ({kind}) names no boundary (curl "
+                              "-F file=@photo.jpg URL/predict writes one)")
+        except FormParserError as exc:
             return error(400, f"not a multipart form with images: {exc} (does the body use the boundary its "
                               "Content-Type names?)")
+        except ClientDisconnect:
+            return error(400, "the client went away before the whole body came")
         if not form.complete:
             return error(400, "not a multipart form with images: the body ends before the form's closing boundary")
         if not form.files:
@@ -448,9 +457,11 @@ def predict_description(top_k: int, secured: bool = False) -> dict:
         "error": {"type": "string", "description": "why the image was skipped (then the only field beside name)"}}}
     answer = {"type": "object", "properties": {"images": {"type": "array", "items": image}, "milliseconds": number}}
     refusal = {"type": "object", "properties": {"error": text}}
-    why = {400: "not a multipart form, or no file in field `file`", 401: "no token or a wrong one",
-           413: "too large a body or too many files", 415: "the body is not a multipart form",
+    why = {400: "not a multipart form, no file in field `file`, or explain=true for a model without heatmaps",
+           401: "no token or a wrong one", 413: "too large a body or too many files",
+           415: "the body is not a multipart form",
            422: "a malformed query, or no image could be used (then `images` says why for each)"}
+    unusable = {"type": "object", "properties": {"error": text, "images": {"type": "array", "items": image}}}
     return {"summary": "Predict", "operationId": "predict", "description": "Top classes of each image sent as form "
             "field `file` (repeat the field for several images); with explain=true, also each image's class "
             "activation map as a base64 JPEG (`heatmap_jpeg`).",
@@ -464,8 +475,9 @@ def predict_description(top_k: int, secured: bool = False) -> dict:
             "responses": {"200": {"description": "for each image: name, label, top classes, unknown and its score "
                                                  "(and heatmap_jpeg, asked for), or the error that skipped it",
                                   "content": {"application/json": {"schema": answer}}}}
-            | {str(status): {"description": reason, "content": {"application/json": {"schema": refusal}}}
-               for status, reason in why.items() if status != 401 or secured}} \
+            | {str(status): {"description": reason, "content": {"application/json": {
+                "schema": unusable if status == 422 else refusal}}} for status, reason in why.items()
+               if status != 401 or secured}} \
         | ({"security": [{"bearer": []}]} if secured else {})
 
 

@@ -45,8 +45,8 @@ def load_model_file(path):
     if not path.is_file():
         raise CnnCodesError(f"model file {str(path)!r} does not exist")
     if not zipfile.is_zipfile(path):  # (NumPy's own words for it suggest unpickling the file)
-        raise CnnCodesError(f"{path} is not a model: give a run folder, its model.npz, or a model.onnx made by "
-                            "`cnncodes export`")
+        raise CnnCodesError(f"{path} is not a cnncodes model file (a run's model.npz; `predict` and `serve` also "
+                            "take the run folder, or a model.onnx made by `cnncodes export`)")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
