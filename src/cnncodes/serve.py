@@ -123,10 +123,10 @@ class NoBoundary(ValueError):
 class FormFiles:
     """The files sent as one field of a multipart form, parsed as the body arrives (`write`) by python-multipart's
     parser: `files`, (file name, bytes) of each part of that field with a file name; the other parts are only named
-    (`others`, for a message).
-    Starlette's form (`Request.form`) cost the event loop more: each file went to a SpooledTemporaryFile inside a
-    FormData (docs/benchmarks.md). More than `max_parts` parts raise TooManyParts; a Content-Type without a boundary,
-    NoBoundary; a body that is not a multipart form, python-multipart's FormParserError; `complete` says whether the body reached the form's closing boundary."""
+    (`others`, for a message). Starlette's form (`Request.form`) cost the event loop more: each file went to a
+    SpooledTemporaryFile inside a FormData (docs/benchmarks.md). More than `max_parts` parts raise TooManyParts; a
+    Content-Type without a boundary, NoBoundary; a body that is not a multipart form, python-multipart's
+    FormParserError; `complete` says whether the body reached the form's closing boundary."""
 
     def __init__(self, content_type: str, max_parts: int, field: str = "file"):
         from python_multipart.multipart import MultipartParser, parse_options_header
