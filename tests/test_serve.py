@@ -265,6 +265,7 @@ def test_bad_input_gets_a_4xx_with_the_reason_and_the_server_goes_on(server, tin
     noisy = buf.getvalue()
     cases = {
         "not an image": ([("file", ("x.jpg", b"hello", "image/jpeg"))], 422, "not an image"),
+        "an empty upload": ([("file", ("e.jpg", b"", "image/jpeg"))], 422, "an empty file"),
         "truncated": ([("file", ("t.png", noisy[:len(noisy) // 2], "image/png"))], 422, "cannot decode"),
         "decompression bomb": ([("file", ("b.png", bomb(), "image/png"))], 422, "decompression bomb"),
         "too large a body": ([("file", ("big.png", os.urandom(2 * 2**20), "image/png"))], 413, "at most"),

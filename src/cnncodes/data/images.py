@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 
 import numpy as np
@@ -57,8 +58,9 @@ def load_rgb(path, min_side: int | None = None) -> np.ndarray:
     except Image.DecompressionBombError as exc:  # Pillow's own refusal, above twice its limit
         raise BadImage(f"too many pixels (decompression bomb guard): {exc}") from None
     except Image.UnidentifiedImageError:
-        raise BadImage("an empty file" if isinstance(path, (str, os.PathLike)) and os.path.getsize(path) == 0
-                       else "not an image Pillow can read") from None
+        empty = (os.path.getsize(path) == 0 if isinstance(path, (str, os.PathLike)) else
+                 isinstance(path, io.BytesIO) and not path.getbuffer().nbytes)  # (an upload's bytes)
+        raise BadImage("an empty file" if empty else "not an image Pillow can read") from None
     except OSError as exc:
         if exc.errno is not None:
             raise  # opening or reading the file failed (gone, no permission, the disk): not a verdict on its content
@@ -80,7 +82,6 @@ def square_thumbnail(rgb: np.ndarray, side: int) -> np.ndarray:
 def item_reader(items):
     """A dataset-style reader (i, min_side) -> RGB over a list of image paths, the bytes of image files (an upload)
     or (H, W, 3) uint8 arrays."""
-    import io
     from pathlib import Path
 
     def read(i: int, min_side: int | None = None) -> np.ndarray:
