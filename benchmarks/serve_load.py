@@ -3,12 +3,14 @@ prediction in one process on the same images; the server's resident memory after
 
     cnncodes run --data ../shared/data/cifar10-exact --runtime onnx-int8 --out RUN --no-report
     python benchmarks/serve_load.py --model RUN --images ../shared/data/cifar10-exact/test [--requests 10000]
-        [--rounds 3] [--baseline OTHER_CHECKOUT/src [--baseline-model OTHER_RUN]] [--json results/serve_load.json]
+        [--rounds 3] [--baseline OTHER_CHECKOUT/src [--baseline-model OTHER_RUN]] [--server-cpus 0,1]
+        [--json results/serve_load.json]
 
 Each client sends one image per request, one request at a time (CIFAR PNGs of 32 x 32 pixels, and a 12-megapixel JPEG
 made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the client,
-end to end. The clients run on the server's cores: each row says the CPU time per request of the server (and of its
-event loop, the main thread) and of the clients. The small images go in `--rounds` rounds, each measuring the
+end to end. The clients run on the server's cores (each row says the CPU time per request of the server, of its
+event loop, the main thread, and of the clients), unless --server-cpus gives the servers and the one-process
+prediction CPUs of their own (Linux): the clients then run on the others, as other software calling a server would. The small images go in `--rounds` rounds, each measuring the
 one-process throughput (500 images in one call) and then each client count: a row gives the medians over the rounds,
 its share the median of each round's ratio (the machine's drift hits both alike). --baseline: a second server, run
 from another checkout's code, measured in the same rounds at each client count, before this one in every other round
@@ -50,14 +52,23 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def server(model: str, src: str | None = None):
-    """A `cnncodes serve` process (with src: that checkout's src folder's code) and its URL, once it answers."""
+def pin_threads(cpus: set[int] | None) -> None:
+    """Every thread this process has now on `cpus` (threads made later inherit their maker's: the main thread's)."""
+    if cpus:
+        for thread in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(thread), cpus)
+
+
+def server(model: str, src: str | None = None, cpus: set[int] | None = None):
+    """A `cnncodes serve` process (with src: that checkout's src folder's code; with cpus: on those CPUs only) and its
+    URL, once it answers."""
     import httpx
 
     port = free_port()
     env = dict(os.environ, CNNCODES_NO_REEXEC="1") | ({"PYTHONPATH": str(Path(src).resolve())} if src else {})
     proc = subprocess.Popen([sys.executable, "-m", "cnncodes", "--quiet", "serve", model, "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -85,10 +96,11 @@ def multipart(blob: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def load(url: str, bodies: list[tuple[bytes, str]], clients: int, requests: int, server_pid: int) -> dict:
+def load(url: str, bodies: list[tuple[bytes, str]], clients: int, requests: int, server_pid: int,
+         cpus: set[int] | None = None) -> dict:
     """`requests` requests from `clients` threads, each on its own keep-alive connection (the standard library's
-    http.client: little CPU per request beside the server's, on the same cores): throughput, latency, and the CPU
-    time the server and the clients took per request."""
+    http.client: little CPU per request beside the server's, on the same cores unless `cpus` gives the clients
+    theirs): throughput, latency, and the CPU time the server and the clients took per request."""
     from http.client import HTTPConnection
     from urllib.parse import urlsplit
 
@@ -112,14 +124,32 @@ def load(url: str, bodies: list[tuple[bytes, str]], clients: int, requests: int,
 
     server_cpu, loop_cpu = cpu_seconds(server_pid), cpu_seconds(server_pid, main_thread=True)
     own_cpu, t0 = time.process_time(), time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        latencies = np.concatenate([np.array(t) for t in pool.map(client, range(clients))])
+    home = os.sched_getaffinity(0) if cpus else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # the main thread's, inherited by the clients' threads
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            latencies = np.concatenate([np.array(t) for t in pool.map(client, range(clients))])
+    finally:
+        if home:
+            os.sched_setaffinity(0, home)
     seconds = time.perf_counter() - t0
     return {"clients": clients, "requests": requests, "per_second": requests / seconds,
             "p50_ms": float(np.percentile(latencies, 50) * 1000), "p99_ms": float(np.percentile(latencies, 99) * 1000),
             "server_cpu_ms": (cpu_seconds(server_pid) - server_cpu) / requests * 1000,
             "loop_cpu_ms": (cpu_seconds(server_pid, main_thread=True) - loop_cpu) / requests * 1000,
             "clients_cpu_ms": (time.process_time() - own_cpu) / requests * 1000}
+
+
+def cpu_list(text: str) -> set[int]:
+    """--server-cpus: CPU numbers separated by commas."""
+    try:
+        cpus = {int(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not CPU numbers separated by commas: {text!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"give CPU numbers of 0 or more (got {text!r})")
+    return cpus
 
 
 def medians(rounds: list[dict]) -> dict:
@@ -139,9 +169,19 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, help="another checkout's src folder: its server in the same rounds")
     parser.add_argument("--baseline-model", default=None, help="the baseline server's model (default --model): a run "
                         "made by the baseline's code, where the model file changed between the two")
+    parser.add_argument("--server-cpus", type=cpu_list, default=None, help="CPUs for the servers and the one-process "
+                        "prediction, e.g. 0,1 (Linux); the clients run on the others this process may use")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     from PIL import Image
+
+    server_cpus = client_cpus = None
+    if a.server_cpus:
+        allowed = os.sched_getaffinity(0)
+        server_cpus, client_cpus = a.server_cpus, allowed - a.server_cpus
+        if not server_cpus <= allowed or not client_cpus:
+            parser.error(f"--server-cpus must be some, not all, of the CPUs this process may use: {sorted(allowed)}")
+        pin_threads(server_cpus)  # the one-process prediction's threads, made now and later, on the servers' CPUs
 
     paths = list_images([a.images])[:500]
     small = [p.read_bytes() for p in paths]
@@ -163,30 +203,31 @@ def main() -> None:
         return measured
 
     phone_requests = max(8, a.per_level // 10)
-    servers = {"this": server(a.model)} | ({"baseline": server(a.baseline_model or a.model, a.baseline)}
+    servers = {"this": server(a.model, cpus=server_cpus)} | ({"baseline": server(a.baseline_model or a.model,
+                                                                                  a.baseline, server_cpus)}
                                            if a.baseline else {})
     proc, url = servers["this"]
     try:
         for other, address in servers.values():
-            load(address, small_forms, 1, 20, other.pid)  # warm
+            load(address, small_forms, 1, 20, other.pid, client_cpus)  # warm
         offline, measured = [], []
         for round_number in range(a.rounds):
             offline.append(one_process())
             order = list(servers.items())[::-1 if round_number % 2 else 1]  # each server first in every other round
             for clients in (1, 8, 32):
                 for name, (other, address) in order:
-                    row = load(address, small_forms, clients, a.per_level, other.pid) | {"image": "32 px PNG"}
+                    row = load(address, small_forms, clients, a.per_level, other.pid, client_cpus) | {"image": "32 px PNG"}
                     measured.append(row | {"share": row["per_second"] / offline[-1]["per_second"], "server": name})
                     print(json.dumps(measured[-1]), flush=True)
         rows = [medians([r for r in measured if r["clients"] == clients and r["server"] == name])
                 for name in servers for clients in (1, 8, 32)]
         for clients in (1, 8):
-            rows.append(load(url, phone, clients, phone_requests, proc.pid) | {"image": "12 MP JPEG"})
+            rows.append(load(url, phone, clients, phone_requests, proc.pid, client_cpus) | {"image": "12 MP JPEG"})
             print(json.dumps(rows[-1]), flush=True)
         memory = {"after_100": None, "after_n": None}
-        load(url, small_forms, 8, 100, proc.pid)
+        load(url, small_forms, 8, 100, proc.pid, client_cpus)
         memory["after_100"] = rss_mb(proc.pid)
-        load(url, small_forms, 8, a.requests, proc.pid)
+        load(url, small_forms, 8, a.requests, proc.pid, client_cpus)
         memory["after_n"] = rss_mb(proc.pid)
         served = 20 + sum(r["requests"] for r in measured if r["server"] == "this") + 2 * phone_requests + 100
         print(f"resident memory: {memory['after_100']:.0f} MB after 100 requests, {memory['after_n']:.0f} MB after "
@@ -195,7 +236,9 @@ def main() -> None:
         for other, _ in servers.values():
             other.terminate()
             other.wait(30)
-    print(f"\none process: {np.median([o['per_second'] for o in offline]):.1f} images/s (median of {a.rounds})")
+    print(f"\none process: {np.median([o['per_second'] for o in offline]):.1f} images/s (median of {a.rounds})"
+          + (f"; the servers and one process on CPUs {sorted(server_cpus)}, the clients on {sorted(client_cpus)}"
+             if server_cpus else ""))
     print("\n| server | image | clients | requests/s | p50 ms | p99 ms | share of one-process throughput "
           "| server CPU ms per request | of which the event loop | clients' CPU ms per request |"
           "\n|---|---|---|---|---|---|---|---|---|---|")

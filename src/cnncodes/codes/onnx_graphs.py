@@ -21,9 +21,10 @@ from . import runtime as process
 from ..errors import CnnCodesError
 from ..files import atomic_path
 
-# images per ONNX Runtime run: the activations of a few images stay in the CPU's caches (one-threaded runs of 64
-# took 8-12% more CPU time per image than runs of 8, `benchmarks/extract_parts.py --run-sizes`, README Speed)
-RUN_IMAGES = 8
+# images per ONNX Runtime run: the activations of a few images stay in the CPU's caches. `benchmarks/extract_parts.py
+# --run-sizes` (docs/benchmarks.md, Speed), int8, one-threaded runs on both of 2 cores: Intel Xeon 406 images/s in runs
+# of 4, 401 of 8, 365 of 16; AMD EPYC (Zen 5) 922 of 4, 944 of 2, 856 of 8
+RUN_IMAGES = 4
 # int8: every operator between the pixels and the codes is quantised, so that no float padding or activation sits
 # between the int8 convolutions; the head stays float (its MatMul/Gemm are not listed): its weights are small and
 # its precision is the accuracy.

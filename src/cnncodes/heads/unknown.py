@@ -35,9 +35,10 @@ from .softmax import SMALL_VALIDATION
 
 NEIGHBOUR = 10  # the distance to the 10th nearest training code
 # training codes kept in the model (a seeded draw, stratified by class, when there are more). benchmarks/open_set.py
-# --references (docs/benchmarks.md): on CIFAR-10's validation splits 5,000 score as 10,000 do (AUROC 0.9490 against
-# 0.9485; 2,500: 0.9488), with half the reference to store and to multiply each image's code with
-REFERENCE_MAX = 5_000
+# --references (docs/benchmarks.md): on CIFAR-10's validation splits 2,500, 5,000 and 10,000 score alike (AUROC
+# 0.9488, 0.9490, 0.9485; the splits' own differences between 2,500 and 5,000 run from -0.0015 to +0.0018), and the
+# fewest cost least: a server's call of one image reads the whole reference (benchmarks/predict_calls.py)
+REFERENCE_MAX = 2_500
 KEEP = 0.95
 UNSEEN_CALIBRATION = 20  # validation images a fine-tuned head's detector needs: its 95% quantile from fewer is a guess
 CHUNK = 2048
@@ -63,9 +64,9 @@ def principal_directions(unit: np.ndarray, subspace: float = SUBSPACE) -> np.nda
     """(D, d): the fewest top right singular vectors of `unit` (rows of length 1, not centred) holding `subspace` of
     their squared length. An image's similarity to a reference code is then the dot product of their projections
     onto these d directions: the cosine less its part in the dropped directions, where codes differ by noise more
-    than by what they show. With d below D (510 of 1,280 for 5,000 of Lite0's codes of CIFAR-10's training images) the
+    than by what they show. With d below D (455 of 1,280 for 2,500 of Lite0's codes of CIFAR-10's training images) the
     comparison with every reference code costs less. From the eigenvectors of the smaller Gram matrix (R x R or
-    D x D): for the 6,592-d codes of the best preset, no decomposition of the whole 5,000 x 6,592 matrix."""
+    D x D): for the 6,592-d codes of the best preset, no decomposition of the whole 2,500 x 6,592 matrix."""
     if not 0 < subspace <= 1:
         raise CnnCodesError(f"the share of the codes' squared length to keep must be in (0, 1] (got {subspace})")
     unit = np.asarray(unit, np.float32)
