@@ -218,7 +218,7 @@ def main() -> None:
                         "reference's squared length, e.g. 0.8,0.9,0.99,1 (the default: heads/unknown.py SUBSPACE)")
     parser.add_argument("--references", type=counts, default=[],
                         help="also the default with at most these many training codes as its reference, e.g. "
-                        "2500,5000 (the default: heads/unknown.py REFERENCE_MAX)")
+                        "5000,10000 (the default: heads/unknown.py REFERENCE_MAX)")
     parser.add_argument("--json", default=None)
     a = parser.parse_args()
     if a.finetune is not None and (a.data is None or a.codes or a.far):

@@ -10,8 +10,9 @@ Each client sends one image per request, one request at a time (CIFAR PNGs of 32
 made from one of them), on a keep-alive connection, its forms encoded beforehand; latency is measured by the client,
 end to end. The clients run on the server's cores (each row says the CPU time per request of the server, of its
 event loop, the main thread, and of the clients), unless --server-cpus gives the servers and the one-process
-prediction CPUs of their own (Linux): the clients then run on the others, as other software calling a server would. The small images go in `--rounds` rounds, each measuring the
-one-process throughput (500 images in one call) and then each client count: a row gives the medians over the rounds,
+prediction CPUs of their own (Linux): the clients then run on the others, as other software calling a server would.
+The small images go in `--rounds` rounds, each measuring the one-process throughput (500 images in one call) and then
+each client count: a row gives the medians over the rounds,
 its share the median of each round's ratio (the machine's drift hits both alike). --baseline: a second server, run
 from another checkout's code, measured in the same rounds at each client count, before this one in every other round
 (a change's effect, on a noisy machine; the server measured second at a client count did up to a tenth better,
@@ -56,19 +57,21 @@ def pin_threads(cpus: set[int] | None) -> None:
     """Every thread this process has now on `cpus` (threads made later inherit their maker's: the main thread's)."""
     if cpus:
         for thread in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(thread), cpus)
+            try:
+                os.sched_setaffinity(int(thread), cpus)
+            except ProcessLookupError:  # it ended meanwhile
+                pass
 
 
-def server(model: str, src: str | None = None, cpus: set[int] | None = None):
-    """A `cnncodes serve` process (with src: that checkout's src folder's code; with cpus: on those CPUs only) and its
-    URL, once it answers."""
+def server(model: str, src: str | None = None):
+    """A `cnncodes serve` process (with src: that checkout's src folder's code) and its URL, once it answers. It runs
+    on the CPUs of the thread that starts it (--server-cpus: main() pins its threads to them first)."""
     import httpx
 
     port = free_port()
     env = dict(os.environ, CNNCODES_NO_REEXEC="1") | ({"PYTHONPATH": str(Path(src).resolve())} if src else {})
     proc = subprocess.Popen([sys.executable, "-m", "cnncodes", "--quiet", "serve", model, "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -177,6 +180,8 @@ def main() -> None:
 
     server_cpus = client_cpus = None
     if a.server_cpus:
+        if not hasattr(os, "sched_setaffinity"):
+            parser.error("--server-cpus needs Linux (os.sched_setaffinity)")
         allowed = os.sched_getaffinity(0)
         server_cpus, client_cpus = a.server_cpus, allowed - a.server_cpus
         if not server_cpus <= allowed or not client_cpus:
@@ -203,8 +208,7 @@ def main() -> None:
         return measured
 
     phone_requests = max(8, a.per_level // 10)
-    servers = {"this": server(a.model, cpus=server_cpus)} | ({"baseline": server(a.baseline_model or a.model,
-                                                                                  a.baseline, server_cpus)}
+    servers = {"this": server(a.model)} | ({"baseline": server(a.baseline_model or a.model, a.baseline)}
                                            if a.baseline else {})
     proc, url = servers["this"]
     try:
@@ -216,7 +220,8 @@ def main() -> None:
             order = list(servers.items())[::-1 if round_number % 2 else 1]  # each server first in every other round
             for clients in (1, 8, 32):
                 for name, (other, address) in order:
-                    row = load(address, small_forms, clients, a.per_level, other.pid, client_cpus) | {"image": "32 px PNG"}
+                    row = load(address, small_forms, clients, a.per_level, other.pid, client_cpus)
+                    row |= {"image": "32 px PNG"}
                     measured.append(row | {"share": row["per_second"] / offline[-1]["per_second"], "server": name})
                     print(json.dumps(measured[-1]), flush=True)
         rows = [medians([r for r in measured if r["clients"] == clients and r["server"] == name])
@@ -255,8 +260,9 @@ def main() -> None:
                   f"rounds: {np.median(np.array(this) / np.array(other)):.2f}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        cpus = {"server_cpus": sorted(server_cpus), "client_cpus": sorted(client_cpus)} if server_cpus else {}
         Path(a.json).write_text(json.dumps({"one_process": offline, "rounds": measured, "rows": rows,
-                                            "memory_mb": memory}, indent=1))
+                                            "memory_mb": memory} | cpus, indent=1))
 
 
 if __name__ == "__main__":

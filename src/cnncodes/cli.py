@@ -76,7 +76,7 @@ def _extract_options(p, backbone=True):
         g.add_argument("--flip", action="store_true", help="also use horizontally flipped codes (train on both, "
                        "average at prediction)")
     g.add_argument("--batch-size", type=_positive_int, default=64,
-                   help="images per forward pass (default 64; ONNX Runtime takes them 8 at a time)")
+                   help="images per forward pass (default 64; ONNX Runtime takes them 4 at a time)")
     g.add_argument("--threads", type=_positive_int, default=None,
                    help="decoding threads; with --runtime onnx*, workers that each decode and run their batches "
                         "(default: cores, at least 2)")

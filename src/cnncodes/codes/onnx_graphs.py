@@ -23,7 +23,8 @@ from ..files import atomic_path
 
 # images per ONNX Runtime run: the activations of a few images stay in the CPU's caches. `benchmarks/extract_parts.py
 # --run-sizes` (docs/benchmarks.md, Speed), int8, one-threaded runs on both of 2 cores: Intel Xeon 406 images/s in runs
-# of 4, 401 of 8, 365 of 16; AMD EPYC (Zen 5) 922 of 4, 944 of 2, 856 of 8
+# of 4, 401 of 8, 365 of 16 (2 not measured); AMD EPYC (Zen 5) 922 of 4, 944 of 2, 856 of 8 (fp32 there: 331 of 4,
+# 374 of 2)
 RUN_IMAGES = 4
 # int8: every operator between the pixels and the codes is quantised, so that no float padding or activation sits
 # between the int8 convolutions; the head stays float (its MatMul/Gemm are not listed): its weights are small and
