@@ -12,12 +12,12 @@ end to end. The clients run on the server's cores (each row says the CPU time pe
 event loop, the main thread, and of the clients), unless --server-cpus gives the servers and the one-process
 prediction CPUs of their own (Linux): the clients then run on the others, as other software calling a server would.
 The small images go in `--rounds` rounds, each measuring the one-process throughput (500 images in one call) and then
-each client count: a row gives the medians over the rounds,
-its share the median of each round's ratio (the machine's drift hits both alike). --baseline: a second server, run
-from another checkout's code, measured in the same rounds at each client count, before this one in every other round
-(a change's effect, on a noisy machine; the server measured second at a client count did up to a tenth better,
-whatever its code: docs/benchmarks.md). Goals: at 8 clients at least 80% of the one-process throughput; p99 of one
-32-pixel image with one client at most 20 ms on 2 cores with an int8 model; memory flat between 100 and N requests.
+each client count: a row gives the medians over the rounds, its share the median of each round's ratio (the
+machine's drift hits both alike). --baseline: a second server, run from another checkout's code, measured in the
+same rounds at each client count, before this one in every other round (a change's effect, on a noisy machine; the
+server measured second at a client count did up to a tenth better, whatever its code: docs/benchmarks.md). Goals:
+at 8 clients at least 80% of the one-process throughput; p99 of one 32-pixel image with one client at most 20 ms on 2
+cores with an int8 model; memory flat between 100 and N requests.
 """
 from __future__ import annotations
 
